@@ -1,0 +1,86 @@
+"""Helpers shared by the layout modules: regex renaming, and inferring the architecture from shapes."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+
+import torch
+
+from swinkit.presets import SwinConfig
+
+Rule = tuple[str, str | Callable[[re.Match], str]]
+
+
+def rename(name: str, rules: Sequence[Rule]) -> str:
+    """Apply the first rule whose pattern matches ``name`` (searching from the start); unchanged otherwise."""
+    for pattern, replacement in rules:
+        new, count = re.subn("^" + pattern.lstrip("^"), replacement, name, count=1)
+        if count:
+            return new
+    return name
+
+
+def strip_prefix(state_dict: Mapping[str, torch.Tensor], prefixes: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Remove the first of ``prefixes`` that every key carrying any of them starts with."""
+    for prefix in prefixes:
+        if any(k.startswith(prefix) for k in state_dict):
+            return {k[len(prefix) :] if k.startswith(prefix) else k: v for k, v in state_dict.items()}
+    return dict(state_dict)
+
+
+def infer_config(state_dict: Mapping[str, torch.Tensor], base: SwinConfig | None = None) -> SwinConfig:
+    """The architecture of a canonical state dict, read from its tensor shapes.
+
+    Fields that shapes cannot tell (native image size, pretrained window sizes, drop rates) come from
+    ``base`` when given, otherwise from the usual defaults (image size from the window: 7 -> 224,
+    8 -> 256, 12 -> 384 for v1 and 192 for v2, 16 -> 256, 24 -> 384).
+    """
+    sd = state_dict
+    if "patch_embed.proj.weight" not in sd:
+        raise ValueError("cannot infer the architecture: no patch embedding weight (patch_embed.proj.weight)")
+    embed_dim, in_channels, patch_size, _ = sd["patch_embed.proj.weight"].shape
+    stages = sorted({int(m.group(1)) for k in sd if (m := re.match(r"layers\.(\d+)\.blocks\.", k))})
+    depths = tuple(
+        1 + max(int(m.group(1)) for k in sd if (m := re.match(rf"layers\.{i}\.blocks\.(\d+)\.", k))) for i in stages
+    )
+    version = 2 if any(k.endswith("attn.logit_scale") for k in sd) else 1
+    num_heads, windows = [], []
+    for i in stages:
+        if version == 1:
+            table = sd[f"layers.{i}.blocks.0.attn.relative_position_bias_table"]
+            num_heads.append(table.shape[1])
+            windows.append((math.isqrt(table.shape[0]) + 1) // 2)
+        else:
+            num_heads.append(sd[f"layers.{i}.blocks.0.attn.logit_scale"].shape[0])
+    hidden = sd["layers.0.blocks.0.mlp.fc1.weight"].shape[0]
+    qkv_bias = "layers.0.blocks.0.attn.qkv.bias" in sd or "layers.0.blocks.0.attn.q_bias" in sd
+    head = sd.get("head.weight")
+    if base is not None:
+        window_size, image_size, pretrained = base.window_size, base.image_size, base.pretrained_window_sizes
+    else:
+        window_size = windows[0] if windows else 8
+        defaults = {7: 224, 8: 256, 12: 384 if version == 1 else 192, 16: 256, 24: 384}
+        image_size = defaults.get(window_size, window_size * patch_size * 2 ** (len(stages) - 1))
+        pretrained = (0,) * len(stages)
+    values = dict(base.to_dict()) if base is not None else {}
+    values.update(
+        version=version,
+        image_size=image_size,
+        patch_size=patch_size,
+        in_channels=in_channels,
+        embed_dim=embed_dim,
+        depths=depths,
+        num_heads=tuple(num_heads),
+        window_size=window_size,
+        pretrained_window_sizes=tuple(pretrained),
+        mlp_ratio=hidden / embed_dim,
+        qkv_bias=qkv_bias,
+        absolute_pos_embed="absolute_pos_embed" in sd,
+        patch_norm="patch_embed.norm.weight" in sd,
+        num_classes=head.shape[0] if head is not None else 0,
+    )
+    if base is None or values.get("labels") is not None and len(values["labels"]) != values["num_classes"]:
+        values["labels"] = None
+    return SwinConfig.from_dict(values)

@@ -1,0 +1,207 @@
+"""Hugging Face ``transformers`` on-disk layout (Swin, Swinv2; Model, ForImageClassification, Backbone, MIM).
+
+Names on disk: ``swin.encoder.layers.{i}.blocks.{j}.attention.self.{query,key,value}``,
+``layernorm_before/after``, ``intermediate.dense``, ``output.dense``, ``classifier``; Swinv2 adds
+``continuous_position_bias_mlp`` and ``logit_scale`` and has no key bias; ``SwinBackbone`` has no
+``swin.`` prefix and per-stage ``hidden_states_norms.stage{n}``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from swinkit.layouts.common import rename
+from swinkit.presets import SwinConfig
+
+NAME = "hf"
+
+# (HF name pattern, canonical name) for everything but the split query/key/value projections.
+_RULES = [
+    (r"embeddings\.patch_embeddings\.projection\.", "patch_embed.proj."),
+    (r"embeddings\.norm\.", "patch_embed.norm."),
+    (r"embeddings\.position_embeddings$", "absolute_pos_embed"),
+    (r"embeddings\.mask_token$", "mask_token"),
+    (r"encoder\.layers\.(\d+)\.blocks\.(\d+)\.layernorm_before\.", r"layers.\1.blocks.\2.norm1."),
+    (r"encoder\.layers\.(\d+)\.blocks\.(\d+)\.layernorm_after\.", r"layers.\1.blocks.\2.norm2."),
+    (r"encoder\.layers\.(\d+)\.blocks\.(\d+)\.intermediate\.dense\.", r"layers.\1.blocks.\2.mlp.fc1."),
+    (r"encoder\.layers\.(\d+)\.blocks\.(\d+)\.output\.dense\.", r"layers.\1.blocks.\2.mlp.fc2."),
+    (r"encoder\.layers\.(\d+)\.blocks\.(\d+)\.attention\.output\.dense\.", r"layers.\1.blocks.\2.attn.proj."),
+    (
+        r"encoder\.layers\.(\d+)\.blocks\.(\d+)\.attention\.self\.relative_position_bias_table$",
+        r"layers.\1.blocks.\2.attn.relative_position_bias_table",
+    ),
+    (r"encoder\.layers\.(\d+)\.blocks\.(\d+)\.attention\.self\.logit_scale$", r"layers.\1.blocks.\2.attn.logit_scale"),
+    (
+        r"encoder\.layers\.(\d+)\.blocks\.(\d+)\.attention\.self\.continuous_position_bias_mlp\.",
+        r"layers.\1.blocks.\2.attn.cpb_mlp.",
+    ),
+    (r"encoder\.layers\.(\d+)\.downsample\.", r"layers.\1.downsample."),
+    (r"layernorm\.", "norm."),
+    (r"classifier\.", "head."),
+    (r"hidden_states_norms\.stage(\d+)\.", lambda m: f"norm{int(m.group(1)) - 1}."),
+]
+_QKV = re.compile(r"encoder\.layers\.(\d+)\.blocks\.(\d+)\.attention\.self\.(query|key|value)\.(weight|bias)$")
+_DROPPED = re.compile(r"(relative_position_index|relative_coords_table|attn_mask|num_batches_tracked)$")
+_PREFIX = re.compile(r"^(swin|swinv2)\.")
+
+
+def detect(state_dict: Mapping[str, Any]) -> float:
+    """Confidence in [0, 1] that ``state_dict`` is in this layout."""
+    keys = list(state_dict)
+    hits = sum(1 for k in keys if ".attention.self." in k or "embeddings.patch_embeddings" in k)
+    return 1.0 if hits else 0.0
+
+
+def to_canonical(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """HF names to canonical names; query/key/value are fused into ``qkv`` (v2: ``q_bias``/``v_bias``)."""
+    out: dict[str, torch.Tensor] = {}
+    parts: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
+    for name, tensor in state_dict.items():
+        key = _PREFIX.sub("", name)
+        if _DROPPED.search(key):
+            continue
+        m = _QKV.match(key)
+        if m:
+            stage, block, which, kind = m.groups()
+            parts.setdefault((f"layers.{stage}.blocks.{block}.attn", kind), {})[which] = tensor
+            continue
+        out[rename(key, _RULES)] = tensor
+    for (prefix, kind), qkv in parts.items():
+        if kind == "weight":
+            out[f"{prefix}.qkv.weight"] = torch.cat([qkv["query"], qkv["key"], qkv["value"]])
+        elif "key" in qkv:  # v1: all three biases
+            out[f"{prefix}.qkv.bias"] = torch.cat([qkv["query"], qkv["key"], qkv["value"]])
+        else:  # v2: the key projection has no bias
+            out[f"{prefix}.q_bias"] = qkv["query"]
+            out[f"{prefix}.v_bias"] = qkv["value"]
+    return out
+
+
+_REVERSE = [
+    (r"^patch_embed\.proj\.", "embeddings.patch_embeddings.projection."),
+    (r"^patch_embed\.norm\.", "embeddings.norm."),
+    (r"^absolute_pos_embed$", "embeddings.position_embeddings"),
+    (r"^mask_token$", "embeddings.mask_token"),
+    (r"^layers\.(\d+)\.blocks\.(\d+)\.norm1\.", r"encoder.layers.\1.blocks.\2.layernorm_before."),
+    (r"^layers\.(\d+)\.blocks\.(\d+)\.norm2\.", r"encoder.layers.\1.blocks.\2.layernorm_after."),
+    (r"^layers\.(\d+)\.blocks\.(\d+)\.mlp\.fc1\.", r"encoder.layers.\1.blocks.\2.intermediate.dense."),
+    (r"^layers\.(\d+)\.blocks\.(\d+)\.mlp\.fc2\.", r"encoder.layers.\1.blocks.\2.output.dense."),
+    (r"^layers\.(\d+)\.blocks\.(\d+)\.attn\.proj\.", r"encoder.layers.\1.blocks.\2.attention.output.dense."),
+    (
+        r"^layers\.(\d+)\.blocks\.(\d+)\.attn\.relative_position_bias_table$",
+        r"encoder.layers.\1.blocks.\2.attention.self.relative_position_bias_table",
+    ),
+    (r"^layers\.(\d+)\.blocks\.(\d+)\.attn\.logit_scale$", r"encoder.layers.\1.blocks.\2.attention.self.logit_scale"),
+    (
+        r"^layers\.(\d+)\.blocks\.(\d+)\.attn\.cpb_mlp\.",
+        r"encoder.layers.\1.blocks.\2.attention.self.continuous_position_bias_mlp.",
+    ),
+    (r"^layers\.(\d+)\.downsample\.", r"encoder.layers.\1.downsample."),
+    (r"^norm\.", "layernorm."),
+]
+_CANON_ATTN = re.compile(r"^layers\.(\d+)\.blocks\.(\d+)\.attn\.(qkv\.weight|qkv\.bias|q_bias|v_bias)$")
+
+
+def from_canonical(state_dict: Mapping[str, torch.Tensor], config: SwinConfig) -> dict[str, torch.Tensor]:
+    """Canonical names to the on-disk names of ``Swin(v2)ForImageClassification`` (or ``Swin(v2)Model``)."""
+    prefix = "swin." if config.version == 1 else "swinv2."
+    out: dict[str, torch.Tensor] = {}
+    for name, tensor in state_dict.items():
+        m = _CANON_ATTN.match(name)
+        if m:
+            stage, block, what = m.groups()
+            base = f"{prefix}encoder.layers.{stage}.blocks.{block}.attention.self."
+            if what.startswith("qkv"):
+                kind = what.split(".")[1]
+                q, k, v = tensor.chunk(3)
+                out[base + f"query.{kind}"], out[base + f"value.{kind}"] = q, v
+                if config.version == 1 or kind == "weight":
+                    out[base + f"key.{kind}"] = k
+            else:
+                out[base + ("query.bias" if what == "q_bias" else "value.bias")] = tensor
+            continue
+        if name.startswith("head."):
+            out["classifier." + name[len("head.") :]] = tensor
+            continue
+        if re.match(r"^norm\d+\.", name):
+            raise ValueError(f"{name}: backbone output norms have no place in the classification layout")
+        out[prefix + rename(name, _REVERSE)] = tensor
+    return out
+
+
+def config_from_hf(hf: Mapping[str, Any]) -> SwinConfig:
+    """A SwinConfig from a transformers ``config.json`` (model_type ``swin`` or ``swinv2``)."""
+    model_type = hf.get("model_type")
+    if model_type not in ("swin", "swinv2"):
+        raise ValueError(f"config.json has model_type {model_type!r}; swinkit reads 'swin' and 'swinv2'")
+    image_size = hf.get("image_size", 224)
+    if isinstance(image_size, list | tuple):
+        if len(set(image_size)) != 1:
+            raise ValueError(f"non-square native image_size {image_size} is not supported")
+        image_size = image_size[0]
+    patch_size = hf.get("patch_size", 4)
+    patch_size = patch_size[0] if isinstance(patch_size, list | tuple) else patch_size
+    depths = tuple(hf.get("depths", (2, 2, 6, 2)))
+    id2label = hf.get("id2label") or {}
+    architectures = hf.get("architectures") or []
+    is_classifier = any(a.endswith("ForImageClassification") for a in architectures)
+    labels = tuple(id2label[str(i)] if str(i) in id2label else id2label[i] for i in range(len(id2label)))
+    return SwinConfig(
+        version=2 if model_type == "swinv2" else 1,
+        image_size=image_size,
+        patch_size=patch_size,
+        in_channels=hf.get("num_channels", 3),
+        embed_dim=hf.get("embed_dim", 96),
+        depths=depths,
+        num_heads=tuple(hf.get("num_heads", (3, 6, 12, 24))),
+        window_size=hf.get("window_size", 7),
+        pretrained_window_sizes=tuple(hf.get("pretrained_window_sizes") or (0,) * len(depths)),
+        mlp_ratio=hf.get("mlp_ratio", 4.0),
+        qkv_bias=hf.get("qkv_bias", True),
+        drop_rate=hf.get("hidden_dropout_prob", 0.0),
+        attn_drop_rate=hf.get("attention_probs_dropout_prob", 0.0),
+        drop_path_rate=hf.get("drop_path_rate", 0.1),
+        absolute_pos_embed=hf.get("use_absolute_embeddings", False),
+        layer_norm_eps=hf.get("layer_norm_eps", 1e-5),
+        num_classes=len(labels) if is_classifier else 0,
+        problem_type=hf.get("problem_type") or "single_label_classification",
+        labels=labels if is_classifier and labels else None,
+    )
+
+
+def config_to_hf(config: SwinConfig) -> dict[str, Any]:
+    """A transformers ``config.json`` dict for ``Swin(v2)ForImageClassification``."""
+    v2 = config.version == 2
+    labels = config.label_names
+    hf: dict[str, Any] = {
+        "architectures": ["Swinv2ForImageClassification" if v2 else "SwinForImageClassification"],
+        "model_type": "swinv2" if v2 else "swin",
+        "image_size": config.image_size,
+        "patch_size": config.patch_size,
+        "num_channels": config.in_channels,
+        "embed_dim": config.embed_dim,
+        "depths": list(config.depths),
+        "num_heads": list(config.num_heads),
+        "window_size": config.window_size,
+        "mlp_ratio": config.mlp_ratio,
+        "qkv_bias": config.qkv_bias,
+        "hidden_dropout_prob": config.drop_rate,
+        "attention_probs_dropout_prob": config.attn_drop_rate,
+        "drop_path_rate": config.drop_path_rate,
+        "hidden_act": "gelu",
+        "use_absolute_embeddings": config.absolute_pos_embed,
+        "layer_norm_eps": config.layer_norm_eps,
+        "initializer_range": 0.02,
+        "encoder_stride": config.patch_size * 2 ** (config.num_stages - 1),
+        "id2label": {str(i): name for i, name in enumerate(labels)},
+        "label2id": {name: i for i, name in enumerate(labels)},
+    }
+    if v2:
+        hf["pretrained_window_sizes"] = list(config.pretrained_window_sizes)
+    if config.problem_type == "multi_label_classification":
+        hf["problem_type"] = config.problem_type
+    return hf

@@ -1,0 +1,298 @@
+"""Loading any checkpoint people hold into the canonical model, and saving in the Hugging Face layout.
+
+A *source* is a Hugging Face hub id, a directory (HF layout: config.json + weights), a checkpoint file in
+any layout ``swinkit.layouts`` knows, or a preset name whose hub id is used.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from swinkit import layouts
+from swinkit.checkpoint_io import atomic_write_json, load_state_file, save_safetensors
+from swinkit.layouts import hf
+from swinkit.layouts.common import infer_config
+from swinkit.models.factory import build_model
+from swinkit.models.swin import SwinBackbone, SwinTransformer
+from swinkit.presets import PRESETS, Preprocessing, SwinConfig, get_preset, preset_for_hub_id
+
+log = logging.getLogger(__name__)
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+PREPROCESSOR_FILE = "preprocessor_config.json"
+
+
+class CheckpointMismatchError(ValueError):
+    """The checkpoint's tensors do not fit the model: lists missing, unexpected and mis-shaped keys."""
+
+    def __init__(self, missing: Sequence[str], unexpected: Sequence[str], mis_shaped: Sequence[str]) -> None:
+        self.missing, self.unexpected, self.mis_shaped = list(missing), list(unexpected), list(mis_shaped)
+        lines = ["checkpoint does not match the model:"]
+        for title, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", mis_shaped)):
+            if keys:
+                shown = ", ".join(keys[:20]) + (f", ... ({len(keys)} in all)" if len(keys) > 20 else "")
+                lines.append(f"  {title}: {shown}")
+        super().__init__("\n".join(lines))
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint read into the canonical layout."""
+
+    config: SwinConfig
+    state_dict: dict[str, torch.Tensor]
+    layout: str  # the layout the tensors came in
+    preprocessing: dict[str, Any] | None = None  # the HF preprocessor_config.json, when there was one
+    path: Path | None = None  # the file or folder it was read from
+
+
+def _hub_download(repo_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    patterns = ["config.json", PREPROCESSOR_FILE, "model.safetensors", "pytorch_model.bin"]
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=patterns))
+    except LocalEntryNotFoundError:
+        raise ValueError(
+            f"{repo_id!r} is not in the local Hugging Face cache and cannot be downloaded "
+            "(offline or unreachable hub); download it once with network access or pass a local path"
+        ) from None
+    except Exception as e:  # huggingface_hub raises many kinds: repository not found, HTTP errors...
+        raise ValueError(f"could not fetch {repo_id!r} from the Hugging Face hub: {e}") from None
+
+
+def resolve_source(source: str | os.PathLike) -> Path:
+    """A local path for ``source``: an existing file or folder, else a preset's or a hub id's snapshot."""
+    path = Path(source)
+    if path.exists():
+        return path
+    text = str(source)
+    if text in PRESETS:
+        hub_id = PRESETS[text].hub_id
+        if hub_id is None:
+            raise ValueError(f"preset {text!r} has no published weights; use swinkit.create_model({text!r})")
+        return _hub_download(hub_id)
+    if text.count("/") == 1 and not text.startswith((".", "/")):
+        return _hub_download(text)
+    raise FileNotFoundError(f"{text!r} is neither a file, a folder, a preset name nor a hub id")
+
+
+def _weights_in(folder: Path) -> Path:
+    for name in WEIGHT_FILES:
+        if (folder / name).is_file():
+            return folder / name
+    raise FileNotFoundError(f"{folder} holds none of {', '.join(WEIGHT_FILES)}")
+
+
+def load_checkpoint(
+    source: str | os.PathLike, *, layout: str | None = None, preset: str | None = None
+) -> Checkpoint:
+    """Read ``source`` into the canonical layout, with its architecture.
+
+    The architecture comes from the folder's config.json, else from ``preset``, else from the tensor shapes.
+    """
+    path = resolve_source(source)
+    hf_config = preprocessing = None
+    if path.is_dir():
+        if (path / "config.json").is_file():
+            hf_config = json.loads((path / "config.json").read_text())
+        if (path / PREPROCESSOR_FILE).is_file():
+            preprocessing = json.loads((path / PREPROCESSOR_FILE).read_text())
+        weights = _weights_in(path)
+    else:
+        weights = path
+    raw = layouts.unwrap(load_state_file(weights))
+    layout, state_dict = layouts.to_canonical(raw, layout)
+    if hf_config is not None and hf_config.get("model_type") in ("swin", "swinv2"):
+        config = hf.config_from_hf(hf_config)
+        if config.num_classes == 0 and "head.weight" in state_dict:
+            config = config.replace(num_classes=state_dict["head.weight"].shape[0])
+    else:
+        base = get_preset(preset).config if preset else None
+        hint = getattr(layouts.LAYOUTS[layout], "window_size_hint", lambda sd: None)(raw)
+        if base is None and hint:
+            base = infer_config(state_dict).replace(window_size=hint)
+            base = infer_config(state_dict, base=base.replace(image_size=_default_image_size(base)))
+        config = infer_config(state_dict, base=base)
+    return Checkpoint(config, state_dict, layout, preprocessing, path)
+
+
+def _default_image_size(config: SwinConfig) -> int:
+    defaults = {7: 224, 8: 256, 12: 384 if config.version == 1 else 192, 16: 256, 24: 384}
+    return defaults.get(config.window_size, config.image_size)
+
+
+def _resize_v1_table(table: torch.Tensor, size: int) -> torch.Tensor:
+    """Bicubic resize of a (L, nH) relative position bias table to (size*size, nH), as the official fine-tuning."""
+    old = round(table.shape[0] ** 0.5)
+    grid = table.T.reshape(1, -1, old, old).float()  # (1, nH, 2ws-1, 2ws-1)
+    grid = F.interpolate(grid, size=(size, size), mode="bicubic", align_corners=False)
+    return grid.reshape(-1, size * size).T.to(table.dtype)
+
+
+def _resize_pos_embed(pos: torch.Tensor, grid: int) -> torch.Tensor:
+    old = round(pos.shape[1] ** 0.5)
+    x = pos.reshape(1, old, old, -1).permute(0, 3, 1, 2).float()  # (1, C, g, g)
+    x = F.interpolate(x, size=(grid, grid), mode="bicubic", align_corners=False)
+    return x.permute(0, 2, 3, 1).reshape(1, grid * grid, -1).to(pos.dtype)
+
+
+def adapt_state_dict(state_dict: Mapping[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """Resize position tables/embeddings to the model's windows and grid (window and resolution transfer)."""
+    target = model.state_dict()
+    out = dict(state_dict)
+    for name, tensor in state_dict.items():
+        want = target.get(name)
+        if want is None or want.shape == tensor.shape:
+            continue
+        if name.endswith("relative_position_bias_table") and tensor.shape[1] == want.shape[1]:
+            out[name] = _resize_v1_table(tensor, round(want.shape[0] ** 0.5))
+            log.info("resized %s from %s to %s", name, tuple(tensor.shape), tuple(want.shape))
+        elif name == "absolute_pos_embed" and tensor.shape[2] == want.shape[2]:
+            out[name] = _resize_pos_embed(tensor, round(want.shape[1] ** 0.5))
+            log.info("resized %s from %s to %s", name, tuple(tensor.shape), tuple(want.shape))
+    return out
+
+
+def load_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, allow_missing: Sequence[str] = ()) -> None:
+    """Copy a canonical state dict into ``model`` exactly; CheckpointMismatchError on any mismatch.
+
+    ``allow_missing`` lists name prefixes the checkpoint may lack (they keep their initialisation).
+    """
+    state_dict = adapt_state_dict(state_dict, model)
+    target = model.state_dict()
+    missing = [k for k in target if k not in state_dict and not k.startswith(tuple(allow_missing))]
+    unexpected = [k for k in state_dict if k not in target]
+    mis_shaped = [
+        f"{k} {tuple(v.shape)} vs model {tuple(target[k].shape)}"
+        for k, v in state_dict.items()
+        if k in target and v.shape != target[k].shape
+    ]
+    if missing or unexpected or mis_shaped:
+        raise CheckpointMismatchError(missing, unexpected, mis_shaped)
+    model.load_state_dict(state_dict, strict=False)
+
+
+def from_pretrained(
+    source: str | os.PathLike,
+    *,
+    num_classes: int | None = None,
+    labels: Sequence[str] | None = None,
+    backbone: bool = False,
+    out_indices: Sequence[int] = (0, 1, 2, 3),
+    layout: str | None = None,
+    preset: str | None = None,
+    **overrides: Any,
+) -> SwinTransformer | SwinBackbone:
+    """A model with the weights of ``source`` (hub id, HF folder, checkpoint file in any layout, preset name).
+
+    ``num_classes``/``labels`` different from the checkpoint's give a fresh head (logged); ``backbone=True``
+    returns the multi-scale backbone (output norms the checkpoint lacks start at identity); ``overrides``
+    change config fields such as ``image_size`` or ``window_size`` (position tables are resized).
+    """
+    ckpt = load_checkpoint(source, layout=layout, preset=preset)
+    config = ckpt.config.replace(**overrides) if overrides else ckpt.config
+    state_dict = dict(ckpt.state_dict)
+    if backbone:
+        config = config.replace(num_classes=0, labels=None)
+        state_dict = {k: v for k, v in state_dict.items() if not k.startswith(("head.", "norm."))}
+        model = build_model(config, backbone=True, out_indices=out_indices)
+        last = f"norm{config.num_stages - 1}"
+        if last in [f"norm{i}" for i in model.out_indices] and "norm.weight" in ckpt.state_dict:
+            state_dict.setdefault(f"{last}.weight", ckpt.state_dict["norm.weight"])
+            state_dict.setdefault(f"{last}.bias", ckpt.state_dict["norm.bias"])
+        load_into(model, state_dict, allow_missing=[f"norm{i}." for i in model.out_indices] + ["mask_token"])
+        return model
+    state_dict.pop("mask_token", None)
+    new_config, fresh_head = _head_change(config, num_classes, labels)
+    if fresh_head:
+        log.warning(
+            "the checkpoint's head has %d classes; a fresh head with %d classes is initialised",
+            config.num_classes,
+            new_config.num_classes,
+        )
+        state_dict = {k: v for k, v in state_dict.items() if not k.startswith("head.")}
+    model = build_model(new_config)
+    load_into(model, state_dict, allow_missing=["head."] if fresh_head else ())
+    return model
+
+
+def _head_change(
+    config: SwinConfig, num_classes: int | None, labels: Sequence[str] | None
+) -> tuple[SwinConfig, bool]:
+    """(config with the requested head, whether that head must be freshly initialised)."""
+    if labels is not None:
+        labels = tuple(labels)
+        if num_classes is not None and num_classes != len(labels):
+            raise ValueError(f"num_classes={num_classes} but {len(labels)} labels were given")
+        if labels == config.labels:
+            return config, False
+        if len(labels) == config.num_classes and config.labels is None:
+            return config.replace(labels=labels), False  # names for the checkpoint's unnamed classes
+        return config.replace(num_classes=len(labels), labels=labels), True
+    if num_classes is not None and num_classes != config.num_classes:
+        return config.replace(num_classes=num_classes, labels=None), True
+    return config, False
+
+
+def preprocessor_config(preprocessing: Preprocessing) -> dict[str, Any]:
+    """A transformers ``preprocessor_config.json`` (ViTImageProcessor fields) describing ``preprocessing``."""
+    resample = {"nearest": 0, "bilinear": 2, "bicubic": 3}[preprocessing.interpolation]
+    h, w = preprocessing.image_size
+    out: dict[str, Any] = {
+        "image_processor_type": "ViTImageProcessor",
+        "do_resize": True,
+        "size": {"height": h, "width": w},
+        "resample": resample,
+        "do_rescale": True,
+        "rescale_factor": 1 / 255,
+        "do_normalize": True,
+        "image_mean": list(preprocessing.mean),
+        "image_std": list(preprocessing.std),
+    }
+    if preprocessing.crop_pct is not None:
+        out["crop_pct"] = preprocessing.crop_pct
+    return out
+
+
+def save_pretrained(
+    model: SwinTransformer,
+    directory: str | os.PathLike,
+    *,
+    preprocessing: Preprocessing | dict[str, Any] | None = None,
+) -> Path:
+    """Write ``model`` in the Hugging Face layout (config.json + model.safetensors [+ preprocessor config]).
+
+    transformers' ``AutoModelForImageClassification.from_pretrained(directory)`` reads the result.
+    """
+    if isinstance(model, SwinBackbone):
+        raise ValueError("save_pretrained writes classifiers; a backbone has no Hugging Face classification layout")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    config = model.config
+    tensors = hf.from_canonical(model.state_dict(), config)
+    save_safetensors(tensors, directory / "model.safetensors")
+    atomic_write_json(directory / "config.json", hf.config_to_hf(config))
+    if preprocessing is not None:
+        data = preprocessing if isinstance(preprocessing, dict) else preprocessor_config(preprocessing)
+        atomic_write_json(directory / PREPROCESSOR_FILE, data)
+    return directory
+
+
+def default_preprocessing(config: SwinConfig, hub_id: str | None = None) -> Preprocessing:
+    """The preset's preprocessing for a hub id, else square resize to the native size with the official crop."""
+    preset = preset_for_hub_id(hub_id) if hub_id else None
+    if preset is not None:
+        return preset.preprocessing
+    return Preprocessing(image_size=(config.image_size, config.image_size), crop_pct=224 / 256)

@@ -1,0 +1,208 @@
+"""The canonical Swin model: a trunk shared by the classifier and the multi-scale backbone.
+
+Parameter names follow the official microsoft/Swin-Transformer code, so the official layout *is* the
+canonical state dict and every other layout maps onto it (see ``swinkit.layouts``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from swinkit.layers.blocks import PatchEmbed, PatchMerging, SwinBlock, SwinStage
+from swinkit.presets import SwinConfig
+
+
+def _init_weights(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+class SwinTrunk(nn.Module):
+    """Patch embedding, optional absolute position embedding and the stages."""
+
+    def __init__(self, config: SwinConfig) -> None:
+        super().__init__()
+        self.config = config
+        c = config
+        self.patch_embed = PatchEmbed(c.patch_size, c.in_channels, c.embed_dim, c.patch_norm, c.layer_norm_eps)
+        grid = c.image_size // c.patch_size
+        self.absolute_pos_embed = nn.Parameter(torch.zeros(1, grid * grid, c.embed_dim)) if c.absolute_pos_embed else None
+        self.mask_token: nn.Parameter | None = None  # set by masked-image-modeling models
+        self.pos_drop = nn.Dropout(c.drop_rate)
+        rates = torch.linspace(0, c.drop_path_rate, sum(c.depths)).tolist()
+        self.layers = nn.ModuleList()
+        for i, (depth, heads, dim) in enumerate(zip(c.depths, c.num_heads, c.stage_dims)):
+            start = sum(c.depths[:i])
+            blocks = [
+                SwinBlock(
+                    dim,
+                    heads,
+                    c.stage_window_sizes[i],
+                    0 if j % 2 == 0 else c.stage_shift_sizes[i],
+                    version=c.version,
+                    mlp_ratio=c.mlp_ratio,
+                    qkv_bias=c.qkv_bias,
+                    drop=c.drop_rate,
+                    attn_drop=c.attn_drop_rate,
+                    drop_path_rate=rates[start + j],
+                    pretrained_window_size=c.pretrained_window_sizes[i],
+                    eps=c.layer_norm_eps,
+                )
+                for j in range(depth)
+            ]
+            merge = PatchMerging(dim, c.version, c.layer_norm_eps) if i < c.num_stages - 1 else None
+            self.layers.append(SwinStage(blocks, merge))
+
+    def init_weights(self) -> None:
+        """The official initialisation (truncated normal 0.02; v2 res-post-norms start at zero)."""
+        self.apply(_init_weights)
+        if self.absolute_pos_embed is not None:
+            nn.init.trunc_normal_(self.absolute_pos_embed, std=0.02)
+        for module in self.modules():
+            if isinstance(module, SwinBlock):
+                if module.version == 1:
+                    nn.init.trunc_normal_(module.attn.relative_position_bias_table, std=0.02)
+                else:
+                    for norm in (module.norm1, module.norm2):
+                        nn.init.zeros_(norm.weight)
+                        nn.init.zeros_(norm.bias)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        for stage in self.layers:
+            stage.grad_checkpointing = enable
+
+    def embed(self, pixel_values: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, C_in, H, W) image to (B, H/p, W/p, C) tokens, with position embedding and optional masking.
+
+        mask: (B, H/p, W/p) with 1 where the token is replaced by ``mask_token`` (SimMIM).
+        """
+        x = self.patch_embed(pixel_values)
+        if mask is not None:
+            if self.mask_token is None:
+                raise ValueError("this model has no mask token; masking needs a masked-image-modeling model")
+            token = self.mask_token.to(x.dtype)  # (1, 1, C)
+            w = mask.unsqueeze(-1).to(x.dtype)
+            x = x * (1 - w) + token.view(1, 1, 1, -1) * w
+        if self.absolute_pos_embed is not None:
+            x = x + self.resized_pos_embed(x.shape[1], x.shape[2]).to(x.dtype)
+        return self.pos_drop(x)
+
+    def resized_pos_embed(self, height: int, width: int) -> torch.Tensor:
+        """The absolute position embedding as a (1, H, W, C) map, bicubically resized to the token grid."""
+        grid = self.config.image_size // self.config.patch_size
+        pos = self.absolute_pos_embed.view(1, grid, grid, -1)
+        if (height, width) == (grid, grid):
+            return pos
+        pos = F.interpolate(pos.permute(0, 3, 1, 2), size=(height, width), mode="bicubic", align_corners=False)
+        return pos.permute(0, 2, 3, 1)  # (1, H, W, C)
+
+    def forward_stages(self, pixel_values: torch.Tensor, mask: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Each stage's output before patch merging, channels-last: [(B, H/4, W/4, C), (B, H/8, W/8, 2C), ...]."""
+        x = self.embed(pixel_values, mask)
+        outputs = []
+        for stage in self.layers:
+            before, x = stage(x)
+            outputs.append(before)
+        return outputs
+
+
+class SwinTransformer(SwinTrunk):
+    """Swin image classifier: calling it on (B, 3, H, W) pixels returns (B, num_classes) logits.
+
+    With ``num_classes=0`` it has no head and returns the (B, C) pooled features.
+    """
+
+    def __init__(self, config: SwinConfig) -> None:
+        super().__init__(config)
+        self.norm = nn.LayerNorm(config.num_features, eps=config.layer_norm_eps)
+        self.head = nn.Linear(config.num_features, config.num_classes) if config.num_classes > 0 else None
+
+    @property
+    def num_classes(self) -> int:
+        return self.config.num_classes
+
+    def reset_classifier(self, num_classes: int, labels: Sequence[str] | None = None) -> None:
+        """Replace the head with a freshly initialised one for ``num_classes`` outputs."""
+        self.config = self.config.replace(num_classes=num_classes, labels=tuple(labels) if labels else None)
+        self.head = nn.Linear(self.config.num_features, num_classes) if num_classes > 0 else None
+        if self.head is not None:
+            _init_weights(self.head)
+            self.head.to(self.norm.weight.device)
+
+    def forward_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) pixels to the normalised last-stage map (B, H/32, W/32, C)."""
+        x = self.embed(pixel_values)
+        for stage in self.layers:
+            _, x = stage(x)
+        return self.norm(x)
+
+    def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Average-pool (B, h, w, C) features and apply the head."""
+        pooled = features.mean(dim=(1, 2))  # (B, C)
+        if pre_logits or self.head is None:
+            return pooled
+        return self.head(pooled)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(pixel_values))
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names conventionally excluded from weight decay."""
+        return no_weight_decay_names(self)
+
+
+class SwinBackbone(SwinTrunk):
+    """Multi-scale feature extractor: (B, 3, H, W) to a list of NCHW maps for ``out_indices``.
+
+    Each returned stage has its own LayerNorm ``norm{i}`` (the OpenMMLab / detection convention).
+    """
+
+    def __init__(self, config: SwinConfig, out_indices: Sequence[int] = (0, 1, 2, 3)) -> None:
+        super().__init__(config)
+        out_indices = tuple(i if i >= 0 else config.num_stages + i for i in out_indices)
+        if not out_indices or any(not 0 <= i < config.num_stages for i in out_indices):
+            raise ValueError(f"out_indices must name stages 0..{config.num_stages - 1}, got {out_indices}")
+        self.out_indices = out_indices
+        for i in out_indices:
+            self.add_module(f"norm{i}", nn.LayerNorm(config.stage_dims[i], eps=config.layer_norm_eps))
+
+    @property
+    def out_channels(self) -> list[int]:
+        return [self.config.stage_dims[i] for i in self.out_indices]
+
+    @property
+    def strides(self) -> list[int]:
+        return [self.config.patch_size * 2**i for i in self.out_indices]
+
+    def forward(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
+        x = self.embed(pixel_values)
+        features = []
+        last = max(self.out_indices)
+        for i, stage in enumerate(self.layers[: last + 1]):
+            before, x = stage(x)
+            if i in self.out_indices:
+                normed = getattr(self, f"norm{i}")(before)
+                features.append(normed.permute(0, 3, 1, 2).contiguous())  # (B, C, H, W)
+        return features
+
+    def no_weight_decay(self) -> set[str]:
+        return no_weight_decay_names(self)
+
+
+def no_weight_decay_names(model: nn.Module) -> set[str]:
+    """Norms, biases, relative-position tables, CPB MLPs, logit scales and absolute position embeddings."""
+    skip = ("relative_position_bias_table", "absolute_pos_embed", "logit_scale", "cpb_mlp", "mask_token")
+    names = set()
+    for name, param in model.named_parameters():
+        if param.ndim <= 1 or any(s in name for s in skip) or name.endswith(".bias"):
+            names.add(name)
+    return names
