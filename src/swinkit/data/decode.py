@@ -1,0 +1,138 @@
+"""Decoding the image files users have into upright RGB images.
+
+``decode_image`` opens a path, raw bytes or a PIL image and returns an 8-bit RGB ``PIL.Image.Image``:
+
+* the EXIF orientation is applied, as transformers' ``load_image`` does (``ImageOps.exif_transpose``);
+* animations (GIF, WebP, APNG, multi-page TIFF) give their first frame;
+* grayscale, bilevel, palette and CMYK images go through Pillow's ``convert("RGB")``, as ``load_image`` does;
+* transparency (RGBA, LA, PA, palette with a transparent index) is composited onto white, as transformers'
+  ``convert_to_rgb`` does (``load_image`` would keep the colour under transparent pixels instead);
+* 16-bit and 32-bit integer grayscale (16-bit PNG, TIFF) is scaled to 8 bits (``load_image`` would clip it,
+  turning most of the image white); float images are clipped to [0, 255].
+
+The pixel count is checked from the header, before any pixel data is decoded. Every failure (missing,
+truncated or non-image file, too many pixels) raises ``ImageDecodeError`` naming the file.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_PIXELS: int = 89_478_485  # Pillow's own decompression-bomb threshold
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+_HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+class ImageDecodeError(ValueError):
+    """An input could not be decoded into an image; the message names the file or item."""
+
+
+def _describe(source: str | os.PathLike | bytes | Image.Image, name: str | None) -> str:
+    if name is not None:
+        return name
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    if isinstance(source, (bytes, bytearray)):
+        return f"<{len(source)} bytes>"
+    return "<PIL image>"
+
+
+def _open(source: str | os.PathLike | bytes | Image.Image, label: str) -> Image.Image:
+    if isinstance(source, Image.Image):
+        return source
+    if isinstance(source, (bytes, bytearray)):
+        stream: str | io.BytesIO | Path = io.BytesIO(source)
+    elif isinstance(source, (str, os.PathLike)):
+        stream = Path(source)
+        if not stream.is_file():
+            raise ImageDecodeError(f"{label}: no such file")
+    else:
+        raise TypeError(f"cannot decode an image from a {type(source).__name__}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(stream)
+    except Image.DecompressionBombError as e:
+        raise ImageDecodeError(f"{label}: {e}") from None
+    except (OSError, SyntaxError, ValueError) as e:  # UnidentifiedImageError is an OSError
+        raise ImageDecodeError(f"{label}: not a readable image ({e})") from None
+
+
+def _high_depth_to_rgb(image: Image.Image) -> Image.Image:
+    """16/32-bit integer or float grayscale -> 8-bit RGB (integers scaled from the 16-bit range)."""
+    values = np.asarray(image)
+    if image.mode == "F":
+        eight = np.clip(np.nan_to_num(values), 0, 255).round()
+    else:
+        eight = np.clip(values.astype(np.float64), 0, 65535) / 257.0
+    return Image.fromarray(np.rint(eight).astype(np.uint8), mode="L").convert("RGB")
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """An 8-bit RGB copy of a decoded image (see the module docstring for each mode)."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in _HIGH_DEPTH_MODES or image.mode == "F":
+        return _high_depth_to_rgb(image)
+    if image.mode in _ALPHA_MODES or (image.mode in ("P", "L", "RGB") and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def _upright(image: Image.Image, label: str) -> Image.Image:
+    try:
+        return ImageOps.exif_transpose(image)
+    except (OSError, ValueError, SyntaxError, KeyError, TypeError) as e:
+        log.warning("%s: unreadable EXIF orientation ignored (%s)", label, e)
+        return image
+
+
+def _first_frame_rgb(image: Image.Image, label: str) -> Image.Image:
+    """Decode the first frame, upright, as RGB (may return ``image`` itself when nothing had to change)."""
+    frames = getattr(image, "n_frames", 1)
+    if frames > 1:
+        image.seek(0)
+    image.load()  # a single-frame file opened by path is closed by Pillow once loaded
+    rgb = to_rgb(_upright(image, label))
+    if rgb is image and frames > 1:
+        rgb = image.copy()  # detach the first frame from the still-open animation
+    return rgb
+
+
+def decode_image(
+    source: str | os.PathLike | bytes | Image.Image,
+    *,
+    name: str | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> Image.Image:
+    """An upright 8-bit RGB image from a path, encoded bytes or a PIL image.
+
+    ``name`` is how errors refer to the input (default: the path). ``max_pixels`` bounds width*height,
+    checked from the header before decoding (None: no bound beyond Pillow's own).
+    Raises ``ImageDecodeError`` for a missing, truncated or non-image input, or one with too many pixels.
+    """
+    label = _describe(source, name)
+    image = _open(source, label)
+    width, height = image.size
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageDecodeError(f"{label}: {width}x{height} pixels exceed the limit of {max_pixels}")
+    try:
+        rgb = _first_frame_rgb(image, label)
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        if image is not source:
+            image.close()
+        raise ImageDecodeError(f"{label}: could not decode the image ({e})") from None
+    if rgb is not image and image is not source:
+        image.close()
+    return rgb
