@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,7 +102,8 @@ def load_checkpoint(
 ) -> Checkpoint:
     """Read ``source`` into the canonical layout, with its architecture.
 
-    The architecture comes from the folder's config.json, else from ``preset``, else from the tensor shapes.
+    The architecture comes from the folder's config.json, else from ``preset`` (the checkpoint's tensors
+    must then fit it), else from the tensor shapes.
     """
     path = resolve_source(source)
     hf_config = preprocessing = None
@@ -118,14 +121,24 @@ def load_checkpoint(
         config = hf.config_from_hf(hf_config)
         if config.num_classes == 0 and "head.weight" in state_dict:
             config = config.replace(num_classes=state_dict["head.weight"].shape[0])
+    elif preset:
+        config = _preset_config(preset, state_dict)
     else:
-        base = get_preset(preset).config if preset else None
         hint = getattr(layouts.LAYOUTS[layout], "window_size_hint", lambda sd: None)(raw)
-        if base is None and hint:
+        base = None
+        if hint:
             base = infer_config(state_dict).replace(window_size=hint)
             base = infer_config(state_dict, base=base.replace(image_size=_default_image_size(base)))
         config = infer_config(state_dict, base=base)
     return Checkpoint(config, state_dict, layout, preprocessing, path)
+
+
+def _preset_config(preset: str, state_dict: Mapping[str, torch.Tensor]) -> SwinConfig:
+    """The preset's architecture, with the head the checkpoint has (its tensors must fit the rest)."""
+    config = get_preset(preset).config
+    head = state_dict.get("head.weight")
+    classes = head.shape[0] if head is not None else 0
+    return config if classes == config.num_classes else config.replace(num_classes=classes, labels=None)
 
 
 def _default_image_size(config: SwinConfig) -> int:
@@ -165,7 +178,9 @@ def adapt_state_dict(state_dict: Mapping[str, torch.Tensor], model: nn.Module) -
     return out
 
 
-def load_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, allow_missing: Sequence[str] = ()) -> None:
+def load_into(
+    model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, allow_missing: Sequence[str] = ()
+) -> None:
     """Copy a canonical state dict into ``model`` exactly; CheckpointMismatchError on any mismatch.
 
     ``allow_missing`` lists name prefixes the checkpoint may lack (they keep their initialisation).
@@ -202,6 +217,21 @@ def from_pretrained(
     change config fields such as ``image_size`` or ``window_size`` (position tables are resized).
     """
     ckpt = load_checkpoint(source, layout=layout, preset=preset)
+    return model_from_checkpoint(
+        ckpt, num_classes=num_classes, labels=labels, backbone=backbone, out_indices=out_indices, **overrides
+    )
+
+
+def model_from_checkpoint(
+    ckpt: Checkpoint,
+    *,
+    num_classes: int | None = None,
+    labels: Sequence[str] | None = None,
+    backbone: bool = False,
+    out_indices: Sequence[int] = (0, 1, 2, 3),
+    **overrides: Any,
+) -> SwinTransformer | SwinBackbone:
+    """The model of an already-read checkpoint; arguments as :func:`from_pretrained`."""
     config = ckpt.config.replace(**overrides) if overrides else ckpt.config
     state_dict = dict(ckpt.state_dict)
     if backbone:
@@ -215,6 +245,7 @@ def from_pretrained(
         load_into(model, state_dict, allow_missing=[f"norm{i}." for i in model.out_indices] + ["mask_token"])
         return model
     state_dict.pop("mask_token", None)
+    state_dict = _classifier_norm(state_dict, config.num_stages)
     new_config, fresh_head = _head_change(config, num_classes, labels)
     if fresh_head:
         log.warning(
@@ -226,6 +257,24 @@ def from_pretrained(
     model = build_model(new_config)
     load_into(model, state_dict, allow_missing=["head."] if fresh_head else ())
     return model
+
+
+def _classifier_norm(state_dict: dict[str, torch.Tensor], num_stages: int) -> dict[str, torch.Tensor]:
+    """A backbone checkpoint's last output norm as the classifier's final norm; the other output norms dropped.
+
+    The last stage's output norm sits exactly where the classifier normalises before pooling.
+    """
+    last = f"norm{num_stages - 1}."
+    if "norm.weight" in state_dict or not any(k.startswith(last) for k in state_dict):
+        return state_dict
+    dropped = sorted({k.split(".")[0] for k in state_dict if re.match(r"norm\d+\.", k) and not k.startswith(last)})
+    if dropped:
+        log.info("a classifier has no per-stage output norms: dropping %s", ", ".join(dropped))
+    return {
+        ("norm." + k[len(last) :] if k.startswith(last) else k): v
+        for k, v in state_dict.items()
+        if not re.match(r"norm\d+\.", k) or k.startswith(last)
+    }
 
 
 def _head_change(
@@ -277,7 +326,9 @@ def save_pretrained(
     transformers' ``AutoModelForImageClassification.from_pretrained(directory)`` reads the result.
     """
     if isinstance(model, SwinBackbone):
-        raise ValueError("save_pretrained writes classifiers; a backbone has no Hugging Face classification layout")
+        raise ValueError(
+            "save_pretrained writes classifiers; a backbone has no Hugging Face classification layout"
+        )
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     config = model.config

@@ -45,16 +45,22 @@ class WindowAttention(nn.Module):
         self.version = version
         self.attn_drop = attn_drop
         n = window_size * window_size
-        self.register_buffer("relative_position_index", relative_position_index(window_size).view(n * n), False)
+        self.register_buffer(
+            "relative_position_index", relative_position_index(window_size).view(n * n), False
+        )
         if version == 1:
             self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
-            self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window_size - 1) ** 2, num_heads))
+            self.relative_position_bias_table = nn.Parameter(
+                torch.zeros((2 * window_size - 1) ** 2, num_heads)
+            )
         else:
             self.qkv = nn.Linear(dim, 3 * dim, bias=False)
             self.q_bias = nn.Parameter(torch.zeros(dim)) if qkv_bias else None
             self.v_bias = nn.Parameter(torch.zeros(dim)) if qkv_bias else None
             self.logit_scale = nn.Parameter(torch.log(10 * torch.ones(num_heads, 1, 1)))
-            self.cpb_mlp = nn.Sequential(nn.Linear(2, 512), nn.ReLU(inplace=True), nn.Linear(512, num_heads, bias=False))
+            self.cpb_mlp = nn.Sequential(
+                nn.Linear(2, 512), nn.ReLU(inplace=True), nn.Linear(512, num_heads, bias=False)
+            )
             table = log_spaced_coords_table(window_size, pretrained_window_size)
             self.register_buffer("relative_coords_table", table, persistent=False)
         self.proj = nn.Linear(dim, dim)
@@ -71,7 +77,9 @@ class WindowAttention(nn.Module):
         if self.version == 1:
             table = self.relative_position_bias_table
         else:
-            table = 16 * torch.sigmoid(self.cpb_mlp(self.relative_coords_table.to(self.cpb_mlp[0].weight.dtype)))
+            table = 16 * torch.sigmoid(
+                self.cpb_mlp(self.relative_coords_table.to(self.cpb_mlp[0].weight.dtype))
+            )
         bias = table[self.relative_position_index].view(n, n, self.num_heads)
         return bias.permute(2, 0, 1)  # (nH, N, N)
 
@@ -129,7 +137,9 @@ class WindowAttention(nn.Module):
         """
         B, nW, N, C = windows.shape
         qkv = F.linear(windows, self.qkv.weight, self._qkv_bias())  # (B, nW, N, 3C)
-        qkv = qkv.view(B, nW, N, 3, self.num_heads, self.head_dim).permute(3, 0, 1, 4, 2, 5)  # (3, B, nW, nH, N, hd)
+        qkv = qkv.view(B, nW, N, 3, self.num_heads, self.head_dim).permute(
+            3, 0, 1, 4, 2, 5
+        )  # (3, B, nW, nH, N, hd)
         q, k, v = qkv.unbind(0)
         scale = None
         if self.version == 2:

@@ -110,11 +110,15 @@ class SwinBlock(nn.Module):
         drop_path_rate: float = 0.0,
         pretrained_window_size: int = 0,
         eps: float = 1e-5,
+        always_shift: bool = False,
     ) -> None:
         super().__init__()
         self.version = version
         self.window_size = window_size
         self.shift_size = shift_size
+        self.always_shift = (
+            always_shift  # shift even along axes that hold a single window (detection backbones)
+        )
         self.norm1 = nn.LayerNorm(dim, eps=eps)
         self.attn = WindowAttention(
             dim,
@@ -138,8 +142,11 @@ class SwinBlock(nn.Module):
         if pad_h or pad_w:
             x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
         Hp, Wp = H + pad_h, W + pad_w
-        # no shift along an axis that holds a single window (torchvision's rule)
-        shift = (self.shift_size if Hp > ws else 0, self.shift_size if Wp > ws else 0)
+        # no shift along an axis that holds a single window (torchvision's rule), unless always_shift
+        shift = (
+            self.shift_size if Hp > ws or self.always_shift else 0,
+            self.shift_size if Wp > ws or self.always_shift else 0,
+        )
         if shift != (0, 0):
             x = torch.roll(x, shifts=(-shift[0], -shift[1]), dims=(1, 2))
         windows = window_partition(x, ws)  # (B, nW, ws*ws, C)

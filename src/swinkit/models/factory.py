@@ -10,10 +10,14 @@ from swinkit.presets import SwinConfig, get_preset
 
 
 def build_model(
-    config: SwinConfig, *, backbone: bool = False, out_indices: Sequence[int] = (0, 1, 2, 3)
+    config: SwinConfig,
+    *,
+    backbone: bool = False,
+    out_indices: Sequence[int] = (0, 1, 2, 3),
+    out_norms: bool = True,
 ) -> SwinTransformer | SwinBackbone:
-    """A randomly initialised classifier (or backbone) for ``config``."""
-    model = SwinBackbone(config, out_indices) if backbone else SwinTransformer(config)
+    """A randomly initialised classifier (or backbone, see :class:`SwinBackbone`) for ``config``."""
+    model = SwinBackbone(config, out_indices, out_norms=out_norms) if backbone else SwinTransformer(config)
     model.init_weights()
     return model
 

@@ -27,27 +27,39 @@ def _init_weights(module: nn.Module) -> None:
 
 
 class SwinTrunk(nn.Module):
-    """Patch embedding, optional absolute position embedding and the stages."""
+    """Patch embedding, optional absolute position embedding and the stages.
 
-    def __init__(self, config: SwinConfig) -> None:
+    ``always_shift`` selects the detection-backbone convention (official Swin detection code, OpenMMLab,
+    transformers' ``SwinBackbone``): every stage keeps the configured window and every odd block is
+    shifted, whatever the map size. Otherwise the classification rule holds: windows clamped to the
+    native stage maps, and no shift along an axis that is a single window.
+    """
+
+    def __init__(self, config: SwinConfig, always_shift: bool = False) -> None:
         super().__init__()
         self.config = config
         c = config
-        self.patch_embed = PatchEmbed(c.patch_size, c.in_channels, c.embed_dim, c.patch_norm, c.layer_norm_eps)
+        self.patch_embed = PatchEmbed(
+            c.patch_size, c.in_channels, c.embed_dim, c.patch_norm, c.layer_norm_eps
+        )
         grid = c.image_size // c.patch_size
-        self.absolute_pos_embed = nn.Parameter(torch.zeros(1, grid * grid, c.embed_dim)) if c.absolute_pos_embed else None
+        self.absolute_pos_embed = (
+            nn.Parameter(torch.zeros(1, grid * grid, c.embed_dim)) if c.absolute_pos_embed else None
+        )
         self.mask_token: nn.Parameter | None = None  # set by masked-image-modeling models
         self.pos_drop = nn.Dropout(c.drop_rate)
         rates = torch.linspace(0, c.drop_path_rate, sum(c.depths)).tolist()
         self.layers = nn.ModuleList()
         for i, (depth, heads, dim) in enumerate(zip(c.depths, c.num_heads, c.stage_dims)):
             start = sum(c.depths[:i])
+            window = c.window_size if always_shift else c.stage_window_sizes[i]
+            shift = window // 2 if always_shift else c.stage_shift_sizes[i]
             blocks = [
                 SwinBlock(
                     dim,
                     heads,
-                    c.stage_window_sizes[i],
-                    0 if j % 2 == 0 else c.stage_shift_sizes[i],
+                    window,
+                    0 if j % 2 == 0 else shift,
                     version=c.version,
                     mlp_ratio=c.mlp_ratio,
                     qkv_bias=c.qkv_bias,
@@ -56,6 +68,7 @@ class SwinTrunk(nn.Module):
                     drop_path_rate=rates[start + j],
                     pretrained_window_size=c.pretrained_window_sizes[i],
                     eps=c.layer_norm_eps,
+                    always_shift=always_shift,
                 )
                 for j in range(depth)
             ]
@@ -102,10 +115,14 @@ class SwinTrunk(nn.Module):
         pos = self.absolute_pos_embed.view(1, grid, grid, -1)
         if (height, width) == (grid, grid):
             return pos
-        pos = F.interpolate(pos.permute(0, 3, 1, 2), size=(height, width), mode="bicubic", align_corners=False)
+        pos = F.interpolate(
+            pos.permute(0, 3, 1, 2), size=(height, width), mode="bicubic", align_corners=False
+        )
         return pos.permute(0, 2, 3, 1)  # (1, H, W, C)
 
-    def forward_stages(self, pixel_values: torch.Tensor, mask: torch.Tensor | None = None) -> list[torch.Tensor]:
+    def forward_stages(
+        self, pixel_values: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> list[torch.Tensor]:
         """Each stage's output before patch merging, channels-last: [(B, H/4, W/4, C), (B, H/8, W/8, 2C), ...]."""
         x = self.embed(pixel_values, mask)
         outputs = []
@@ -163,17 +180,28 @@ class SwinTransformer(SwinTrunk):
 class SwinBackbone(SwinTrunk):
     """Multi-scale feature extractor: (B, 3, H, W) to a list of NCHW maps for ``out_indices``.
 
-    Each returned stage has its own LayerNorm ``norm{i}`` (the OpenMMLab / detection convention).
+    Each returned stage has its own LayerNorm ``norm{i}`` (the OpenMMLab / detection convention), unless
+    ``out_norms=False`` (transformers' ``Swinv2Backbone`` returns the raw stage outputs).
+    ``always_shift`` defaults to True for v1 (the detection convention, as transformers' ``SwinBackbone``)
+    and False for v2 (as transformers' ``Swinv2Backbone``); see :class:`SwinTrunk`.
     """
 
-    def __init__(self, config: SwinConfig, out_indices: Sequence[int] = (0, 1, 2, 3)) -> None:
-        super().__init__(config)
+    def __init__(
+        self,
+        config: SwinConfig,
+        out_indices: Sequence[int] = (0, 1, 2, 3),
+        always_shift: bool | None = None,
+        out_norms: bool = True,
+    ) -> None:
+        super().__init__(config, always_shift=config.version == 1 if always_shift is None else always_shift)
         out_indices = tuple(i if i >= 0 else config.num_stages + i for i in out_indices)
         if not out_indices or any(not 0 <= i < config.num_stages for i in out_indices):
             raise ValueError(f"out_indices must name stages 0..{config.num_stages - 1}, got {out_indices}")
         self.out_indices = out_indices
-        for i in out_indices:
-            self.add_module(f"norm{i}", nn.LayerNorm(config.stage_dims[i], eps=config.layer_norm_eps))
+        self.out_norms = out_norms
+        if out_norms:
+            for i in out_indices:
+                self.add_module(f"norm{i}", nn.LayerNorm(config.stage_dims[i], eps=config.layer_norm_eps))
 
     @property
     def out_channels(self) -> list[int]:
@@ -190,8 +218,9 @@ class SwinBackbone(SwinTrunk):
         for i, stage in enumerate(self.layers[: last + 1]):
             before, x = stage(x)
             if i in self.out_indices:
-                normed = getattr(self, f"norm{i}")(before)
-                features.append(normed.permute(0, 3, 1, 2).contiguous())  # (B, C, H, W)
+                if self.out_norms:
+                    before = getattr(self, f"norm{i}")(before)
+                features.append(before.permute(0, 3, 1, 2).contiguous())  # (B, C, H, W)
         return features
 
     def no_weight_decay(self) -> set[str]:

@@ -1,0 +1,110 @@
+"""Numerical parity with Hugging Face transformers (the reference oracle) on random, perturbed weights."""
+
+import pytest
+import torch
+import transformers
+
+import swinkit
+
+
+def _perturbed(model: torch.nn.Module) -> torch.nn.Module:
+    """Every parameter moved off its initial value, so no part of the network is trivially zero or one."""
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(torch.randn(param.shape, generator=generator) * 0.05)
+    return model.eval()
+
+
+def _hf_classifier(version: int, **config) -> torch.nn.Module:
+    if version == 1:
+        return _perturbed(transformers.SwinForImageClassification(transformers.SwinConfig(**config)))
+    return _perturbed(transformers.Swinv2ForImageClassification(transformers.Swinv2Config(**config)))
+
+
+TINY = dict(embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24], num_labels=10)
+CASES = {
+    "swin_t_224": (1, dict(TINY, image_size=224, window_size=7), [(224, 224), (256, 320)]),
+    "swinv2_t_w8_256": (2, dict(TINY, image_size=256, window_size=8), [(256, 256), (256, 320)]),
+    "swinv2_pretrained_windows": (
+        2,
+        dict(TINY, image_size=256, window_size=16, pretrained_window_sizes=[12, 12, 12, 6]),
+        [(256, 256), (256, 320)],
+    ),
+}
+
+
+@pytest.fixture(scope="module", params=list(CASES))
+def saved_pair(request, tmp_path_factory):
+    version, config, sizes = CASES[request.param]
+    reference = _hf_classifier(version, **config)
+    folder = tmp_path_factory.mktemp(request.param)
+    reference.save_pretrained(folder)
+    return reference, swinkit.from_pretrained(folder).eval(), sizes
+
+
+def test_logits_match_transformers(saved_pair):
+    reference, model, sizes = saved_pair
+    for size in sizes:
+        pixels = torch.randn(2, 3, *size)
+        with torch.no_grad():
+            expected = reference(pixel_values=pixels).logits
+            got = model(pixels)
+        assert got.shape == expected.shape
+        assert expected.abs().max() > 0.1  # the comparison is not between two near-zero tensors
+        torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
+
+
+def test_saved_layout_loads_in_transformers(saved_pair, tmp_path):
+    _, model, sizes = saved_pair
+    swinkit.save_pretrained(model, tmp_path)
+    reloaded = transformers.AutoModelForImageClassification.from_pretrained(tmp_path).eval()
+    pixels = torch.randn(2, 3, *sizes[0])
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(pixel_values=pixels).logits, model(pixels), atol=1e-4, rtol=0)
+
+
+def test_labels_and_problem_type_survive_the_hf_round_trip(tmp_path):
+    model = swinkit.create_model("swin_micro", labels=["can", "carton", "milk"])
+    model.config = model.config.replace(problem_type="multi_label_classification")
+    swinkit.save_pretrained(model, tmp_path)
+    reloaded = transformers.AutoConfig.from_pretrained(tmp_path)
+    assert reloaded.id2label == {0: "can", 1: "carton", 2: "milk"}
+    assert reloaded.problem_type == "multi_label_classification"
+    again = swinkit.from_pretrained(tmp_path)
+    assert again.config.labels == ("can", "carton", "milk")
+    assert again.config.problem_type == "multi_label_classification"
+
+
+@pytest.mark.parametrize("size", [(224, 224), (256, 320)])
+def test_backbone_feature_maps_match_swin_backbone(tmp_path, size):
+    config = transformers.SwinConfig(
+        **dict(TINY, image_size=224), out_features=["stage1", "stage2", "stage3", "stage4"]
+    )
+    reference = _perturbed(transformers.SwinBackbone(config))
+    reference.save_pretrained(tmp_path)
+    backbone = swinkit.from_pretrained(tmp_path, backbone=True).eval()
+    pixels = torch.randn(1, 3, *size)
+    with torch.no_grad():
+        expected = reference(pixel_values=pixels).feature_maps
+        got = backbone(pixels)
+    assert [f.shape for f in got] == [f.shape for f in expected]
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e, atol=1e-4, rtol=0)
+    assert backbone.out_channels == [96, 192, 384, 768]
+    assert backbone.strides == [4, 8, 16, 32]
+
+
+def test_v2_backbone_feature_maps_match_swinv2_backbone(tmp_path):
+    config = transformers.Swinv2Config(
+        **dict(TINY, image_size=256, window_size=8), out_features=["stage1", "stage2", "stage3", "stage4"]
+    )
+    reference = _perturbed(transformers.Swinv2Backbone(config))
+    reference.save_pretrained(tmp_path)
+    backbone = swinkit.from_pretrained(tmp_path, backbone=True).eval()  # no output norms there: identity
+    pixels = torch.randn(1, 3, 256, 320)
+    with torch.no_grad():
+        expected = reference(pixel_values=pixels).feature_maps
+        got = backbone(pixels)
+    for g, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(g, e, atol=1e-4, rtol=0)
