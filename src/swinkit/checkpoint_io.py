@@ -53,7 +53,9 @@ def atomic_write_json(destination: str | os.PathLike, data: Any) -> None:
     atomic_write_text(destination, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
-def save_safetensors(state_dict: Mapping[str, torch.Tensor], destination: str | os.PathLike, metadata: dict | None = None) -> None:
+def save_safetensors(
+    state_dict: Mapping[str, torch.Tensor], destination: str | os.PathLike, metadata: dict | None = None
+) -> None:
     """Write tensors (made contiguous, shared storage broken) atomically as safetensors."""
     tensors = {k: v.detach().contiguous().clone() for k, v in state_dict.items()}
     with atomic_path(destination, ".safetensors") as tmp:

@@ -29,7 +29,7 @@ class SwinConfig:
     depths: tuple[int, ...] = (2, 2, 6, 2)  # number of Swin blocks in each stage
     num_heads: tuple[int, ...] = (3, 6, 12, 24)  # attention heads in each stage
     window_size: int = 7  # side of the attention windows (clamped per stage to the map size)
-    pretrained_window_sizes: tuple[int, ...] = (0, 0, 0, 0)  # v2: window each stage was pretrained at (0: own)
+    pretrained_window_sizes: tuple[int, ...] = (0, 0, 0, 0)  # v2: each stage's pretraining window (0: own)
     mlp_ratio: float = 4.0  # hidden width of the MLP relative to the block width
     qkv_bias: bool = True  # bias on query/value (and key in v1) projections
     drop_rate: float = 0.0  # dropout after the embedding, the MLP and the attention projection
@@ -87,14 +87,20 @@ class SwinConfig:
 
     @property
     def label_names(self) -> tuple[str, ...]:
-        return self.labels if self.labels is not None else tuple(f"LABEL_{i}" for i in range(self.num_classes))
+        return (
+            self.labels if self.labels is not None else tuple(f"LABEL_{i}" for i in range(self.num_classes))
+        )
 
     def replace(self, **changes: Any) -> SwinConfig:
         """A copy with some fields changed (validated again)."""
         if "labels" in changes and changes["labels"] is not None:
             changes["labels"] = tuple(changes["labels"])
             changes.setdefault("num_classes", len(changes["labels"]))
-        elif "num_classes" in changes and self.labels is not None and changes["num_classes"] != self.num_classes:
+        elif (
+            "num_classes" in changes
+            and self.labels is not None
+            and changes["num_classes"] != self.num_classes
+        ):
             changes.setdefault("labels", None)
         for key in ("depths", "num_heads", "pretrained_window_sizes"):
             if key in changes:
@@ -126,7 +132,7 @@ class Preprocessing:
     """How a checkpoint expects its input images to be prepared for evaluation."""
 
     image_size: tuple[int, int] = (224, 224)  # (height, width) fed to the model
-    crop_pct: float | None = None  # resize the shortest edge to size / crop_pct, then centre crop; None: resize
+    crop_pct: float | None = None  # shortest edge to size / crop_pct, then centre crop; None: plain resize
     interpolation: Literal["bicubic", "bilinear", "nearest"] = "bicubic"  # resampling filter
     mean: tuple[float, float, float] = IMAGENET_MEAN  # per-channel mean after rescaling to [0, 1]
     std: tuple[float, float, float] = IMAGENET_STD  # per-channel standard deviation
@@ -246,7 +252,9 @@ def _build_presets() -> dict[str, Preset]:
             )
     micro = dict(embed_dim=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8), drop_path_rate=0.1)
     presets.append(
-        _preset("swin_micro", None, "small CPU model for tests and demos", window_size=4, image_size=64, **micro)
+        _preset(
+            "swin_micro", None, "small CPU model for tests and demos", window_size=4, image_size=64, **micro
+        )
     )
     presets.append(
         _preset(

@@ -34,7 +34,10 @@ _RULES = [
         r"encoder\.layers\.(\d+)\.blocks\.(\d+)\.attention\.self\.relative_position_bias_table$",
         r"layers.\1.blocks.\2.attn.relative_position_bias_table",
     ),
-    (r"encoder\.layers\.(\d+)\.blocks\.(\d+)\.attention\.self\.logit_scale$", r"layers.\1.blocks.\2.attn.logit_scale"),
+    (
+        r"encoder\.layers\.(\d+)\.blocks\.(\d+)\.attention\.self\.logit_scale$",
+        r"layers.\1.blocks.\2.attn.logit_scale",
+    ),
     (
         r"encoder\.layers\.(\d+)\.blocks\.(\d+)\.attention\.self\.continuous_position_bias_mlp\.",
         r"layers.\1.blocks.\2.attn.cpb_mlp.",
@@ -44,7 +47,9 @@ _RULES = [
     (r"classifier\.", "head."),
     (r"hidden_states_norms\.stage(\d+)\.", lambda m: f"norm{int(m.group(1)) - 1}."),
 ]
-_QKV = re.compile(r"encoder\.layers\.(\d+)\.blocks\.(\d+)\.attention\.self\.(query|key|value)\.(weight|bias)$")
+_QKV = re.compile(
+    r"encoder\.layers\.(\d+)\.blocks\.(\d+)\.attention\.self\.(query|key|value)\.(weight|bias)$"
+)
 _DROPPED = re.compile(r"(relative_position_index|relative_coords_table|attn_mask|num_batches_tracked)$")
 _PREFIX = re.compile(r"^(swin|swinv2)\.")
 
@@ -95,7 +100,10 @@ _REVERSE = [
         r"^layers\.(\d+)\.blocks\.(\d+)\.attn\.relative_position_bias_table$",
         r"encoder.layers.\1.blocks.\2.attention.self.relative_position_bias_table",
     ),
-    (r"^layers\.(\d+)\.blocks\.(\d+)\.attn\.logit_scale$", r"encoder.layers.\1.blocks.\2.attention.self.logit_scale"),
+    (
+        r"^layers\.(\d+)\.blocks\.(\d+)\.attn\.logit_scale$",
+        r"encoder.layers.\1.blocks.\2.attention.self.logit_scale",
+    ),
     (
         r"^layers\.(\d+)\.blocks\.(\d+)\.attn\.cpb_mlp\.",
         r"encoder.layers.\1.blocks.\2.attention.self.continuous_position_bias_mlp.",
