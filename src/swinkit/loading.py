@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import re
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -267,13 +266,14 @@ def _classifier_norm(state_dict: dict[str, torch.Tensor], num_stages: int) -> di
     last = f"norm{num_stages - 1}."
     if "norm.weight" in state_dict or not any(k.startswith(last) for k in state_dict):
         return state_dict
-    dropped = sorted({k.split(".")[0] for k in state_dict if re.match(r"norm\d+\.", k) and not k.startswith(last)})
+    stage_norm = re.compile(r"norm\d+\.")
+    dropped = sorted({k.split(".")[0] for k in state_dict if stage_norm.match(k) and not k.startswith(last)})
     if dropped:
         log.info("a classifier has no per-stage output norms: dropping %s", ", ".join(dropped))
     return {
         ("norm." + k[len(last) :] if k.startswith(last) else k): v
         for k, v in state_dict.items()
-        if not re.match(r"norm\d+\.", k) or k.startswith(last)
+        if not stage_norm.match(k) or k.startswith(last)
     }
 
 
