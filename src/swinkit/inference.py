@@ -58,7 +58,9 @@ class Predictor:
         self, model: SwinTransformer, processor: ImageProcessor, *, batch_size: int = 16, device: str = "cpu"
     ) -> None:
         if model.config.num_classes == 0:
-            raise ValueError("the model has no classification head (num_classes=0); it cannot classify images")
+            raise ValueError(
+                "the model has no classification head (num_classes=0); it cannot classify images"
+            )
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.device = torch.device(device)
@@ -69,7 +71,9 @@ class Predictor:
         self.problem_type: str = model.config.problem_type
 
     @classmethod
-    def from_pretrained(cls, source: str | os.PathLike, *, batch_size: int = 16, device: str = "cpu") -> Predictor:
+    def from_pretrained(
+        cls, source: str | os.PathLike, *, batch_size: int = 16, device: str = "cpu"
+    ) -> Predictor:
         """A predictor for a hub id, HF folder, checkpoint file in any layout or preset name."""
         checkpoint = load_checkpoint(source)
         model = build_model(checkpoint.config)

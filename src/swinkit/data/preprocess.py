@@ -43,9 +43,15 @@ _RESAMPLE = {"nearest": 0, "lanczos": 1, "bilinear": 2, "bicubic": 3, "box": 4, 
 _CONVNEXT = "ConvNextImageProcessor"
 _VIT = "ViTImageProcessor"
 # Defaults of the transformers classes, used for the fields a config leaves out.
+_STANDARD = (0.5, 0.5, 0.5)  # transformers' IMAGENET_STANDARD_MEAN/STD, both classes' default
 _CLASS_DEFAULTS: dict[str, dict[str, Any]] = {
     _VIT: {"size": {"height": 224, "width": 224}, "resample": 2, "default_to_square": True},
-    _CONVNEXT: {"size": {"shortest_edge": 384}, "resample": 3, "default_to_square": False, "crop_pct": 224 / 256},
+    _CONVNEXT: {
+        "size": {"shortest_edge": 384},
+        "resample": 3,
+        "default_to_square": False,
+        "crop_pct": 224 / 256,
+    },
 }
 
 
@@ -55,7 +61,9 @@ def _size_dict(size: Any, default_to_square: bool) -> dict[str, int]:
         keys = set(size)
         if keys in ({"height", "width"}, {"shortest_edge"}, {"shortest_edge", "longest_edge"}):
             return {k: int(v) for k, v in size.items()}
-        raise ValueError(f"unsupported size {dict(size)}: expected height/width or shortest_edge[/longest_edge]")
+        raise ValueError(
+            f"unsupported size {dict(size)}: expected height/width or shortest_edge[/longest_edge]"
+        )
     if isinstance(size, int):
         return {"height": size, "width": size} if default_to_square else {"shortest_edge": size}
     if isinstance(size, Sequence) and len(size) == 2:
@@ -100,7 +108,9 @@ class ImageProcessor:
     size: dict[str, int] = field(default_factory=lambda: {"height": 224, "width": 224})
     resample: int = 3  # PIL filter: 0 nearest, 2 bilinear, 3 bicubic
     do_resize: bool = True
-    crop_size: tuple[int, int] | None = None  # (height, width) of the centre crop after resizing; None: no crop
+    crop_size: tuple[int, int] | None = (
+        None  # (height, width) of the centre crop after resizing; None: no crop
+    )
     crop_pct: float | None = None  # ConvNext rule (see the module docstring); None: plain resize
     do_rescale: bool = True
     rescale_factor: float = 1 / 255
@@ -121,12 +131,14 @@ class ImageProcessor:
                 raise ValueError(f"ConvNextImageProcessor needs size.shortest_edge, got {size}")
             crop_pct = float(config.get("crop_pct") or defaults["crop_pct"])
         elif config.get("crop_pct") is not None:
-            log.warning("crop_pct=%s is ignored: transformers' ViTImageProcessor does not use it", config["crop_pct"])
+            log.warning(
+                "crop_pct=%s is ignored: transformers' ViTImageProcessor does not use it", config["crop_pct"]
+            )
         crop_size = None
         if config.get("do_center_crop"):
             crop = _size_dict(config.get("crop_size", 224), True)
             crop_size = (crop["height"], crop["width"])
-        mean, std = config.get("image_mean", cls.mean), config.get("image_std", cls.std)
+        mean, std = config.get("image_mean", _STANDARD), config.get("image_std", _STANDARD)
         return cls(
             size=size,
             resample=int(config.get("resample", defaults["resample"])),
