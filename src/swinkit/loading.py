@@ -124,11 +124,7 @@ def load_checkpoint(
         config = _preset_config(preset, state_dict)
     else:
         hint = getattr(layouts.LAYOUTS[layout], "window_size_hint", lambda sd: None)(raw)
-        base = None
-        if hint:
-            base = infer_config(state_dict).replace(window_size=hint)
-            base = infer_config(state_dict, base=base.replace(image_size=_default_image_size(base)))
-        config = infer_config(state_dict, base=base)
+        config = infer_config(state_dict, window_size=hint)
     return Checkpoint(config, state_dict, layout, preprocessing, path)
 
 
@@ -138,11 +134,6 @@ def _preset_config(preset: str, state_dict: Mapping[str, torch.Tensor]) -> SwinC
     head = state_dict.get("head.weight")
     classes = head.shape[0] if head is not None else 0
     return config if classes == config.num_classes else config.replace(num_classes=classes, labels=None)
-
-
-def _default_image_size(config: SwinConfig) -> int:
-    defaults = {7: 224, 8: 256, 12: 384 if config.version == 1 else 192, 16: 256, 24: 384}
-    return defaults.get(config.window_size, config.image_size)
 
 
 def _resize_v1_table(table: torch.Tensor, size: int) -> torch.Tensor:

@@ -1,6 +1,9 @@
 """Checkpoint layouts: one module per foreign layout, each mapping to the one canonical state dict.
 
-Each layout module has ``NAME``, ``detect(state_dict) -> confidence`` and ``to_canonical(state_dict)``.
+Each layout module has ``NAME``, ``detect(state_dict) -> confidence`` and ``to_canonical(state_dict)``;
+layouts whose files keep a relative position index also have ``window_size_hint(state_dict)``.
+Layouts: ``official`` (microsoft/Swin-Transformer, SimMIM, timm < 0.9), ``hf`` (transformers), ``timm``,
+``torchvision``, ``mmlab`` (mmsegmentation, mmdetection, mmpretrain).
 """
 
 from __future__ import annotations
@@ -11,9 +14,9 @@ from typing import Any
 
 import torch
 
-from swinkit.layouts import hf, official
+from swinkit.layouts import hf, mmlab, official, timm, torchvision
 
-LAYOUTS: dict[str, ModuleType] = {m.NAME: m for m in (official, hf)}
+LAYOUTS: dict[str, ModuleType] = {m.NAME: m for m in (official, hf, timm, torchvision, mmlab)}
 
 # Wrappers that training frameworks put around the state dict.
 _CONTAINER_KEYS = ("model", "state_dict", "model_state", "module", "model_ema", "state_dict_ema")
@@ -47,7 +50,9 @@ def detect_layout(state_dict: Mapping[str, torch.Tensor]) -> str:
     return best
 
 
-def to_canonical(state_dict: Mapping[str, torch.Tensor], layout: str | None = None) -> tuple[str, dict[str, torch.Tensor]]:
+def to_canonical(
+    state_dict: Mapping[str, torch.Tensor], layout: str | None = None
+) -> tuple[str, dict[str, torch.Tensor]]:
     """(layout name, canonical state dict) for ``state_dict`` in ``layout`` (auto-detected when None)."""
     layout = layout or detect_layout(state_dict)
     if layout not in LAYOUTS:

@@ -1,4 +1,4 @@
-"""Helpers shared by the layout modules: regex renaming, and inferring the architecture from shapes."""
+"""Helpers shared by the layout modules: regex renaming, dropped buffers, and inferring the architecture from shapes."""
 
 from __future__ import annotations
 
@@ -30,12 +30,21 @@ def strip_prefix(state_dict: Mapping[str, torch.Tensor], prefixes: Sequence[str]
     return dict(state_dict)
 
 
-def infer_config(state_dict: Mapping[str, torch.Tensor], base: SwinConfig | None = None) -> SwinConfig:
+def default_image_size(version: int, window_size: int, patch_size: int, num_stages: int) -> int:
+    """The official native size for a window (7 -> 224, 8 -> 256, 12 -> 384 (v1) or 192 (v2), 16 -> 256,
+    24 -> 384); for other windows the size whose last stage is exactly one window."""
+    defaults = {7: 224, 8: 256, 12: 384 if version == 1 else 192, 16: 256, 24: 384}
+    return defaults.get(window_size, window_size * patch_size * 2 ** (num_stages - 1))
+
+
+def infer_config(
+    state_dict: Mapping[str, torch.Tensor], base: SwinConfig | None = None, window_size: int | None = None
+) -> SwinConfig:
     """The architecture of a canonical state dict, read from its tensor shapes.
 
     Fields that shapes cannot tell (native image size, pretrained window sizes, drop rates) come from
-    ``base`` when given, otherwise from the usual defaults (image size from the window: 7 -> 224,
-    8 -> 256, 12 -> 384 for v1 and 192 for v2, 16 -> 256, 24 -> 384).
+    ``base`` when given, otherwise from the usual defaults (:func:`default_image_size`). v2 tensors do not
+    tell the window: ``window_size`` (e.g. read from a layout's index buffer) gives it, else 8.
     """
     sd = state_dict
     if "patch_embed.proj.weight" not in sd:
@@ -43,7 +52,8 @@ def infer_config(state_dict: Mapping[str, torch.Tensor], base: SwinConfig | None
     embed_dim, in_channels, patch_size, _ = sd["patch_embed.proj.weight"].shape
     stages = sorted({int(m.group(1)) for k in sd if (m := re.match(r"layers\.(\d+)\.blocks\.", k))})
     depths = tuple(
-        1 + max(int(m.group(1)) for k in sd if (m := re.match(rf"layers\.{i}\.blocks\.(\d+)\.", k))) for i in stages
+        1 + max(int(m.group(1)) for k in sd if (m := re.match(rf"layers\.{i}\.blocks\.(\d+)\.", k)))
+        for i in stages
     )
     version = 2 if any(k.endswith("attn.logit_scale") for k in sd) else 1
     num_heads, windows = [], []
@@ -60,9 +70,8 @@ def infer_config(state_dict: Mapping[str, torch.Tensor], base: SwinConfig | None
     if base is not None:
         window_size, image_size, pretrained = base.window_size, base.image_size, base.pretrained_window_sizes
     else:
-        window_size = windows[0] if windows else 8
-        defaults = {7: 224, 8: 256, 12: 384 if version == 1 else 192, 16: 256, 24: 384}
-        image_size = defaults.get(window_size, window_size * patch_size * 2 ** (len(stages) - 1))
+        window_size = window_size or (windows[0] if windows else 8)
+        image_size = default_image_size(version, window_size, patch_size, len(stages))
         pretrained = (0,) * len(stages)
     values = dict(base.to_dict()) if base is not None else {}
     values.update(
@@ -84,3 +93,16 @@ def infer_config(state_dict: Mapping[str, torch.Tensor], base: SwinConfig | None
     if base is None or values.get("labels") is not None and len(values["labels"]) != values["num_classes"]:
         values["labels"] = None
     return SwinConfig.from_dict(values)
+
+
+# Buffers some layouts persist that the canonical model rebuilds from its config.
+DROPPED_BUFFERS = re.compile(
+    r"(relative_position_index|relative_coords_table|attn_mask|k_bias|num_batches_tracked)$"
+)
+
+
+def window_from_index(index: torch.Tensor | None) -> int | None:
+    """The window side of a ``relative_position_index`` buffer ((N, N) or flattened N*N, N = ws*ws)."""
+    if index is None:
+        return None
+    return round(index.numel() ** 0.25)
