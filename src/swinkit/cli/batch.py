@@ -1,0 +1,46 @@
+"""``swinkit batch``: classify any number of images into a resumable JSONL file.
+
+Re-running the same command after an interruption skips what the output already holds; see
+``swinkit.batch`` for the input formats (folder, JSONL, CSV with paths or base64 images) and the row schema.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from swinkit.batch import run_batch
+from swinkit.inference import Predictor
+
+HELP = "classify a folder, JSONL or CSV of images into a resumable JSONL file"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="hub id, HF folder, checkpoint file or preset name")
+    parser.add_argument(
+        "--input", required=True, type=Path, help="a folder, a .jsonl (path/image/id) or a .csv (path or base64 image)"
+    )
+    parser.add_argument("--output", required=True, type=Path, help="JSONL file; an existing one is resumed")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
+    parser.add_argument(
+        "--workers", type=int, default=min(4, os.cpu_count() or 1), help="decoding processes (0: decode inline)"
+    )
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.input.exists():
+        raise FileNotFoundError(f"no such input: {args.input}")
+    predictor = Predictor.from_pretrained(args.model, batch_size=args.batch_size, device=args.device)
+    summary = run_batch(
+        predictor, args.input, args.output, num_workers=args.workers, progress=not args.no_progress
+    )
+    print(
+        f"{summary.written} rows written to {args.output} ({summary.errors} errors); "
+        f"{summary.skipped} were there from an earlier run",
+        file=sys.stderr,
+    )
+    return 0

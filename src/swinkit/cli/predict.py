@@ -1,0 +1,124 @@
+"""``swinkit predict``: classify image files (or folders of them) with any Swin checkpoint.
+
+With ``--output FILE.jsonl``: one JSON object per image, in input order, in the Azure ML image-classification
+schema plus the path: ``{"image": PATH, "probs": [...], "labels": [...]}`` (every label, in label order), or
+``{"image": PATH, "error": "..."}`` for a file that cannot be read. Without it: the top labels as a table.
+Exit status 1 when some image could not be read (the others are still classified).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from swinkit.batch import iter_image_files
+from swinkit.checkpoint_io import atomic_path
+from swinkit.data.decode import ImageDecodeError, decode_image
+from swinkit.inference import Prediction, Predictor
+from swinkit.visualize import save_prediction_image
+
+HELP = "classify images: JSONL in the Azure ML schema, or a top-k table"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="hub id, HF folder, checkpoint file or preset name")
+    parser.add_argument("images", nargs="+", help="image files and/or folders (searched recursively)")
+    parser.add_argument("--top-k", type=int, default=None, help="labels shown per image (default 5)")
+    parser.add_argument(
+        "--threshold", type=float, default=None, help="minimum probability shown (multi-label default 0.5)"
+    )
+    parser.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
+    parser.add_argument("--output", type=Path, default=None, help="write JSONL here instead of a table")
+    parser.add_argument("--visualize", type=Path, default=None, help="write an annotated PNG per image here")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+
+
+def expand_images(arguments: Sequence[str]) -> list[Path]:
+    """Files as given, folders replaced by the image files below them (sorted)."""
+    paths: list[Path] = []
+    for argument in arguments:
+        path = Path(argument)
+        if path.is_dir():
+            found = list(iter_image_files(path))
+            if not found:
+                raise ValueError(f"{path} holds no image files")
+            paths.extend(found)
+        else:
+            paths.append(path)  # a missing file becomes an error row, like an unreadable one
+    return paths
+
+
+def classify(
+    predictor: Predictor, paths: Sequence[Path], *, top_k: int | None, threshold: float | None, visualize: Path | None
+) -> Iterator[tuple[Path, Prediction | None, str | None]]:
+    """(path, prediction or None, error or None) per path, in order, a batch at a time."""
+    names: set[str] = set()
+    for start in range(0, len(paths), predictor.batch_size):
+        chunk = paths[start : start + predictor.batch_size]
+        decoded: list[tuple[Path, Any, str | None]] = []
+        for path in chunk:
+            try:
+                decoded.append((path, decode_image(path), None))
+            except ImageDecodeError as e:
+                decoded.append((path, None, str(e)))
+        images = [image for _, image, error in decoded if error is None]
+        results = iter(predictor.predict(images, top_k=top_k, threshold=threshold) if images else [])
+        for path, image, error in decoded:
+            if error is not None:
+                yield path, None, error
+                continue
+            prediction = next(results)
+            prediction.source = str(path)
+            if visualize is not None:
+                save_prediction_image(image, prediction.top, visualize / _unique_name(path, names))
+            yield path, prediction, None
+
+
+def _unique_name(path: Path, used: set[str]) -> str:
+    name, n = f"{path.stem}.png", 1
+    while name in used:
+        name, n = f"{path.stem}_{n}.png", n + 1
+    used.add(name)
+    return name
+
+
+def _print_table(rows: Iterator[tuple[Path, Prediction | None, str | None]], stream: TextIO) -> int:
+    failures = 0
+    for path, prediction, error in rows:
+        print(str(path), file=stream)
+        if error is not None:
+            failures += 1
+            print(f"  error: {error}", file=stream)
+            continue
+        width = max((len(label) for label, _ in prediction.top), default=0)
+        for label, prob in prediction.top:
+            print(f"  {label:<{width}}  {prob:7.2%}", file=stream)
+        if not prediction.top:
+            print("  (no label above the threshold)", file=stream)
+    return failures
+
+
+def _write_jsonl(rows: Iterator[tuple[Path, Prediction | None, str | None]], output: Path) -> int:
+    failures = 0
+    with atomic_path(output, ".jsonl") as tmp, open(tmp, "w", encoding="utf-8") as f:
+        for path, prediction, error in rows:
+            row = {"image": str(path), "error": error} if error else {"image": str(path), **prediction.to_azure()}
+            failures += error is not None
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return failures
+
+
+def run(args: argparse.Namespace) -> int:
+    paths = expand_images(args.images)
+    predictor = Predictor.from_pretrained(args.model, batch_size=args.batch_size, device=args.device)
+    if args.visualize is not None:
+        args.visualize.mkdir(parents=True, exist_ok=True)
+    rows = classify(predictor, paths, top_k=args.top_k, threshold=args.threshold, visualize=args.visualize)
+    failures = _write_jsonl(rows, args.output) if args.output else _print_table(rows, sys.stdout)
+    if failures:
+        print(f"swinkit predict: {failures} of {len(paths)} images could not be read", file=sys.stderr)
+    return 1 if failures else 0
