@@ -41,12 +41,12 @@ def describe(config: SwinConfig) -> str:
 def run(args: argparse.Namespace) -> int:
     ckpt = load_checkpoint(args.src, layout=args.format, preset=args.preset)
     print(f"detected layout: {ckpt.layout} ({describe(ckpt.config)})")
-    if ckpt.config.num_classes == 0 and args.num_classes is None:
+    model = model_from_checkpoint(ckpt, num_classes=args.num_classes)
+    if model.config.num_classes == 0:
         raise ValueError(
             "the checkpoint has no classifier head (a backbone); pass --num-classes N to write a classifier "
             "with a freshly initialised head"
         )
-    model = model_from_checkpoint(ckpt, num_classes=args.num_classes)
     if ckpt.preprocessing is not None:
         preprocessing = ckpt.preprocessing
     elif args.preset:
