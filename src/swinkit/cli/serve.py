@@ -1,0 +1,85 @@
+"""``swinkit serve --model SRC``: the model as a real-time HTTP endpoint (Azure ML scoring schema).
+
+Every flag is also a ``SWINKIT_<NAME>`` environment variable and a key of the optional ``--config``
+YAML/JSON file; flags win over the environment, which wins over the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from pydantic import ValidationError
+
+from swinkit.serve.server import run_server
+from swinkit.serve.settings import ServeSettings
+
+HELP = "serve a model as a real-time HTTP endpoint (POST /score, Azure ML schema)"
+
+# (flag, type, help); the setting is the flag's name with underscores
+_OPTIONS: tuple[tuple[str, type, str], ...] = (
+    ("--model", str, "hub id, Hugging Face folder, checkpoint file or preset name"),
+    ("--host", str, "address to listen on (default 127.0.0.1)"),
+    ("--port", int, "port to listen on (default 8000)"),
+    ("--device", str, "torch device (default cpu)"),
+    ("--max-batch-size", int, "images run through the model together at most (default 16)"),
+    ("--max-delay-ms", float, "how long a batch waits for more images (default 10)"),
+    ("--max-queue-size", int, "images that may wait for the model before 503 (default 256)"),
+    ("--max-concurrent-requests", int, "requests handled at once before 503 (default 64)"),
+    ("--max-images-per-request", int, "images in one request before 413 (default 32)"),
+    ("--max-body-bytes", int, "largest request body before 413 (default 32 MiB)"),
+    ("--max-pixels", int, "largest width*height of an image (default 89478485)"),
+    ("--max-aspect-ratio", float, "longest / shortest side of an image (default 50)"),
+    ("--url-timeout-s", float, "deadline of one URL download (default 10)"),
+    ("--url-max-bytes", int, "largest URL download (default 20 MiB)"),
+    ("--url-max-redirects", int, "redirects followed per URL (default 3)"),
+    ("--retry-after-s", int, "Retry-After of 503 answers (default 1)"),
+    ("--graceful-timeout-s", float, "how long shutdown waits for in-flight requests (default 30)"),
+    ("--log-level", str, "uvicorn log level (default info)"),
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", dest="config_file", metavar="FILE", help="YAML or JSON file of settings")
+    for flag, kind, text in _OPTIONS:
+        parser.add_argument(flag, type=kind, help=text)
+    parser.add_argument(
+        "--allow-urls",
+        action="store_true",
+        default=None,
+        help="accept http(s) URLs as images (public addresses)",
+    )
+    parser.add_argument(
+        "--url-allow-network",
+        dest="url_allowed_networks",
+        action="append",
+        metavar="CIDR",
+        help="let URLs reach this non-public network too (repeatable), e.g. 10.1.0.0/16",
+    )
+    parser.add_argument(
+        "--no-warmup", dest="warmup", action="store_false", default=None, help="skip the warm-up batch"
+    )
+
+
+def settings_from_args(args: argparse.Namespace) -> ServeSettings:
+    """The settings: given flags, then ``SWINKIT_*`` variables, then the config file; ValueError if invalid."""
+    names = ["config_file", "allow_urls", "url_allowed_networks", "warmup"]
+    names += [flag[2:].replace("-", "_") for flag, _, _ in _OPTIONS]
+    flags = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+    try:
+        return ServeSettings(**flags)
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(map(str, err['loc'])) or 'settings'}: {err['msg']}" for err in e.errors()
+        )
+        raise ValueError(
+            f"invalid serve settings ({problems}); --model is required unless SWINKIT_MODEL is set"
+        ) from None
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    print(
+        f"swinkit serve: loading {settings.model}, then listening on http://{settings.host}:{settings.port}"
+    )
+    run_server(settings)
+    return 0

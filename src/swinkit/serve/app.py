@@ -1,0 +1,138 @@
+"""``create_app(settings)``: the FastAPI application of ``swinkit serve``.
+
+Routes: ``POST /score`` (Azure ML schema, see ``swinkit.serve.schemas``), ``GET /health`` (the process
+answers), ``GET /ready`` (model loaded and warmed up), ``GET /metrics`` (Prometheus), ``GET /info`` (model,
+labels, preprocessing); OpenAPI at ``/docs``. The model is loaded and warmed up in the lifespan, and the
+lifespan's end drains the batcher, so uvicorn's graceful shutdown lets in-flight requests finish.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+from swinkit import __version__
+from swinkit.serve.errors import ServeError, install_error_handlers
+from swinkit.serve.fetch import Resolver, system_resolver
+from swinkit.serve.metrics import CONTENT_TYPE, MetricsMiddleware, ServeMetrics
+from swinkit.serve.schemas import ErrorResponse, InfoResponse, ScoreRequest, ScoreResult
+from swinkit.serve.service import ScoringService
+from swinkit.serve.settings import ServeSettings
+from swinkit.serve.state import ServeState
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": text}
+    for status, text in {
+        400: "malformed JSON or an unusable image (index names it)",
+        413: "body, image count or download over its limit",
+        415: "the body is not JSON",
+        422: "the body does not follow the schema",
+        503: "overloaded or shutting down (see Retry-After)",
+    }.items()
+}
+_REQUEST_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ScoreRequest"}}},
+    }
+}
+
+
+def _state(request: Request) -> ServeState:
+    state = getattr(request.app.state, "serve", None)
+    if state is None:
+        raise ServeError(503, "not_ready", "the model is not loaded yet", retry_after=1)
+    return state
+
+
+def _add_routes(app: FastAPI, metrics: ServeMetrics) -> None:
+    @app.post("/score", responses={200: {"model": list[ScoreResult]}, **_ERRORS}, openapi_extra=_REQUEST_BODY)
+    async def score(request: Request) -> JSONResponse:
+        """Score images: one result per image, in input order."""
+        return JSONResponse(await _state(request).scorer.score(request))
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/ready", responses={503: {"model": ErrorResponse}})
+    async def ready(request: Request) -> dict[str, str]:
+        """Readiness: the model is loaded and warmed up, and the server is not shutting down."""
+        if not _state(request).ready:
+            raise ServeError(503, "not_ready", "the model is not ready", retry_after=1)
+        return {"status": "ready"}
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    async def prometheus() -> PlainTextResponse:
+        """Prometheus metrics (text exposition format)."""
+        return PlainTextResponse(metrics.render(), media_type=CONTENT_TYPE)
+
+    @app.get("/info", response_model=InfoResponse)
+    async def info(request: Request) -> dict[str, Any]:
+        """The served model: task, labels, preprocessing, limits."""
+        return _state(request).info()
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema plus the ``/score`` request body (read by hand, to bound its size)."""
+    if app.openapi_schema is None:
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        body = ScoreRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.update(body.pop("$defs", {}))
+        components["ScoreRequest"] = body
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
+def _register_gauges(app: FastAPI, metrics: ServeMetrics) -> None:
+    def reader(read: Callable[[ServeState], float]) -> Callable[[], float]:
+        def value() -> float:
+            state = getattr(app.state, "serve", None)
+            return 0.0 if state is None else float(read(state))
+
+        return value
+
+    metrics.add_gauge(
+        "swinkit_queue_depth", "Images waiting for a batch.", reader(lambda s: s.batcher.pending)
+    )
+    metrics.add_gauge(
+        "swinkit_requests_in_progress", "Scoring requests being handled.", reader(lambda s: s.scorer.active)
+    )
+    metrics.add_gauge("swinkit_ready", "1 when the model is loaded and warmed up.", reader(lambda s: s.ready))
+
+
+def create_app(
+    settings: ServeSettings, *, service: ScoringService | None = None, resolver: Resolver = system_resolver
+) -> FastAPI:
+    """The endpoint for ``settings``; ``service`` skips loading ``settings.model``, ``resolver`` resolves URL hosts."""
+    metrics = ServeMetrics(settings.max_batch_size)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.serve = await ServeState.start(settings, metrics, service=service, resolver=resolver)
+        try:
+            yield
+        finally:
+            await app.state.serve.stop()
+
+    app = FastAPI(
+        title="swinkit",
+        version=__version__,
+        description="Swin Transformer real-time endpoint (Azure ML scoring schema).",
+        lifespan=lifespan,
+    )
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    install_error_handlers(app)
+    _add_routes(app, metrics)
+    _register_gauges(app, metrics)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app

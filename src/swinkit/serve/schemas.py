@@ -1,0 +1,141 @@
+"""Request and response bodies of the scoring endpoint, in the Azure ML model-card schema.
+
+Request: ``{"input_data": {"columns": ["image"], "index": [0, 1], "data": [["<base64>"], ["<base64>"]]}}``
+(pandas "split" orientation; a row may also be the bare string, ``index`` is optional) or the flat
+``{"input_data": ["<base64>", ...]}``. An image is base64 (plain or a ``data:`` URI) or an http(s) URL.
+
+Response: a list in input order with one object per image, whose shape depends on the task:
+classification ``{"probs", "labels"}``; object detection ``{"boxes": [{"box", "label", "score"}]}``;
+instance segmentation the same with a ``polygon`` per box. Coordinates are fractions of the image size.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from swinkit.serve.errors import ServeError
+
+IMAGE_COLUMN = "image"
+
+
+class ScoreInputData(BaseModel):
+    """A pandas "split" frame with an ``image`` column."""
+
+    columns: list[str] = Field(default_factory=lambda: [IMAGE_COLUMN], min_length=1)
+    index: list[int | str] | None = None
+    data: list[str | list[str]] = Field(min_length=1, description="rows: the image, or one value per column")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ScoreInputData:
+        if IMAGE_COLUMN not in self.columns:
+            raise ValueError(f'columns must include "{IMAGE_COLUMN}", got {self.columns}')
+        if self.index is not None and len(self.index) != len(self.data):
+            raise ValueError(f"index has {len(self.index)} entries for {len(self.data)} rows of data")
+        return self
+
+
+class ScoreRequest(BaseModel):
+    """The body of ``POST /score``."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"example": {"input_data": {"columns": ["image"], "data": [["iVBORw0KGgo..."]]}}}
+    )
+
+    input_data: ScoreInputData
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_form(cls, value: Any) -> Any:
+        """``{"input_data": [...]}`` means one image per entry."""
+        if isinstance(value, dict) and isinstance(value.get("input_data"), list):
+            return {**value, "input_data": {"columns": [IMAGE_COLUMN], "data": value["input_data"]}}
+        return value
+
+    def images(self) -> list[str]:
+        """The image of each row, in order; raises ServeError (422) naming a row of the wrong width."""
+        frame = self.input_data
+        column = frame.columns.index(IMAGE_COLUMN)
+        out: list[str] = []
+        for i, row in enumerate(frame.data):
+            width = 1 if isinstance(row, str) else len(row)
+            if width != len(frame.columns):
+                raise ServeError(
+                    422,
+                    "invalid_schema",
+                    f"row {i} has {width} values for {len(frame.columns)} columns",
+                    index=i,
+                )
+            out.append(row if isinstance(row, str) else row[column])
+        return out
+
+
+class ClassificationResult(BaseModel):
+    """Image classification: one probability per label, in label order."""
+
+    probs: list[float]
+    labels: list[str]
+
+
+class BoundingBox(BaseModel):
+    """A box as fractions of the image width (X) and height (Y), from the top-left corner."""
+
+    topX: float = Field(ge=0, le=1)
+    topY: float = Field(ge=0, le=1)
+    bottomX: float = Field(ge=0, le=1)
+    bottomY: float = Field(ge=0, le=1)
+
+
+class DetectedObject(BaseModel):
+    """One detected object."""
+
+    box: BoundingBox
+    label: str
+    score: float = Field(ge=0, le=1)
+
+
+class DetectionResult(BaseModel):
+    """Object detection: every object found in one image."""
+
+    boxes: list[DetectedObject]
+
+
+class SegmentedObject(DetectedObject):
+    """One detected object with its outline: each polygon is ``[x1, y1, x2, y2, ...]`` in image fractions."""
+
+    polygon: list[list[float]]
+
+
+class SegmentationResult(BaseModel):
+    """Instance segmentation: every object found in one image, with outlines."""
+
+    boxes: list[SegmentedObject]
+
+
+ScoreResult = ClassificationResult | DetectionResult | SegmentationResult
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    index: int | None = Field(None, description="position of the offending image in data, or null")
+    code: str
+
+
+class ErrorResponse(BaseModel):
+    """The body of every 4xx/5xx answer."""
+
+    error: ErrorDetail
+
+
+class InfoResponse(BaseModel):
+    """What ``GET /info`` tells about the served model."""
+
+    model: str
+    task: str
+    labels: list[str]
+    problem_type: str
+    preprocessing: dict[str, Any]
+    max_batch_size: int
+    max_images_per_request: int
+    allow_urls: bool
