@@ -7,6 +7,7 @@ canonical names (obtained through the HF layout, which is exact) to that library
 
 from __future__ import annotations
 
+import math
 import re
 import tempfile
 from pathlib import Path
@@ -25,14 +26,17 @@ MICRO = dict(depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 8])
 UNFOLD_ORDER = [0, 2, 1, 3]  # official slot k' <-> nn.Unfold kernel position (self-inverse)
 
 
-def hf_model(version: int, micro: bool = False) -> torch.nn.Module:
-    """A tiny random transformers Swin(v2)ForImageClassification, every parameter perturbed away from init."""
+def hf_model(version: int, micro: bool = False, pretrained: list[int] | None = None) -> torch.nn.Module:
+    """A tiny random transformers Swin(v2)ForImageClassification, every parameter perturbed away from init.
+
+    ``pretrained``: v2 pretrained window sizes (default 0 for every stage).
+    """
     common = dict(embed_dim=EMBED, depths=DEPTHS, num_heads=HEADS, image_size=IMAGE, window_size=WINDOW)
     common.update(MICRO if micro else {}, num_labels=CLASSES)
     if version == 1:
         model = transformers.SwinForImageClassification(transformers.SwinConfig(**common))
     else:
-        pretrained = [0] * len(common["depths"])
+        pretrained = pretrained or [0] * len(common["depths"])
         config = transformers.Swinv2Config(pretrained_window_sizes=pretrained, **common)
         model = transformers.Swinv2ForImageClassification(config)
     generator = torch.Generator().manual_seed(version)
@@ -56,6 +60,24 @@ def relative_position_index(window: int) -> torch.Tensor:
     return rel[..., 0] * (2 * window - 1) + rel[..., 1]
 
 
+def relative_coords_table(window: int, pretrained: int) -> torch.Tensor:
+    """The official v2 (1, 2ws-1, 2ws-1, 2) log-spaced coordinates, normalised by the pretrained window."""
+    span = torch.arange(-(window - 1), window, dtype=torch.float32)
+    table = torch.stack(torch.meshgrid(span, span, indexing="ij")).permute(1, 2, 0).unsqueeze(0)
+    table = table / ((pretrained if pretrained > 0 else window) - 1) * 8
+    return torch.sign(table) * torch.log2(table.abs() + 1.0) / math.log2(8)
+
+
+def _buffers(key: str, pretrained: list[int] | None) -> dict[str, torch.Tensor]:
+    """The index (and v2 coordinate) buffers official/OpenMMLab blocks persist, named after ``key``'s block."""
+    if key.endswith("attn.proj.weight"):
+        return {"relative_position_index": relative_position_index(WINDOW)}
+    if key.endswith("attn.logit_scale"):
+        stage = int(re.match(r"layers\.(\d+)\.", key).group(1))
+        return {"relative_coords_table": relative_coords_table(WINDOW, (pretrained or [0] * 4)[stage])}
+    return {}
+
+
 def official_to_unfold(tensor: torch.Tensor) -> torch.Tensor:
     """mmseg's ``correct_unfold_reduction_order`` / ``correct_unfold_norm_order`` on the last dimension."""
     *lead, four_c = tensor.shape
@@ -63,12 +85,12 @@ def official_to_unfold(tensor: torch.Tensor) -> torch.Tensor:
     return x.transpose(-1, -2).reshape(*lead, four_c)
 
 
-def to_official(sd: dict[str, torch.Tensor]) -> dict:
-    """microsoft/Swin-Transformer: canonical names plus the persistent index buffers, inside ``{'model': ...}``."""
+def to_official(sd: dict[str, torch.Tensor], pretrained: list[int] | None = None) -> dict:
+    """microsoft/Swin-Transformer: canonical names plus the persistent buffers, inside ``{'model': ...}``."""
     out = dict(sd)
     for key in sd:
-        if key.endswith("attn.proj.weight"):
-            out[key.replace("proj.weight", "relative_position_index")] = relative_position_index(WINDOW)
+        block = key.rsplit(".", 2)[0] if key.endswith("proj.weight") else key.rsplit(".", 1)[0]
+        out.update({f"{block}.{name}": value for name, value in _buffers(key, pretrained).items()})
     return {"model": out, "epoch": 3}
 
 
@@ -111,7 +133,11 @@ def to_torchvision(sd: dict[str, torch.Tensor], key_bias: float = 0.0) -> dict[s
 
 
 def to_mmlab(
-    sd: dict[str, torch.Tensor], *, merge_at_start: bool, classifier: bool
+    sd: dict[str, torch.Tensor],
+    *,
+    merge_at_start: bool,
+    classifier: bool,
+    pretrained: list[int] | None = None,
 ) -> dict[str, torch.Tensor]:
     """OpenMMLab ``backbone.``-prefixed names; mmseg/mmdet/mmcls v1 merge at stage ends, mmpretrain v2 at starts.
 
@@ -130,10 +156,8 @@ def to_mmlab(
             rest = m.group(3).replace("attn.", "attn.w_msa.")
             rest = rest.replace("mlp.fc1.", "ffn.layers.0.0.").replace("mlp.fc2.", "ffn.layers.1.")
             out[f"backbone.stages.{m.group(1)}.blocks.{m.group(2)}.{rest}"] = value
-            if rest == "attn.w_msa.proj.weight":
-                out[
-                    f"backbone.stages.{m.group(1)}.blocks.{m.group(2)}.attn.w_msa.relative_position_index"
-                ] = relative_position_index(WINDOW)
+            for name, buffer in _buffers(key, pretrained).items():
+                out[f"backbone.stages.{m.group(1)}.blocks.{m.group(2)}.attn.w_msa.{name}"] = buffer
         elif key.startswith("patch_embed."):
             out["backbone." + key.replace("patch_embed.proj.", "patch_embed.projection.")] = value
         elif key.startswith("norm."):

@@ -20,17 +20,31 @@ from swinkit.loading import CheckpointMismatchError
 
 @pytest.fixture(scope="module")
 def references():
-    """(model, canonical weights) for v1, v2, and v2 with the swinv2_micro preset's architecture."""
-    models = {"v1": fl.hf_model(1), "v2": fl.hf_model(2), "v2_micro": fl.hf_model(2, micro=True)}
+    """(model, canonical weights) for v1, v2, v2 with the swinv2_micro preset's architecture, v2 fine-tuned
+    from smaller pretrained windows."""
+    models = {
+        "v1": fl.hf_model(1),
+        "v2": fl.hf_model(2),
+        "v2_micro": fl.hf_model(2, micro=True),
+        "v2_pretrained_windows": fl.hf_model(2, pretrained=PRETRAINED_WINDOWS),
+    }
     return {name: (model, fl.canonical(model)) for name, model in models.items()}
 
 
+PRETRAINED_WINDOWS = [3, 3, 2]
 PIXELS = torch.randn(2, 3, fl.IMAGE, fl.IMAGE, generator=torch.Generator().manual_seed(3))
 
 # case: (reference model, writer, file name, extra CLI arguments, layout the CLI must report)
 CASES = {
     "official_v1": ("v1", fl.to_official, "swin_tiny.pth", [], "official"),
     "official_v2": ("v2", fl.to_official, "swinv2_tiny.pth", [], "official"),
+    "official_v2_pretrained_windows": (
+        "v2_pretrained_windows",
+        lambda sd: fl.to_official(sd, pretrained=PRETRAINED_WINDOWS),
+        "swinv2_12to16.pth",
+        [],
+        "official",
+    ),
     "timm_v1": ("v1", fl.to_timm, "model.safetensors", [], "timm"),
     "timm_v2_preset": ("v2_micro", fl.to_timm, "pytorch_model.bin", ["--preset", "swinv2_micro"], "timm"),
     "torchvision_v1": ("v1", fl.to_torchvision, "swin_t.pth", [], "torchvision"),

@@ -217,3 +217,16 @@ def test_v2_window_comes_from_the_index_buffer_when_the_file_has_one(canon, case
     torch.save(_foreign(canon, case), path)
     config = load_checkpoint(path).config
     assert (config.window_size, config.image_size) == (window, 64 if window == 4 else 256)
+    assert config.pretrained_window_sizes == (0, 0, 0)
+
+
+@pytest.mark.parametrize("library", ["official", "mmpretrain"])
+def test_v2_pretrained_windows_come_from_the_coordinate_tables(canon, library, tmp_path):
+    pretrained = [3, 3, 2]
+    if library == "official":
+        checkpoint = fl.to_official(canon[2], pretrained=pretrained)
+    else:
+        state_dict = fl.to_mmlab(canon[2], merge_at_start=True, classifier=True, pretrained=pretrained)
+        checkpoint = {"state_dict": state_dict}
+    torch.save(checkpoint, tmp_path / "ckpt.pth")
+    assert load_checkpoint(tmp_path / "ckpt.pth").config.pretrained_window_sizes == tuple(pretrained)

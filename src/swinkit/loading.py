@@ -123,8 +123,10 @@ def load_checkpoint(
     elif preset:
         config = _preset_config(preset, state_dict)
     else:
-        hint = getattr(layouts.LAYOUTS[layout], "window_size_hint", lambda sd: None)(raw)
-        config = infer_config(state_dict, window_size=hint)
+        module = layouts.LAYOUTS[layout]
+        window = getattr(module, "window_size_hint", lambda sd: None)(raw)
+        pretrained = getattr(module, "pretrained_window_sizes_hint", lambda sd: None)(raw)
+        config = infer_config(state_dict, window_size=window, pretrained_window_sizes=pretrained)
     return Checkpoint(config, state_dict, layout, preprocessing, path)
 
 

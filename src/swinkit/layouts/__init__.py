@@ -1,7 +1,8 @@
 """Checkpoint layouts: one module per foreign layout, each mapping to the one canonical state dict.
 
 Each layout module has ``NAME``, ``detect(state_dict) -> confidence`` and ``to_canonical(state_dict)``;
-layouts whose files keep a relative position index also have ``window_size_hint(state_dict)``.
+layouts whose files keep a relative position index also have ``window_size_hint(state_dict)``, and those
+keeping v2 coordinate tables ``pretrained_window_sizes_hint(state_dict)``.
 Layouts: ``official`` (microsoft/Swin-Transformer, SimMIM, timm < 0.9), ``hf`` (transformers), ``timm``,
 ``torchvision``, ``mmlab`` (mmsegmentation, mmdetection, mmpretrain).
 """

@@ -38,13 +38,17 @@ def default_image_size(version: int, window_size: int, patch_size: int, num_stag
 
 
 def infer_config(
-    state_dict: Mapping[str, torch.Tensor], base: SwinConfig | None = None, window_size: int | None = None
+    state_dict: Mapping[str, torch.Tensor],
+    base: SwinConfig | None = None,
+    window_size: int | None = None,
+    pretrained_window_sizes: Sequence[int] | None = None,
 ) -> SwinConfig:
     """The architecture of a canonical state dict, read from its tensor shapes.
 
     Fields that shapes cannot tell (native image size, pretrained window sizes, drop rates) come from
     ``base`` when given, otherwise from the usual defaults (:func:`default_image_size`). v2 tensors do not
-    tell the window: ``window_size`` (e.g. read from a layout's index buffer) gives it, else 8.
+    tell the window: ``window_size`` (e.g. read from a layout's index buffer) gives it, else 8;
+    ``pretrained_window_sizes`` (e.g. read from coordinate tables) default to 0 (each stage's own window).
     """
     sd = state_dict
     if "patch_embed.proj.weight" not in sd:
@@ -72,7 +76,7 @@ def infer_config(
     else:
         window_size = window_size or (windows[0] if windows else 8)
         image_size = default_image_size(version, window_size, patch_size, len(stages))
-        pretrained = (0,) * len(stages)
+        pretrained = tuple(pretrained_window_sizes) if pretrained_window_sizes else (0,) * len(stages)
     values = dict(base.to_dict()) if base is not None else {}
     values.update(
         version=version,
@@ -106,3 +110,25 @@ def window_from_index(index: torch.Tensor | None) -> int | None:
     if index is None:
         return None
     return round(index.numel() ** 0.25)
+
+
+def pretrained_window_from_coords(table: torch.Tensor) -> int:
+    """The pretrained window a v2 ``relative_coords_table`` (1, 2ws-1, 2ws-1, 2) was normalised by.
+
+    The official table holds sign(c) * log2(|c| + 1) / 3 with c = 8 * d / (p - 1) for offsets d up to
+    ws - 1; the largest entry gives p. Returns 0 when p is the table's own window (the default).
+    """
+    window = (table.shape[1] + 1) // 2
+    if window < 2:
+        return 0
+    span = 2 ** (3 * float(table.abs().max())) - 1  # 8 * (ws - 1) / (p - 1)
+    pretrained = round(8 * (window - 1) / span) + 1
+    return 0 if pretrained == window else pretrained
+
+
+def pretrained_windows_hint(state_dict: Mapping[str, torch.Tensor], pattern: str) -> tuple[int, ...] | None:
+    """Per-stage pretrained windows from the coordinate tables whose names match ``pattern`` (group 1: stage)."""
+    tables = {int(m.group(1)): v for k, v in state_dict.items() if (m := re.fullmatch(pattern, k))}
+    if not tables or sorted(tables) != list(range(len(tables))):
+        return None
+    return tuple(pretrained_window_from_coords(tables[i]) for i in range(len(tables)))

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from swinkit.layouts.common import DROPPED_BUFFERS, rename, window_from_index
+from swinkit.layouts.common import DROPPED_BUFFERS, pretrained_windows_hint, rename, window_from_index
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,12 @@ def window_size_hint(state_dict: Mapping[str, Any]) -> int | None:
         if index is not None:
             return window_from_index(index)
     return None
+
+
+def pretrained_window_sizes_hint(state_dict: Mapping[str, Any]) -> tuple[int, ...] | None:
+    """mmpretrain v2: each stage's pretrained window, from the persistent coordinate tables."""
+    pattern = r"(?:backbone\.)?stages\.(\d+)\.blocks\.0\.attn\.w_msa\.relative_coords_table"
+    return pretrained_windows_hint(state_dict, pattern)
 
 
 def unfold_to_official(tensor: torch.Tensor) -> torch.Tensor:

@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from swinkit.layouts.common import pretrained_windows_hint
+
 NAME = "official"
 
 _DROPPED = re.compile(r"(relative_position_index|relative_coords_table|attn_mask)$")
@@ -36,6 +38,13 @@ def window_size_hint(state_dict: Mapping[str, Any]) -> int | None:
         if index is not None:
             return round(index.shape[0] ** 0.5)
     return None
+
+
+def pretrained_window_sizes_hint(state_dict: Mapping[str, Any]) -> tuple[int, ...] | None:
+    """v2: each stage's pretrained window, from the coordinate tables official files keep."""
+    return pretrained_windows_hint(
+        state_dict, r"(?:encoder\.)?layers\.(\d+)\.blocks\.0\.attn\.relative_coords_table"
+    )
 
 
 def to_canonical(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
