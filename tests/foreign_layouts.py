@@ -138,11 +138,13 @@ def to_mmlab(
     merge_at_start: bool,
     classifier: bool,
     pretrained: list[int] | None = None,
+    stage_norms: bool | None = None,
 ) -> dict[str, torch.Tensor]:
     """OpenMMLab ``backbone.``-prefixed names; mmseg/mmdet/mmcls v1 merge at stage ends, mmpretrain v2 at starts.
 
-    A classifier keeps ``norm{last}`` + ``head.fc``; a backbone gets ``norm{i}`` for every stage (the last
-    one the classifier's final norm, the others random).
+    A classifier keeps ``norm{last}`` + ``head.fc``; a backbone (or ``stage_norms``: a classifier built with
+    every ``out_indices``) gets ``norm{i}`` for every stage (the last one the classifier's final norm, the
+    others random), and a segmentor's ``decode_head``.
     """
     last = len(DEPTHS) - 1
     out = {}
@@ -164,11 +166,12 @@ def to_mmlab(
             out[f"backbone.norm{last}." + key[len("norm.") :]] = value
         elif key.startswith("head.") and classifier:
             out["head.fc." + key[len("head.") :]] = value
-    if not classifier:
+    if not classifier or stage_norms:
         generator = torch.Generator().manual_seed(7)
         for stage in range(last):
             width = EMBED * 2**stage
             out[f"backbone.norm{stage}.weight"] = 1 + 0.1 * torch.randn(width, generator=generator)
             out[f"backbone.norm{stage}.bias"] = 0.1 * torch.randn(width, generator=generator)
-        out["decode_head.conv_seg.weight"] = torch.randn(3, 8, 1, 1, generator=generator)
+        if not classifier:
+            out["decode_head.conv_seg.weight"] = torch.randn(3, 8, 1, 1, generator=generator)
     return out

@@ -65,6 +65,13 @@ CASES = {
         [],
         "mmlab",
     ),
+    "mmpretrain_v1_every_out_index": (
+        "v1",
+        lambda sd: fl.to_mmlab(sd, merge_at_start=False, classifier=True, stage_norms=True),
+        "mmcls.pth",
+        [],
+        "mmlab",
+    ),
     "mmpretrain_v2": (
         "v2",
         lambda sd: {"state_dict": fl.to_mmlab(sd, merge_at_start=True, classifier=True)},

@@ -252,22 +252,25 @@ def model_from_checkpoint(
 
 
 def _classifier_norm(state_dict: dict[str, torch.Tensor], num_stages: int) -> dict[str, torch.Tensor]:
-    """A backbone checkpoint's last output norm as the classifier's final norm; the other output norms dropped.
+    """Per-stage output norms (``norm{i}``) made fit for a classifier, which has only a final ``norm``.
 
-    The last stage's output norm sits exactly where the classifier normalises before pooling.
+    A backbone checkpoint's last output norm becomes the final norm (it sits exactly where the classifier
+    normalises before pooling); the other output norms have no place in a classifier and are dropped.
     """
     last = f"norm{num_stages - 1}."
-    if "norm.weight" in state_dict or not any(k.startswith(last) for k in state_dict):
-        return state_dict
+    promote = "norm.weight" not in state_dict
     stage_norm = re.compile(r"norm\d+\.")
-    dropped = sorted({k.split(".")[0] for k in state_dict if stage_norm.match(k) and not k.startswith(last)})
+    out, dropped = {}, set()
+    for key, value in state_dict.items():
+        if promote and key.startswith(last):
+            out["norm." + key[len(last) :]] = value
+        elif stage_norm.match(key):
+            dropped.add(key.split(".")[0])
+        else:
+            out[key] = value
     if dropped:
-        log.info("a classifier has no per-stage output norms: dropping %s", ", ".join(dropped))
-    return {
-        ("norm." + k[len(last) :] if k.startswith(last) else k): v
-        for k, v in state_dict.items()
-        if not stage_norm.match(k) or k.startswith(last)
-    }
+        log.info("a classifier has no per-stage output norms: dropping %s", ", ".join(sorted(dropped)))
+    return out
 
 
 def _head_change(

@@ -47,8 +47,6 @@ _RULES = [
     (r"head\.fc\.", "head."),
 ]
 _MARKER = "stages.0.blocks.0.attn.w_msa."
-
-
 _BACKBONE_ROOTS = ("patch_embed.", "stages.", "absolute_pos_embed", "norm")
 
 
