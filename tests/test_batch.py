@@ -1,0 +1,138 @@
+"""`swinkit batch`: streamed, resumable after a kill, every input exactly once, failures as rows."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import numpy as np
+import pytest
+from image_samples import bad_files, photo
+from PIL import Image
+
+import swinkit
+from swinkit.batch import ResumableJsonl, iter_inputs, run_batch
+from swinkit.inference import Predictor
+from swinkit.loading import save_pretrained
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("model")
+    save_pretrained(swinkit.create_model("swin_micro", labels=["cat", "dog", "car"]), folder)
+    return folder
+
+
+def _make_images(folder, count: int, size=(96, 72)):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"img_{i:04d}.jpg", quality=80)
+    return sorted(folder.iterdir())
+
+
+def _rows(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _batch_command(model_dir, source, out):
+    return [sys.executable, "-m", "swinkit", "batch", "--model", str(model_dir), "--input", str(source)] + [
+        "--output",
+        str(out),
+        "--batch-size",
+        "2",
+        "--workers",
+        "2",
+        "--no-progress",
+    ]
+
+
+def test_killed_run_resumes_with_every_image_exactly_once(tmp_path, model_dir):
+    images = _make_images(tmp_path / "in", 80, size=(160, 120))
+    bad = bad_files(tmp_path / "in")
+    out = tmp_path / "out.jsonl"
+    process = subprocess.Popen(
+        _batch_command(model_dir, tmp_path / "in", out), start_new_session=True, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not out.exists() or out.read_text().count("\n") < 10):
+        assert process.poll() is None, process.stderr.read().decode()
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    process.stderr.close()
+    written_before = out.read_text().count("\n")
+    assert 10 <= written_before < len(images)  # killed halfway
+    with open(out, "a") as f:
+        f.write('{"image": "' + str(images[-1]))  # a torn line, as a kill in the middle of a write leaves
+    finished = subprocess.run(_batch_command(model_dir, tmp_path / "in", out), capture_output=True, text=True)
+    assert finished.returncode == 0, finished.stderr
+    rows = _rows(out)
+    counts = Counter(row["image"] for row in rows)
+    expected = {str(p) for p in images} | {str(p) for p in bad.values()}
+    assert set(counts) == expected and set(counts.values()) == {1}
+    errors = {row["image"] for row in rows if "error" in row}
+    assert errors == {str(p) for p in bad.values()}
+    assert all(
+        row["labels"] == ["cat", "dog", "car"] and len(row["probs"]) == 3 for row in rows if "probs" in row
+    )
+    again = run_batch(Predictor.from_pretrained(model_dir), tmp_path / "in", out, num_workers=0, progress=False)
+    assert again.written == 0 and _rows(out) == rows  # a complete output is left as it is
+
+
+def test_csv_with_base64_images_and_jsonl_with_paths(tmp_path, model_dir):
+    predictor = Predictor.from_pretrained(model_dir, batch_size=3)
+    encoded = [base64.b64encode(photo(name).read_bytes()).decode() for name in ("chelsea.png", "rocket.jpg")]
+    with open(tmp_path / "in.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "image"])
+        writer.writerows(
+            [["cat", encoded[0]], ["rocket", "data:image/jpeg;base64," + encoded[1]], ["junk", "%%%"]]
+        )
+    summary = run_batch(predictor, tmp_path / "in.csv", tmp_path / "csv.jsonl", num_workers=0, progress=False)
+    rows = {row["image"]: row for row in _rows(tmp_path / "csv.jsonl")}
+    assert (summary.written, summary.errors) == (3, 1) and set(rows) == {"cat", "rocket", "junk"}
+    reference = predictor.predict([photo("chelsea.png"), photo("rocket.jpg")])
+    assert max(abs(a - b) for a, b in zip(rows["cat"]["probs"], reference[0].probs, strict=True)) < 1e-6
+    assert max(abs(a - b) for a, b in zip(rows["rocket"]["probs"], reference[1].probs, strict=True)) < 1e-6
+    assert "junk" in rows["junk"]["error"] and "base64" in rows["junk"]["error"]
+
+    images = _make_images(tmp_path / "imgs", 3)
+    lines = [json.dumps(f"imgs/{images[0].name}"), json.dumps({"path": str(images[1]), "id": "second"})]
+    lines += [
+        json.dumps({"path": f"imgs/{images[2].name}"}),
+        json.dumps(f"imgs/{images[0].name}"),
+    ]  # a repeat
+    (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n")
+    summary = run_batch(predictor, tmp_path / "in.jsonl", tmp_path / "j.jsonl", num_workers=2, progress=False)
+    ids = [row["image"] for row in _rows(tmp_path / "j.jsonl")]
+    assert summary.written == 3 and sorted(ids) == sorted(
+        [str(tmp_path / "imgs" / p.name) for p in (images[0], images[2])] + ["second"]
+    )
+
+
+def test_output_recovery_and_input_errors(tmp_path):
+    out = tmp_path / "out.jsonl"
+    out.write_text('{"image": "a", "probs": [1.0], "labels": ["x"]}\n{"image": "b", "pro')
+    with ResumableJsonl(out) as log:
+        assert "a" in log and "b" not in log
+        assert log.write({"image": "b", "error": "unreadable"}) and not log.write(
+            {"image": "a", "error": "again"}
+        )
+    assert [row["image"] for row in _rows(out)] == ["a", "b"]
+    out.write_text('{"image": "a"}\nnot json\n{"image": "c"}\n')
+    with pytest.raises(ValueError, match="line 2"):
+        ResumableJsonl(out)
+    (tmp_path / "in.csv").write_text("name,label\nx,y\n")
+    with pytest.raises(ValueError, match="'path' or an 'image'"):
+        list(iter_inputs(tmp_path / "in.csv"))
+    with pytest.raises(ValueError, match=r"\.jsonl or a \.csv"):
+        iter_inputs(photo("chelsea.png"))
