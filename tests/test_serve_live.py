@@ -92,8 +92,9 @@ def servers(files):
     holds batches for 1.5 s (for the shutdown test)."""
     root, model_dir, _ = files
     plain = LiveServer(
-        model_dir, root / "plain.log", "--max-body-bytes", str(MAX_BODY), "--max-images-per-request", "8"
-    )
+        model_dir, root / "plain.log", "--max-body-bytes", str(MAX_BODY), "--max-images-per-request", "8",
+        "--body-timeout-s", "1",
+    )  # fmt: skip
     urls = LiveServer(
         model_dir, root / "urls.log", "--allow-urls", "--url-allow-network", "127.0.0.1/32",
         "--url-timeout-s", "1", "--url-max-bytes", "100000",
@@ -171,6 +172,34 @@ def test_hostile_inputs_get_a_4xx_and_the_server_keeps_serving(servers, files):
         else:
             _expect_error(response, status, code, index)
         assert score(url, [b64(image)]).status_code == 200, f"not serving after: {name}"
+
+
+def _raw_exchange(url: str, request: bytes, wait_s: float) -> bytes:
+    """Send raw bytes, then read whatever comes back until the server closes (or ``wait_s`` passes)."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=wait_s) as sock:
+        sock.sendall(request)
+        received = b""
+        try:
+            while chunk := sock.recv(65536):
+                received += chunk
+        except TimeoutError:
+            pass
+    return received
+
+
+def test_oversized_or_stalled_body_is_answered_and_the_connection_closed(servers, files):
+    url = servers[0].url
+    smuggled = b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n"
+    head = b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+    oversized = _raw_exchange(url, head % (2 * MAX_BODY) + smuggled, wait_s=10)
+    assert oversized.startswith(b"HTTP/1.1 413") and b"connection: close" in oversized.lower()
+    assert b"not_found" not in oversized  # the unread body was never taken for a request
+    start = time.monotonic()
+    stalled = _raw_exchange(url, head % 1000 + b'{"input_data": [', wait_s=10)  # never finishes the body
+    assert stalled.startswith(b"HTTP/1.1 408") and b"body_timeout" in stalled
+    assert time.monotonic() - start < 8
+    assert score(url, [b64(files[2][0].read_bytes())]).status_code == 200
 
 
 def test_url_inputs_and_their_hostile_forms(servers, files):

@@ -27,6 +27,7 @@ _OPTIONS: tuple[tuple[str, type, str], ...] = (
     ("--max-concurrent-requests", int, "requests handled at once before 503 (default 64)"),
     ("--max-images-per-request", int, "images in one request before 413 (default 32)"),
     ("--max-body-bytes", int, "largest request body before 413 (default 32 MiB)"),
+    ("--body-timeout-s", float, "time allowed to receive a request body before 408 (default 30)"),
     ("--max-pixels", int, "largest width*height of an image (default 89478485)"),
     ("--max-aspect-ratio", float, "longest / shortest side of an image (default 50)"),
     ("--url-timeout-s", float, "deadline of one URL download (default 10)"),

@@ -29,6 +29,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": text}
     for status, text in {
         400: "malformed JSON or an unusable image (index names it)",
+        408: "the body did not arrive in time",
         413: "body, image count or download over its limit",
         415: "the body is not JSON",
         422: "the body does not follow the schema",

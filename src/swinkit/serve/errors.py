@@ -28,6 +28,7 @@ class ServeError(Exception):
         *,
         index: int | None = None,
         retry_after: int | None = None,
+        close: bool = False,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -35,20 +36,31 @@ class ServeError(Exception):
         self.message = message
         self.index = index
         self.retry_after = retry_after
+        self.close = close  # close the connection after answering (the rest of the body is not read)
 
 
 def error_response(
-    status: int, code: str, message: str, *, index: int | None = None, retry_after: int | None = None
+    status: int,
+    code: str,
+    message: str,
+    *,
+    index: int | None = None,
+    retry_after: int | None = None,
+    close: bool = False,
 ) -> JSONResponse:
     """The JSON error answer; 503 answers carry ``Retry-After``."""
-    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+    if close:
+        headers["Connection"] = "close"
     body = {"error": {"message": message, "index": index, "code": code}}
     return JSONResponse(body, status_code=status, headers=headers)
 
 
 async def _serve_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServeError)
-    return error_response(exc.status, exc.code, exc.message, index=exc.index, retry_after=exc.retry_after)
+    return error_response(
+        exc.status, exc.code, exc.message, index=exc.index, retry_after=exc.retry_after, close=exc.close
+    )
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:

@@ -27,26 +27,33 @@ from swinkit.serve.settings import ServeSettings
 log = logging.getLogger(__name__)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body; 413 as soon as it is known to exceed ``limit`` bytes (declared or streamed)."""
+async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
+    """The request body; 413 as soon as it is known to exceed ``limit`` bytes (declared or streamed), 408 if
+    it has not arrived after ``timeout_s``."""
     declared = request.headers.get("content-length")
     if declared is not None and not declared.isdigit():
         raise ServeError(400, "invalid_content_length", f"Content-Length {declared!r} is not a byte count")
-    too_large = ServeError(413, "body_too_large", f"the request body exceeds the limit of {limit} bytes")
+    too_large = ServeError(
+        413, "body_too_large", f"the request body exceeds the limit of {limit} bytes", close=True
+    )
     if declared is not None and int(declared) > limit:
         raise too_large
     chunks: list[bytes] = []
     received = 0
     try:
-        async for chunk in request.stream():
-            received += len(chunk)
-            if received > limit:
-                raise too_large
-            chunks.append(chunk)
+        with anyio.fail_after(timeout_s):
+            async for chunk in request.stream():
+                received += len(chunk)
+                if received > limit:
+                    raise too_large
+                chunks.append(chunk)
     except ClientDisconnect:
         raise ServeError(
             400, "client_disconnected", "the client went away before sending the whole body"
         ) from None
+    except TimeoutError:
+        message = f"the request body did not arrive within {timeout_s:g} s"
+        raise ServeError(408, "body_timeout", message, close=True) from None
     return b"".join(chunks)
 
 
@@ -101,7 +108,9 @@ class Scorer:
 
     async def _score(self, request: Request) -> list[dict]:
         check_content_type(request)
-        images = parse_request(await read_body(request, self.settings.max_body_bytes))
+        body = await read_body(request, self.settings.max_body_bytes, self.settings.body_timeout_s)
+        images = parse_request(body)
+        del body
         limit = self.settings.max_images_per_request
         if len(images) > limit:
             raise ServeError(

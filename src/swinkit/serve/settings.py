@@ -67,6 +67,9 @@ class ServeSettings(BaseSettings):
     max_concurrent_requests: int = Field(64, ge=1, description="requests being handled at once; beyond: 503")
     max_images_per_request: int = Field(32, ge=1)
     max_body_bytes: int = Field(32 * MiB, ge=1, description="largest request body accepted (413 beyond)")
+    body_timeout_s: float = Field(
+        30.0, gt=0, description="time allowed to receive a request body (408 beyond)"
+    )
     max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, description="largest width*height decoded")
     max_aspect_ratio: float = Field(50.0, ge=1, description="longest side / shortest side accepted")
     allow_urls: bool = Field(False, description="accept http(s) URLs as images")
