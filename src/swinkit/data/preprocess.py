@@ -101,6 +101,29 @@ def _center_crop(array: np.ndarray, height: int, width: int) -> np.ndarray:
     return padded[top : top + height, left : left + width]
 
 
+def _crop_fields(
+    kind: str, config: Mapping[str, Any], size: dict[str, int]
+) -> tuple[tuple[int, int] | None, float | None]:
+    """(crop_size, crop_pct) as the processor class ``kind`` reads them from ``config``."""
+    crop_pct = None
+    if kind == _CONVNEXT:
+        if "shortest_edge" not in size:
+            raise ValueError(f"ConvNextImageProcessor needs size.shortest_edge, got {size}")
+        crop_pct = float(config.get("crop_pct") or _CLASS_DEFAULTS[kind]["crop_pct"])
+    elif config.get("crop_pct") is not None:
+        log.warning("crop_pct=%s is ignored: transformers' ViTImageProcessor does not use it", config["crop_pct"])
+    if not config.get("do_center_crop"):
+        return None, crop_pct
+    if config.get("crop_size") is None:
+        raise ValueError("the preprocessor config sets do_center_crop but gives no crop_size")
+    crop = _size_dict(config["crop_size"], True)
+    return (crop["height"], crop["width"]), crop_pct
+
+
+def _per_channel(value: float | Sequence[float]) -> tuple[float, ...]:
+    return tuple(float(v) for v in value) if isinstance(value, Sequence) else (float(value),) * 3
+
+
 @dataclass(frozen=True)
 class ImageProcessor:
     """Turns an RGB PIL image into the model's normalized (3, H, W) float32 input."""
@@ -108,9 +131,8 @@ class ImageProcessor:
     size: dict[str, int] = field(default_factory=lambda: {"height": 224, "width": 224})
     resample: int = 3  # PIL filter: 0 nearest, 2 bilinear, 3 bicubic
     do_resize: bool = True
-    crop_size: tuple[int, int] | None = (
-        None  # (height, width) of the centre crop after resizing; None: no crop
-    )
+    # (height, width) of the centre crop after resizing; None: no crop
+    crop_size: tuple[int, int] | None = None
     crop_pct: float | None = None  # ConvNext rule (see the module docstring); None: plain resize
     do_rescale: bool = True
     rescale_factor: float = 1 / 255
@@ -125,20 +147,7 @@ class ImageProcessor:
         defaults = _CLASS_DEFAULTS[kind]
         square = config.get("default_to_square", defaults["default_to_square"])
         size = _size_dict(config.get("size", defaults["size"]), square)
-        crop_pct = None
-        if kind == _CONVNEXT:
-            if "shortest_edge" not in size:
-                raise ValueError(f"ConvNextImageProcessor needs size.shortest_edge, got {size}")
-            crop_pct = float(config.get("crop_pct") or defaults["crop_pct"])
-        elif config.get("crop_pct") is not None:
-            log.warning(
-                "crop_pct=%s is ignored: transformers' ViTImageProcessor does not use it", config["crop_pct"]
-            )
-        crop_size = None
-        if config.get("do_center_crop"):
-            crop = _size_dict(config.get("crop_size", 224), True)
-            crop_size = (crop["height"], crop["width"])
-        mean, std = config.get("image_mean", _STANDARD), config.get("image_std", _STANDARD)
+        crop_size, crop_pct = _crop_fields(kind, config, size)
         return cls(
             size=size,
             resample=int(config.get("resample", defaults["resample"])),
@@ -148,8 +157,8 @@ class ImageProcessor:
             do_rescale=bool(config.get("do_rescale", True)),
             rescale_factor=float(config.get("rescale_factor", 1 / 255)),
             do_normalize=bool(config.get("do_normalize", True)),
-            mean=tuple(float(m) for m in (mean if isinstance(mean, Sequence) else [mean] * 3)),
-            std=tuple(float(s) for s in (std if isinstance(std, Sequence) else [std] * 3)),
+            mean=_per_channel(config.get("image_mean", _STANDARD)),
+            std=_per_channel(config.get("image_std", _STANDARD)),
         )
 
     @classmethod
