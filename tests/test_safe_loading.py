@@ -80,3 +80,16 @@ def test_failed_write_leaves_the_previous_output_intact(tmp_path, monkeypatch):
         swinkit.save_pretrained(swinkit.create_model("swin_micro", num_classes=2), tmp_path)
     assert (tmp_path / "model.safetensors").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
+
+
+def test_pickled_code_in_an_hf_folder_is_refused(tmp_path):
+    marker = tmp_path / "executed"
+    model = swinkit.create_model("swin_micro", num_classes=2)
+    swinkit.save_pretrained(model, tmp_path / "folder")
+    (tmp_path / "folder" / "model.safetensors").unlink()
+    torch.save(
+        {"weights": model.state_dict(), "extra": Payload(marker)}, tmp_path / "folder" / "pytorch_model.bin"
+    )
+    with pytest.raises(UnsafeCheckpointError):
+        swinkit.from_pretrained(tmp_path / "folder")
+    assert not marker.exists()
