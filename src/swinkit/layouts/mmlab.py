@@ -1,9 +1,10 @@
 """OpenMMLab layouts: mmsegmentation, mmdetection and mmpretrain (mmcls) Swin v1, mmpretrain Swin v2.
 
-Followed: mmsegmentation ``mmseg/models/backbones/swin.py`` and ``tools/model_converters/swin2mmseg.py``,
-mmdetection ``mmdet/models/backbones/swin.py`` (``swin_converter``), mmpretrain
-``mmpretrain/models/backbones/swin_transformer.py``, ``swin_transformer_v2.py``, ``models/utils/embed.py``
-(``PatchMerging(use_post_norm)``) and ``models/utils/attention.py`` (``ShiftWindowMSA``/``WindowMSAV2``).
+Followed: mmsegmentation ``mmseg/models/backbones/swin.py`` and ``tools/model_converters/swin2mmseg.py``
+(088894bd), mmdetection ``mmdet/models/backbones/swin.py`` with ``swin_converter`` (09269cfe), mmpretrain
+``mmpretrain/models/backbones/swin_transformer.py`` and ``swin_transformer_v2.py`` (0979e785),
+``models/utils/embed.py`` (``PatchMerging(use_post_norm)``) and ``models/utils/attention.py``
+(``ShiftWindowMSA``/``WindowMSAV2``), and mmcv's ``FFN`` and ``PatchMerging``.
 
 Names: ``patch_embed.projection``, ``stages.{i}.blocks.{j}.attn.w_msa.*``, ``ffn.layers.0.0`` (fc1),
 ``ffn.layers.1`` (fc2), per-output norms ``norm{i}``; whole-model files prefix the backbone with

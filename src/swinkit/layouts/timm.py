@@ -1,9 +1,9 @@
 """The ``timm`` layout (``timm.models.swin_transformer`` and ``swin_transformer_v2``, timm >= 0.9).
 
-Followed: pytorch-image-models ``timm/models/swin_transformer.py`` / ``swin_transformer_v2.py`` (the
-``SwinTransformerStage`` versions whose ``checkpoint_filter_fn`` remaps official weights with
-``layers.(\\d+).downsample -> layers.{n+1}.downsample`` and ``head. -> head.fc.``). Parameter names
-inside the blocks are the official ones; two things differ:
+Followed: pytorch-image-models ``timm/models/swin_transformer.py`` / ``swin_transformer_v2.py`` as of
+timm 0.9-1.0 (the ``SwinTransformerStage`` versions, whose ``checkpoint_filter_fn`` remaps official
+weights with ``layers.(\\d+).downsample -> layers.{n+1}.downsample`` and ``head. -> head.fc.``).
+Parameter names inside the blocks are the official ones; two things differ:
 
 * patch merging sits at the *start* of the next stage: timm ``layers.{i}.downsample`` (i >= 1) is
   canonical ``layers.{i-1}.downsample``; its 2x2 concatenation order (``reshape(B, H/2, 2, W/2, 2, C)

@@ -1,7 +1,7 @@
 """The torchvision layout (``torchvision.models.swin_t/s/b`` and ``swin_v2_t/s/b``).
 
-Followed: pytorch/vision ``torchvision/models/swin_transformer.py`` (with ``PatchMergingV2`` and
-``downsample_layer``) and ``torchvision.ops.misc.MLP``. The model is one ``features`` sequence:
+Followed: pytorch/vision ``torchvision/models/swin_transformer.py`` at b3054b4d (the version with
+``PatchMergingV2``, ``downsample_layer`` and ``Swin_V2_*_Weights``) and ``torchvision.ops.misc.MLP``. The model is one ``features`` sequence:
 
 * ``features.0`` = [Conv2d, Permute, LayerNorm] (``features.0.0`` conv, ``features.0.2`` norm);
 * stage i's blocks are ``features.{2i+1}.{j}``, its patch merging ``features.{2i+2}`` (same 2x2 order
