@@ -17,7 +17,11 @@ from PIL import Image, ImageEnhance, ImageOps
 
 from swinkit.presets import IMAGENET_MEAN, IMAGENET_STD
 
-_RESAMPLE = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
+_RESAMPLE = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+}
 _FILL = (124, 116, 104)  # ImageNet mean colour for pixels geometric ops uncover
 
 
@@ -61,18 +65,32 @@ _OPS: dict[str, Callable[[Image.Image, float, np.random.Generator], Image.Image]
     "AutoContrast": lambda img, m, rng: ImageOps.autocontrast(img),
     "Equalize": lambda img, m, rng: ImageOps.equalize(img),
     "Invert": lambda img, m, rng: ImageOps.invert(img),
-    "Rotate": lambda img, m, rng: img.rotate(_level(m, 30, rng, True), Image.Resampling.BILINEAR, fillcolor=_FILL),
-    "PosterizeIncreasing": lambda img, m, rng: ImageOps.posterize(img, max(1, 4 - int(_level(m, 4, rng, False)))),
+    "Rotate": lambda img, m, rng: img.rotate(
+        _level(m, 30, rng, True), Image.Resampling.BILINEAR, fillcolor=_FILL
+    ),
+    "PosterizeIncreasing": lambda img, m, rng: ImageOps.posterize(
+        img, max(1, 4 - int(_level(m, 4, rng, False)))
+    ),
     "SolarizeIncreasing": lambda img, m, rng: ImageOps.solarize(img, 256 - int(_level(m, 256, rng, False))),
     "SolarizeAdd": lambda img, m, rng: _solarize_add(img, int(_level(m, 110, rng, False))),
     "ColorIncreasing": lambda img, m, rng: ImageEnhance.Color(img).enhance(1 + _level(m, 0.9, rng, True)),
-    "ContrastIncreasing": lambda img, m, rng: ImageEnhance.Contrast(img).enhance(1 + _level(m, 0.9, rng, True)),
-    "BrightnessIncreasing": lambda img, m, rng: ImageEnhance.Brightness(img).enhance(1 + _level(m, 0.9, rng, True)),
-    "SharpnessIncreasing": lambda img, m, rng: ImageEnhance.Sharpness(img).enhance(1 + _level(m, 0.9, rng, True)),
+    "ContrastIncreasing": lambda img, m, rng: ImageEnhance.Contrast(img).enhance(
+        1 + _level(m, 0.9, rng, True)
+    ),
+    "BrightnessIncreasing": lambda img, m, rng: ImageEnhance.Brightness(img).enhance(
+        1 + _level(m, 0.9, rng, True)
+    ),
+    "SharpnessIncreasing": lambda img, m, rng: ImageEnhance.Sharpness(img).enhance(
+        1 + _level(m, 0.9, rng, True)
+    ),
     "ShearX": lambda img, m, rng: _affine(img, (1, _level(m, 0.3, rng, True), 0, 0, 1, 0)),
     "ShearY": lambda img, m, rng: _affine(img, (1, 0, 0, _level(m, 0.3, rng, True), 1, 0)),
-    "TranslateXRel": lambda img, m, rng: _affine(img, (1, 0, _level(m, 0.45, rng, True) * img.size[0], 0, 1, 0)),
-    "TranslateYRel": lambda img, m, rng: _affine(img, (1, 0, 0, 0, 1, _level(m, 0.45, rng, True) * img.size[1])),
+    "TranslateXRel": lambda img, m, rng: _affine(
+        img, (1, 0, _level(m, 0.45, rng, True) * img.size[0], 0, 1, 0)
+    ),
+    "TranslateYRel": lambda img, m, rng: _affine(
+        img, (1, 0, 0, 0, 1, _level(m, 0.45, rng, True) * img.size[1])
+    ),
 }
 
 
@@ -83,7 +101,12 @@ def _solarize_add(img: Image.Image, add: int, threshold: int = 128) -> Image.Ima
 
 
 def rand_augment(
-    img: Image.Image, rng: np.random.Generator, ops: int = 2, magnitude: float = 9.0, std: float = 0.5, prob: float = 0.5
+    img: Image.Image,
+    rng: np.random.Generator,
+    ops: int = 2,
+    magnitude: float = 9.0,
+    std: float = 0.5,
+    prob: float = 0.5,
 ) -> Image.Image:
     """RandAugment: ``ops`` operations drawn uniformly, each applied with ``prob`` at a noisy magnitude."""
     names = list(_OPS)
@@ -137,7 +160,9 @@ class TrainTransform:
         if rng.random() < self.hflip:
             img = ImageOps.mirror(img)
         if self.randaugment_ops > 0:
-            img = rand_augment(img, rng, self.randaugment_ops, self.randaugment_magnitude, self.randaugment_std)
+            img = rand_augment(
+                img, rng, self.randaugment_ops, self.randaugment_magnitude, self.randaugment_std
+            )
         values = np.asarray(img, dtype=np.float32) / 255.0  # (H, W, 3)
         values = (values - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
         pixels = torch.from_numpy(np.ascontiguousarray(values.transpose(2, 0, 1)))  # (3, H, W)
@@ -195,4 +220,3 @@ class MixupCutmix:
         else:
             pixels = pixels * lam + flipped * (1 - lam)
         return pixels, soft * lam + soft.flip(0) * (1 - lam)
-

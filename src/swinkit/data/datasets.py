@@ -51,7 +51,12 @@ class LabeledImages:
         return {name: counts.get(i, 0) for i, name in enumerate(self.labels)}
 
     def subset(self, indices: Sequence[int]) -> LabeledImages:
-        return LabeledImages([self.paths[i] for i in indices], [self.targets[i] for i in indices], self.labels, self.multi_label)
+        return LabeledImages(
+            [self.paths[i] for i in indices],
+            [self.targets[i] for i in indices],
+            self.labels,
+            self.multi_label,
+        )
 
     def summary(self, name: str = "data") -> str:
         """One line per class: count and share, so an unbalanced or mislabelled set shows before training."""
@@ -179,7 +184,9 @@ def split(data: LabeledImages, fraction: float, seed: int) -> tuple[LabeledImage
     train = [i for i in range(len(data)) if i not in held]
     val = sorted(held)
     if not train or not val:
-        raise ValueError(f"a split of {fraction} leaves an empty training or validation set ({len(data)} images)")
+        raise ValueError(
+            f"a split of {fraction} leaves an empty training or validation set ({len(data)} images)"
+        )
     return data.subset(train), data.subset(val)
 
 
@@ -201,7 +208,10 @@ class TrainImages(Dataset):
     """Decoded, augmented training samples: ``(pixels (3, H, W), target)``; call ``set_epoch`` each epoch."""
 
     def __init__(
-        self, data: LabeledImages, transform: Callable[[Image.Image, np.random.Generator], torch.Tensor], seed: int
+        self,
+        data: LabeledImages,
+        transform: Callable[[Image.Image, np.random.Generator], torch.Tensor],
+        seed: int,
     ) -> None:
         self.data, self.transform, self.seed, self.epoch = data, transform, seed, 0
 

@@ -1,0 +1,41 @@
+"""``swinkit evaluate``: metrics and plots of a trained model on a labelled image set."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+HELP = "evaluate a model on labelled images (class folders, CSV or JSONL): metrics.json and plots"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="a run folder, HF folder, hub id or checkpoint file")
+    parser.add_argument("--data", required=True, help="a folder of class folders, a CSV or a JSONL file")
+    parser.add_argument("--output", help="write metrics.json and plots/ here (default: print only)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--threshold", type=float, default=0.5, help="multi-label decision threshold")
+    parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+
+
+def run(args: argparse.Namespace) -> int:
+    from swinkit.engine.evaluate import evaluate_model
+    from swinkit.engine.metrics import summary_line
+
+    report = evaluate_model(
+        args.model,
+        args.data,
+        output=args.output,
+        batch_size=args.batch_size,
+        threshold=args.threshold,
+        num_workers=args.num_workers,
+        device=args.device,
+    )
+    multi_label = report["problem_type"] == "multi_label_classification"
+    print(f"{report['num_samples']} images: {summary_line(report, multi_label)}")
+    if args.output:
+        print(f"metrics and plots written to {args.output}")
+    else:
+        shown = {k: v for k, v in report.items() if k not in ("per_class", "confusion_matrix")}
+        print(json.dumps(shown, indent=2))
+    return 0

@@ -1,0 +1,89 @@
+"""``swinkit train``: fine-tune (or train from scratch) on a folder, CSV or JSONL; same command under torchrun."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from swinkit.engine.config import TrainConfig, apply_overrides, flatten, load_yaml
+
+HELP = "fine-tune a Swin model on labelled images (class folders, CSV or Azure JSONL); resumable, torchrun-ready"
+
+# flag -> config key; flags left out keep the YAML's or the default value
+FLAGS: dict[str, tuple[str, Any, str]] = {
+    "data": ("data.train", str, "training images: a folder of class folders, a CSV (path,label) or a JSONL"),
+    "val_data": ("data.val", str, "explicit validation set (same formats)"),
+    "val_split": ("data.val_split", float, "fraction of --data held out for validation (default 0.2)"),
+    "output": ("run.output", str, "run folder: checkpoints, metrics, plots and the final model"),
+    "preset": ("model.preset", str, "architecture preset (see `swinkit models`)"),
+    "pretrained": ("model.pretrained", str, "start from these weights: hub id, HF folder, checkpoint file"),
+    "image_size": ("model.image_size", int, "training resolution"),
+    "epochs": ("schedule.epochs", int, "epochs (default 30)"),
+    "batch_size": ("run.batch_size", int, "batch size per process (default 32)"),
+    "lr": ("optim.lr", float, "peak learning rate (default 1e-4)"),
+    "accum_steps": ("optim.accum_steps", int, "gradient accumulation steps"),
+    "freeze_stages": ("optim.freeze_stages", int, "freeze the patch embedding and the first N stages"),
+    "patience": ("run.patience", int, "early stopping: epochs without improvement"),
+    "seed": ("run.seed", int, "seed of split, order, augmentation and initialisation"),
+    "num_workers": ("data.num_workers", int, "DataLoader worker processes"),
+    "device": ("run.device", str, "auto, cpu or cuda[:N]"),
+    "multi_label": ("data.multi_label", bool, None),
+    "ema": ("run.ema", bool, None),
+    "bf16": ("run.bf16", bool, None),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    for flag, (key, kind, text) in FLAGS.items():
+        name = "--" + flag.replace("_", "-")
+        if kind is bool:
+            parser.add_argument(name, action="store_const", const=True, default=None, help=f"set {key}")
+        else:
+            parser.add_argument(name, type=kind, default=None, help=text)
+    parser.add_argument("--config", help="YAML file with sections data, model, optim, schedule, augment, run")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="any config key, e.g. optim.layer_decay=0.9"
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the run in --output from its last checkpoint, exactly"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (one line per epoch only)")
+
+
+def resolve_config(args: argparse.Namespace) -> TrainConfig:
+    """Defaults (or, with --resume, the run's saved config) < YAML file < --set < explicit flags."""
+    config = TrainConfig()
+    saved = Path(args.output) / "train_config.yaml" if args.resume and args.output else None
+    if saved is not None and saved.is_file():
+        config = TrainConfig.from_dict(load_yaml(saved))
+    if args.config:
+        apply_overrides(config, flatten(load_yaml(args.config)))
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        apply_overrides(config, {key.strip(): value})
+    explicit = {key: getattr(args, flag) for flag, (key, _, _) in FLAGS.items() if getattr(args, flag) is not None}
+    apply_overrides(config, explicit)
+    if args.no_progress:
+        config.run.progress = False
+    return config
+
+
+def run(args: argparse.Namespace) -> int:
+    from swinkit.engine.trainer import Trainer
+
+    if args.resume and not args.output:
+        raise ValueError("--resume needs --output RUN (the run to continue)")
+    config = resolve_config(args)
+    trainer = Trainer(config, resume=args.resume, reporter=tqdm.write)
+    metrics = trainer.fit()
+    if trainer.context.is_main:
+        name = metrics["primary_metric"]
+        print(json.dumps({name: metrics[name], "best_epoch": metrics["best_epoch"], "run": config.run.output}))
+        print(f"serve it with: swinkit serve --model {config.run.output}")
+    return 0

@@ -1,0 +1,1 @@
+"""Fine-tuning and evaluation: typed config, optimiser recipe, checkpoints, distributed training, metrics."""

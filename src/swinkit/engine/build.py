@@ -1,0 +1,160 @@
+"""Everything a run is built from its config: datasets and loaders, the model with its head, and the
+evaluation processor (the exact preprocessing ``swinkit predict`` applies to the saved model)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import DataLoader
+
+from swinkit.data.augment import MixupCutmix, TrainTransform
+from swinkit.data.datasets import EvalImages, LabeledImages, TrainImages, load_dataset, split
+from swinkit.data.preprocess import ImageProcessor
+from swinkit.engine.config import TrainConfig
+from swinkit.engine.distributed import DistContext, ShardedSampler, eval_shard
+from swinkit.loading import PREPROCESSOR_FILE, from_pretrained, resolve_source
+from swinkit.models.factory import create_model
+from swinkit.models.swin import SwinTransformer
+from swinkit.presets import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunData:
+    train: LabeledImages
+    val: LabeledImages
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.train.labels
+
+    @property
+    def multi_label(self) -> bool:
+        return self.train.multi_label
+
+
+def load_run_data(config: TrainConfig) -> RunData:
+    """The training set and the explicit or seeded-split validation set, sharing one label order."""
+    train = load_dataset(config.data.train, multi_label=config.data.multi_label)
+    if config.data.val:
+        val = load_dataset(config.data.val, labels=train.labels, multi_label=train.multi_label)
+    else:
+        train, val = split(train, config.data.val_split, config.run.seed)
+    return RunData(train, val)
+
+
+def _fit_head(model: SwinTransformer, labels: tuple[str, ...]) -> None:
+    """Keep the checkpoint's head when it predicts these labels; otherwise a fresh head, said clearly."""
+    current = model.config
+    if current.labels == labels:
+        return
+    if current.labels is None and current.num_classes == len(labels):
+        model.config = current.replace(labels=labels)
+        log.info("the checkpoint's %d unnamed classes are named %s", len(labels), ", ".join(labels))
+        return
+    shown = ", ".join(current.label_names[:5]) + (", ..." if current.num_classes > 5 else "")
+    log.warning(
+        "fresh classification head: the checkpoint predicts %d classes (%s) but the data has %d (%s); "
+        "the head is newly initialised and trained from scratch",
+        current.num_classes,
+        shown or "none",
+        len(labels),
+        ", ".join(labels[:5]) + (", ..." if len(labels) > 5 else ""),
+    )
+    model.reset_classifier(len(labels), labels)
+
+
+def build_model(config: TrainConfig, labels: tuple[str, ...], multi_label: bool) -> SwinTransformer:
+    """The model to fine-tune (or train from scratch), with a head for ``labels`` and the problem type."""
+    overrides = {}
+    if config.model.image_size is not None:
+        overrides["image_size"] = config.model.image_size
+    if config.model.drop_path_rate is not None:
+        overrides["drop_path_rate"] = config.model.drop_path_rate
+    torch.manual_seed(config.run.seed)
+    if config.model.pretrained:
+        model = from_pretrained(config.model.pretrained, preset=config.model.preset, **overrides)
+        _fit_head(model, labels)
+    else:
+        model = create_model(config.model.preset, labels=labels, **overrides)
+    problem = "multi_label_classification" if multi_label else "single_label_classification"
+    model.config = model.config.replace(problem_type=problem)
+    return model
+
+
+def eval_processor(config: TrainConfig, model: SwinTransformer) -> ImageProcessor:
+    """Evaluation preprocessing at the model's size; mean/std from the pretrained checkpoint's own config."""
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
+    if config.model.pretrained:
+        source = resolve_source(config.model.pretrained)
+        if source.is_dir() and (source / PREPROCESSOR_FILE).is_file():
+            own = ImageProcessor.from_preprocessor_config(
+                json.loads((source / PREPROCESSOR_FILE).read_text())
+            )
+            mean, std = own.mean, own.std
+    size = model.config.image_size
+    preprocessing = Preprocessing(
+        image_size=(size, size),
+        crop_pct=config.data.crop_pct,
+        interpolation=config.data.interpolation,
+        mean=tuple(mean),
+        std=tuple(std),
+    )
+    return ImageProcessor.from_preprocessing(preprocessing)
+
+
+def train_transform(config: TrainConfig, size: int, processor: ImageProcessor) -> TrainTransform:
+    a = config.augment
+    return TrainTransform(
+        size=size,
+        scale=a.scale,
+        ratio=a.ratio,
+        hflip=a.hflip,
+        randaugment_ops=a.randaugment_ops,
+        randaugment_magnitude=a.randaugment_magnitude,
+        randaugment_std=a.randaugment_std,
+        random_erasing=a.random_erasing,
+        interpolation=config.data.interpolation,
+        mean=tuple(processor.mean),
+        std=tuple(processor.std),
+    )
+
+
+def mixer(config: TrainConfig, num_classes: int, multi_label: bool) -> MixupCutmix:
+    a = config.augment
+    return MixupCutmix(
+        num_classes, a.mixup, a.cutmix, a.mix_prob, a.switch_prob, a.label_smoothing, multi_label
+    )
+
+
+def train_loader(
+    config: TrainConfig, data: LabeledImages, transform: TrainTransform, context: DistContext
+) -> tuple[DataLoader, TrainImages, ShardedSampler]:
+    """Shuffled, sharded, reproducible loader; the DataLoader's own generator keeps global RNGs untouched."""
+    dataset = TrainImages(data, transform, config.run.seed)
+    sampler = ShardedSampler(
+        len(data), seed=config.run.seed, rank=context.rank, world_size=context.world_size
+    )
+    loader = DataLoader(
+        dataset,
+        batch_size=config.run.batch_size,
+        sampler=sampler,
+        num_workers=config.data.num_workers,
+        generator=torch.Generator().manual_seed(config.run.seed),
+        pin_memory=context.device.type == "cuda",
+    )
+    return loader, dataset, sampler
+
+
+def eval_loader(
+    data: LabeledImages, processor: ImageProcessor, batch_size: int, num_workers: int, context: DistContext
+) -> DataLoader:
+    """This rank's shard of ``data`` through the evaluation processor, in order."""
+    shard = data.subset(eval_shard(len(data), context))
+    return DataLoader(
+        EvalImages(shard, processor), batch_size=batch_size, shuffle=False, num_workers=num_workers
+    )

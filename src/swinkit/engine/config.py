@@ -1,0 +1,231 @@
+"""The typed configuration tree of a training run, filled from defaults, a YAML file and command-line flags.
+
+Sections mirror the recipe: ``data``, ``model``, ``optim``, ``schedule``, ``augment`` and ``run``. A YAML file
+holds the same nested keys; ``apply_overrides`` takes dotted keys (``optim.lr``) as flags give them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from swinkit.checkpoint_io import atomic_write_text
+
+
+@dataclass
+class DataConfig:
+    train: str | None = None  # ImageFolder, CSV (path,label) or Azure JSONL
+    val: str | None = None  # explicit validation set; otherwise ``val_split`` of ``train``
+    val_split: float = 0.2  # fraction held out (stratified per class for multi-class), seeded by run.seed
+    multi_label: bool | None = None  # None: multi-label when any item has several labels (or a JSONL list)
+    num_workers: int = 0  # DataLoader worker processes
+    crop_pct: float | None = 0.875  # evaluation: resize shortest edge to size / crop_pct, centre crop
+    interpolation: str = "bicubic"  # evaluation and training resampling filter
+
+
+@dataclass
+class ModelConfig:
+    preset: str | None = None  # architecture (see `swinkit models`); optional with ``pretrained``
+    pretrained: str | None = None  # any source swinkit loads; None trains from scratch
+    image_size: int | None = None  # training resolution (changes the native size; position tables resized)
+    drop_path_rate: float | None = None  # stochastic depth; None keeps the preset's
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-4  # peak learning rate (per process batch; not rescaled)
+    weight_decay: float = 0.05  # AdamW decay, not applied to norms, biases, position tables and embeddings
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    layer_decay: float = 1.0  # layer-wise lr decay: block k of L gets lr * layer_decay ** (L + 1 - k)
+    clip_grad: float | None = 5.0  # max global gradient norm; None disables
+    accum_steps: int = 1  # micro-batches per optimizer step
+    freeze_stages: int = 0  # freeze the patch embedding and the first N stages (Azure's layers_to_freeze)
+
+
+@dataclass
+class ScheduleConfig:
+    epochs: int = 30
+    warmup_epochs: float = 1.0  # linear warm-up from warmup_lr to lr
+    warmup_lr: float = 1e-7
+    min_lr: float = 1e-6  # end of the cosine decay
+
+
+@dataclass
+class AugmentConfig:
+    scale: tuple[float, float] = (0.08, 1.0)  # random resized crop: area fraction
+    ratio: tuple[float, float] = (0.75, 1.3333333333333333)  # random resized crop: aspect ratio
+    hflip: float = 0.5  # probability of a horizontal flip
+    randaugment_ops: int = 2  # RandAugment operations per image (0 disables)
+    randaugment_magnitude: float = 9.0  # 0..10
+    randaugment_std: float = 0.5  # magnitude noise
+    random_erasing: float = 0.25  # probability of erasing one rectangle with noise
+    mixup: float = 0.8  # Beta(alpha, alpha) of Mixup; 0 disables
+    cutmix: float = 1.0  # Beta(alpha, alpha) of CutMix; 0 disables
+    mix_prob: float = 1.0  # probability of mixing a batch at all
+    switch_prob: float = 0.5  # probability of CutMix rather than Mixup when both are on
+    label_smoothing: float = 0.1
+
+
+@dataclass
+class RunConfig:
+    output: str | None = None  # the run folder
+    batch_size: int = 32  # per process and micro-batch
+    eval_batch_size: int | None = None  # None: 2 * batch_size
+    seed: int = 0  # data order, split, augmentation and initialisation are pure functions of the seed
+    ema: bool = False  # keep an exponential moving average of the weights (evaluated and saved)
+    ema_decay: float = 0.9998
+    bf16: bool = False  # bfloat16 autocast
+    patience: int | None = None  # stop after this many epochs without a better validation metric
+    checkpoint_every: int = 50  # optimizer steps between mid-epoch checkpoints (0: epoch ends only)
+    threshold: float = 0.5  # multi-label decision threshold
+    device: str = "auto"  # auto, cpu, cuda, cuda:N
+    progress: bool = True  # progress bar per epoch
+    max_steps: int | None = None  # stop after this many optimizer steps in all (smoke tests)
+
+
+@dataclass
+class TrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        config = cls()
+        apply_overrides(config, flatten(data))
+        return config
+
+    def validate(self) -> None:
+        """Raise ValueError for settings no run can use."""
+        if not self.data.train:
+            raise ValueError(
+                "no training data: pass --data (a class-per-folder directory, a CSV or a JSONL file)"
+            )
+        if not self.run.output:
+            raise ValueError("no run folder: pass --output RUN")
+        if not self.model.preset and not self.model.pretrained:
+            raise ValueError("pass --preset NAME (architecture) and/or --pretrained SRC (weights)")
+        if not 0.0 < self.data.val_split < 1.0 and not self.data.val:
+            raise ValueError(f"val_split must be in (0, 1), got {self.data.val_split}")
+        for name in ("batch_size", "accum_steps", "epochs"):
+            section = (
+                self.run if name == "batch_size" else self.optim if name == "accum_steps" else self.schedule
+            )
+            if getattr(section, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"optim": {"lr": 1}} -> {"optim.lr": 1}."""
+    if not isinstance(data, dict):
+        raise ValueError(f"config section {prefix.rstrip('.') or '(top)'} must be a mapping")
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """``value`` converted to the field type ``hint``; ValueError naming ``key`` when impossible."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            if type(None) in options:
+                return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, key)
+            except ValueError as e:
+                errors.append(str(e))
+        raise ValueError(errors[0] if errors else f"{key}: cannot be None")
+    if origin is tuple:
+        if isinstance(value, str):
+            value = yaml.safe_load(value if value.startswith("[") else f"[{value}]")
+        args = typing.get_args(hint)
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ValueError(f"{key}: expected {len(args)} values, got {value!r}")
+        return tuple(_coerce(v, a, key) for v, a in zip(value, args))
+    if isinstance(value, str) and hint is not str:
+        value = _parse_scalar(value, hint)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ValueError(f"{key}: expected true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ValueError(f"{key}: expected an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ValueError(f"{key}: expected a number, got {value!r}")
+    if hint is str:
+        return str(value)
+    raise ValueError(f"{key}: unsupported type {hint}")
+
+
+def _parse_scalar(text: str, hint: Any) -> Any:
+    """A flag's text as YAML, except that numbers YAML 1.1 reads as strings (``2e-3``) become numbers."""
+    if hint is float:
+        with contextlib.suppress(ValueError):
+            return float(text)
+    return yaml.safe_load(text)
+
+
+def apply_overrides(config: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
+    """Set dotted keys (``optim.lr``) on ``config`` in place, converting values to the field types."""
+    for key, value in overrides.items():
+        parts = key.split(".")
+        if len(parts) != 2 or not hasattr(config, parts[0]) or parts[0].startswith("_"):
+            raise ValueError(
+                f"unknown config key {key!r}; sections: data, model, optim, schedule, augment, run"
+            )
+        section = getattr(config, parts[0])
+        hints = typing.get_type_hints(type(section))
+        if parts[1] not in hints:
+            raise ValueError(f"unknown config key {key!r}; {parts[0]} has: {', '.join(hints)}")
+        setattr(section, parts[1], _coerce(value, hints[parts[1]], key))
+    return config
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such config file: {path}")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a mapping of sections (data, model, optim, ...)")
+    return data
+
+
+def save_yaml(config: TrainConfig, path: str | Path) -> None:
+    atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
