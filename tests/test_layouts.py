@@ -212,10 +212,11 @@ def test_torchvision_v2_key_bias_is_never_used(canon):
     ("case", "window"),
     [("official_v2", 4), ("torchvision_v2", 4), ("mmpretrain_v2", 4), ("timm_v2", 8)],
 )
-def test_v2_window_comes_from_the_index_buffer_when_the_file_has_one(canon, case, window, tmp_path):
+def test_v2_window_comes_from_the_index_buffer_when_the_file_has_one(canon, case, window, tmp_path, caplog):
     path = tmp_path / "ckpt.pth"
     torch.save(_foreign(canon, case), path)
     config = load_checkpoint(path).config
+    assert ("do not record the Swin v2 window size" in caplog.text) == (case == "timm_v2")
     assert (config.window_size, config.image_size) == (window, 64 if window == 4 else 256)
     assert config.pretrained_window_sizes == (0, 0, 0)
 

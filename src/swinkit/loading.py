@@ -127,6 +127,14 @@ def load_checkpoint(
         window = getattr(module, "window_size_hint", lambda sd: None)(raw)
         pretrained = getattr(module, "pretrained_window_sizes_hint", lambda sd: None)(raw)
         config = infer_config(state_dict, window_size=window, pretrained_window_sizes=pretrained)
+        if config.version == 2 and window is None:
+            log.warning(
+                "%s files do not record the Swin v2 window size: assuming %d (image %d); pass a preset if "
+                "the model used another",
+                layout,
+                config.window_size,
+                config.image_size,
+            )
     return Checkpoint(config, state_dict, layout, preprocessing, path)
 
 
