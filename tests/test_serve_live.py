@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import itertools
 import json
 import os
 import signal
@@ -128,9 +129,18 @@ def test_base64_and_data_uri_give_the_predictor_probabilities(servers, files):
     np.testing.assert_allclose([r["probs"] for r in uris.json()], expected, atol=1e-5)
 
 
-def _chunked(size: int):
-    for _ in range(size // 65536 + 1):
-        yield b" " * 65536
+class _Chunked:
+    """A body of ``size`` spaces sent in 64 KiB chunks without Content-Length; re-iterable."""
+
+    def __init__(self, size: int) -> None:
+        self.chunks = size // 65536 + 1
+
+    def __iter__(self):
+        return (b" " * 65536 for _ in range(self.chunks))
+
+    async def async_chunks(self):
+        for chunk in self:
+            yield chunk
 
 
 def _hostile_requests(image: bytes) -> list[tuple[str, dict, int, str, int | None]]:
@@ -146,7 +156,7 @@ def _hostile_requests(image: bytes) -> list[tuple[str, dict, int, str, int | Non
         ("decompression bomb", {"json": {"input_data": [b64(png_bomb())]}}, 400, "invalid_image", 0),
         ("too many images", {"json": {"input_data": [good] * 9}}, 413, "too_many_images", None),
         ("declared body too large", {"json": {"input_data": ["A" * MAX_BODY]}}, 413, "body_too_large", None),
-        ("streamed body too large", {"content": _chunked(2 * MAX_BODY), "headers": json_headers}, 413,
+        ("streamed body too large", {"content": _Chunked(3 * MAX_BODY // 2), "headers": json_headers}, 413,
          "body_too_large", None),
         ("url without --allow-urls", {"json": {"input_data": ["http://127.0.0.1:9/a.png"]}}, 400, "urls_disabled", 0),
         ("unsupported scheme", {"json": {"input_data": ["gopher://127.0.0.1/"]}}, 400, "unsupported_scheme", 0),
@@ -242,7 +252,25 @@ def _batch_mean(url: str) -> float:
     return values["swinkit_batch_size_sum"] / values["swinkit_batch_size_count"]
 
 
-def test_32_clients_for_20_seconds(servers, files):
+async def _hostile_client(url: str, image: bytes, duration_s: float) -> list[int]:
+    """Cycle through hostile requests (no downloads) for ``duration_s``; the statuses they got."""
+    requests = [r for r in _hostile_requests(image) if "urls" not in r[0]]
+    statuses = []
+    async with httpx.AsyncClient(timeout=60, trust_env=False) as client:
+        deadline = time.monotonic() + duration_s
+        for _, request, *_ in itertools.cycle(requests):
+            if time.monotonic() >= deadline:
+                return statuses
+            if isinstance(request.get("content"), _Chunked):
+                request = {**request, "content": request["content"].async_chunks()}
+            try:
+                statuses.append((await client.post(f"{url}/score", **request)).status_code)
+            except httpx.WriteError:  # a 413 answered before the whole body was written
+                statuses.append(413)
+    return statuses
+
+
+def test_32_clients_for_20_seconds_with_hostile_traffic(servers, files):
     server = servers[0]
     load = _load_benchmark()
     bodies = load.make_payloads([path.read_bytes() for path in files[2]], 1)
@@ -251,10 +279,19 @@ def test_32_clients_for_20_seconds(servers, files):
         load.run_load(url, bodies, clients=8, duration_s=1, images_per_request=1)
     )  # settle the allocator
     before = server.rss_mb()
-    report = asyncio.run(load.run_load(url, bodies, clients=32, duration_s=20, images_per_request=1))
+
+    async def soak():
+        hostile = [_hostile_client(server.url, files[2][0].read_bytes(), 20) for _ in range(2)]
+        return await asyncio.gather(
+            load.run_load(url, bodies, clients=32, duration_s=20, images_per_request=1), *hostile
+        )
+
+    report, *hostile = asyncio.run(soak())
     growth = server.rss_mb() - before
-    print(f"\nsoak: {report.summary()}\nRSS growth {growth:.1f} MB")
+    refused = [status for statuses in hostile for status in statuses]
+    print(f"\nsoak: {report.summary()}\nhostile requests: {len(refused)}\nRSS growth {growth:.1f} MB")
     assert report.errors == {} and report.ok == report.sent > 100  # no 5xx, no error, nothing lost
+    assert refused and all(400 <= status < 500 for status in refused)
     assert growth < 200
     assert _batch_mean(server.url) > 1.5  # concurrent requests really were batched
 

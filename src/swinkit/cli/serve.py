@@ -26,15 +26,15 @@ _OPTIONS: tuple[tuple[str, type, str], ...] = (
     ("--max-queue-size", int, "images that may wait for the model before 503 (default 256)"),
     ("--max-concurrent-requests", int, "requests handled at once before 503 (default 64)"),
     ("--max-images-per-request", int, "images in one request before 413 (default 32)"),
-    ("--max-body-bytes", int, "largest request body before 413 (default 32 MiB)"),
+    ("--max-body-bytes", int, "largest request body before 413 (default 16 MiB)"),
     ("--body-timeout-s", float, "time allowed to receive a request body before 408 (default 30)"),
     ("--max-pixels", int, "largest width*height of an image (default 89478485)"),
     ("--max-aspect-ratio", float, "longest / shortest side of an image (default 50)"),
     ("--url-timeout-s", float, "deadline of one URL download (default 10)"),
-    ("--url-max-bytes", int, "largest URL download (default 20 MiB)"),
+    ("--url-max-bytes", int, "largest URL download (default 10 MiB)"),
     ("--url-max-redirects", int, "redirects followed per URL (default 3)"),
     ("--retry-after-s", int, "Retry-After of 503 answers (default 1)"),
-    ("--graceful-timeout-s", float, "how long shutdown waits for in-flight requests (default 30)"),
+    ("--graceful-timeout-s", int, "how long shutdown waits for in-flight requests (default 30)"),
     ("--log-level", str, "uvicorn log level (default info)"),
 )
 

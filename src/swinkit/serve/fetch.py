@@ -133,7 +133,7 @@ class Fetcher:
         *,
         resolver: Resolver = system_resolver,
         timeout_s: float = 10.0,
-        max_bytes: int = 20 * 1024 * 1024,
+        max_bytes: int = 10 * 1024 * 1024,
         max_redirects: int = 3,
     ) -> None:
         self.timeout_s = timeout_s
@@ -158,7 +158,13 @@ class Fetcher:
             ) from None
         except httpx.InvalidURL as e:
             raise FetchError(f"{url} is not a valid URL ({e})", "invalid_url") from None
-        except httpx.HTTPError as e:
+        except FetchError:
+            raise
+        except (
+            httpx.HTTPError,
+            OSError,
+            ValueError,
+        ) as e:  # whatever a hostile server makes the client trip on
             raise FetchError(
                 f"downloading {url} failed ({type(e).__name__}: {e})", "url_fetch_failed"
             ) from None

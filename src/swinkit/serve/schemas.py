@@ -25,7 +25,7 @@ class ScoreInputData(BaseModel):
 
     columns: list[str] = Field(default_factory=lambda: [IMAGE_COLUMN], min_length=1)
     index: list[int | str] | None = None
-    data: list[str | list[str]] = Field(min_length=1, description="rows: the image, or one value per column")
+    data: list[str | list[Any]] = Field(min_length=1, description="rows: the image, or one value per column")
 
     @model_validator(mode="after")
     def _consistent(self) -> ScoreInputData:
@@ -67,7 +67,10 @@ class ScoreRequest(BaseModel):
                     f"row {i} has {width} values for {len(frame.columns)} columns",
                     index=i,
                 )
-            out.append(row if isinstance(row, str) else row[column])
+            image = row if isinstance(row, str) else row[column]
+            if not isinstance(image, str):
+                raise ServeError(422, "invalid_schema", f"row {i}: the image must be a string", index=i)
+            out.append(image)
         return out
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import anyio
 import anyio.to_thread
@@ -27,26 +27,51 @@ from swinkit.serve.settings import ServeSettings
 log = logging.getLogger(__name__)
 
 
-async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
-    """The request body; 413 as soon as it is known to exceed ``limit`` bytes (declared or streamed), 408 if
-    it has not arrived after ``timeout_s``."""
+def _declared_length(request: Request) -> int | None:
     declared = request.headers.get("content-length")
     if declared is not None and not declared.isdigit():
         raise ServeError(400, "invalid_content_length", f"Content-Length {declared!r} is not a byte count")
-    too_large = ServeError(
-        413, "body_too_large", f"the request body exceeds the limit of {limit} bytes", close=True
-    )
-    if declared is not None and int(declared) > limit:
-        raise too_large
+    return None if declared is None else int(declared)
+
+
+async def _discard(stream: AsyncIterator[bytes], max_bytes: int, timeout_s: float) -> bool:
+    """Read and drop the rest of a body (at most ``max_bytes``, ``timeout_s``); whether it all arrived.
+
+    Answering before the client has finished sending, then closing, can reset the connection under the
+    answer; swallowing a moderate excess first lets the client read its 413.
+    """
+    dropped = 0
+    with anyio.move_on_after(timeout_s):
+        async for chunk in stream:
+            dropped += len(chunk)
+            if dropped > max_bytes:
+                return False
+        return True
+    return False
+
+
+async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
+    """The request body; 413 once it is known to exceed ``limit`` bytes (declared or streamed; an excess up
+    to ``limit`` more is read and dropped first), 408 if it has not arrived after ``timeout_s``."""
+    declared = _declared_length(request)
+    stream = request.stream()
     chunks: list[bytes] = []
     received = 0
     try:
         with anyio.fail_after(timeout_s):
-            async for chunk in request.stream():
-                received += len(chunk)
-                if received > limit:
-                    raise too_large
-                chunks.append(chunk)
+            if declared is None or declared <= limit:
+                async for chunk in stream:
+                    received += len(chunk)
+                    if received > limit:
+                        break
+                    chunks.append(chunk)
+                else:
+                    return b"".join(chunks)
+            chunks.clear()
+            excess = None if declared is None else declared - received
+            complete = excess is not None and excess == 0
+            if not complete and (excess is None or excess <= limit):
+                complete = await _discard(stream, limit, timeout_s=2.0)
     except ClientDisconnect:
         raise ServeError(
             400, "client_disconnected", "the client went away before sending the whole body"
@@ -54,7 +79,8 @@ async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
     except TimeoutError:
         message = f"the request body did not arrive within {timeout_s:g} s"
         raise ServeError(408, "body_timeout", message, close=True) from None
-    return b"".join(chunks)
+    message = f"the request body exceeds the limit of {limit} bytes"
+    raise ServeError(413, "body_too_large", message, close=not complete)
 
 
 def check_content_type(request: Request) -> None:
@@ -67,10 +93,18 @@ def check_content_type(request: Request) -> None:
         raise ServeError(415, "unsupported_media_type", f"the body must be application/json, not {media}")
 
 
-def parse_request(body: bytes) -> list[str]:
-    """The image strings of a ``/score`` body; 400 for malformed JSON, 422 for the wrong schema."""
+def parse_request(body: bytes, max_images: int) -> list[str]:
+    """The image strings of a ``/score`` body: 400 for malformed JSON, 422 for the wrong schema, 413 for more
+    than ``max_images`` images or far more JSON values than they need (parsing costs ~20x their bytes)."""
+    values = sum(body.count(token) for token in (b",", b":", b"[", b"{"))  # bounds the number of JSON values
+    if values > 64 * max_images + 1024:
+        raise ServeError(
+            413,
+            "too_many_values",
+            f"the body holds up to {values} JSON values; {max_images} images need far fewer",
+        )
     try:
-        return ScoreRequest.model_validate_json(body).images()
+        images = ScoreRequest.model_validate_json(body).images()
     except ValidationError as e:
         first = e.errors(include_url=False)[0]
         if first["type"] == "json_invalid":
@@ -81,6 +115,11 @@ def parse_request(body: bytes) -> list[str]:
         )
         where = ".".join(str(part) for part in loc) or "body"
         raise ServeError(422, "invalid_schema", f"{where}: {first['msg']}", index=index) from None
+    if len(images) > max_images:
+        raise ServeError(
+            413, "too_many_images", f"{len(images)} images in one request; the limit is {max_images}"
+        )
+    return images
 
 
 class Scorer:
@@ -109,13 +148,9 @@ class Scorer:
     async def _score(self, request: Request) -> list[dict]:
         check_content_type(request)
         body = await read_body(request, self.settings.max_body_bytes, self.settings.body_timeout_s)
-        images = parse_request(body)
-        del body
         limit = self.settings.max_images_per_request
-        if len(images) > limit:
-            raise ServeError(
-                413, "too_many_images", f"{len(images)} images in one request; the limit is {limit}"
-            )
+        images = await anyio.to_thread.run_sync(parse_request, body, limit, limiter=self._limiter)
+        del body
         check_items(images, allow_urls=self.settings.allow_urls)
         fetched = await fetch_urls(images, self.fetcher)
         pixels = await anyio.to_thread.run_sync(self._prepare, images, fetched, limiter=self._limiter)

@@ -25,7 +25,7 @@ def run_server(settings: ServeSettings) -> None:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        timeout_graceful_shutdown=int(settings.graceful_timeout_s),
+        timeout_graceful_shutdown=settings.graceful_timeout_s,
         access_log=False,
         server_header=False,
     )

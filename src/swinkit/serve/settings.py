@@ -1,5 +1,9 @@
 """Settings of ``swinkit serve``: one typed model filled from flags, ``SWINKIT_*`` variables and a file.
 
+Memory: each request being handled holds up to about three times ``max_body_bytes`` (the body, its
+strings, the decoded images), so ``max_concurrent_requests * 3 * max_body_bytes`` bounds it, plus two
+images of ``max_pixels`` being decoded and the queued model inputs.
+
 Precedence, highest first: values passed to the constructor (the command-line flags), environment
 variables (``SWINKIT_MAX_BATCH_SIZE=8``; lists as JSON), the optional YAML or JSON settings file named by
 ``config_file`` / ``SWINKIT_CONFIG_FILE``, then the defaults below.
@@ -66,7 +70,7 @@ class ServeSettings(BaseSettings):
     max_queue_size: int = Field(256, ge=1, description="images waiting for the model; beyond it: 503")
     max_concurrent_requests: int = Field(64, ge=1, description="requests being handled at once; beyond: 503")
     max_images_per_request: int = Field(32, ge=1)
-    max_body_bytes: int = Field(32 * MiB, ge=1, description="largest request body accepted (413 beyond)")
+    max_body_bytes: int = Field(16 * MiB, ge=1, description="largest request body accepted (413 beyond)")
     body_timeout_s: float = Field(
         30.0, gt=0, description="time allowed to receive a request body (408 beyond)"
     )
@@ -77,13 +81,11 @@ class ServeSettings(BaseSettings):
         default_factory=list, description="non-public networks URL inputs may reach anyway (CIDR)"
     )
     url_timeout_s: float = Field(10.0, gt=0, description="total time allowed for one URL download")
-    url_max_bytes: int = Field(20 * MiB, ge=1, description="largest image downloaded from a URL")
+    url_max_bytes: int = Field(10 * MiB, ge=1, description="largest image downloaded from a URL")
     url_max_redirects: int = Field(3, ge=0)
     retry_after_s: int = Field(1, ge=0, description="Retry-After of 503 answers")
     warmup: bool = Field(True, description="run one batch through the model before reporting ready")
-    graceful_timeout_s: float = Field(
-        30.0, gt=0, description="how long shutdown waits for in-flight requests"
-    )
+    graceful_timeout_s: int = Field(30, ge=1, description="seconds shutdown waits for in-flight requests")
     log_level: str = "info"
 
     @classmethod
