@@ -196,7 +196,9 @@ class ResumableJsonl:
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError:
-                    raise ValueError(f"{self.path} line {number} is not JSON; fix or remove the file") from None
+                    row = None
+                if not isinstance(row, dict) or self.key not in row:
+                    raise ValueError(f"{self.path} line {number} is not a JSON row with {self.key!r}; fix or remove it")
                 self.done.add(id_key(str(row[self.key])))
                 keep += len(line)
         if keep != self.path.stat().st_size:
