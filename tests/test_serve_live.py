@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from serve_helpers import b64, image_server, make_images, make_model_dir, png_bomb
 
-from swinkit.inference import Predictor
+from swinkit.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_BODY = 1_000_000
@@ -117,9 +117,11 @@ def score(url: str, images: list[str], **kwargs) -> httpx.Response:
     )
 
 
-def test_base64_and_data_uri_give_the_predictor_probabilities(servers, files):
-    _, model_dir, images = files
-    expected = [p.probs for p in Predictor.from_pretrained(model_dir).predict(images)]
+def test_base64_and_data_uri_give_the_probabilities_of_swinkit_predict(servers, files):
+    root, model_dir, images = files
+    output = root / "predict.jsonl"
+    assert main(["predict", "--model", str(model_dir), *map(str, images), "--output", str(output)]) == 0
+    expected = [json.loads(line)["probs"] for line in output.read_text().splitlines()]
     encoded = [b64(path.read_bytes()) for path in images]
     mimes = ["image/png" if path.suffix == ".png" else "image/jpeg" for path in images]
     plain = score(servers[0].url, encoded)

@@ -39,7 +39,7 @@ class ServeState:
 
     def __init__(
         self, settings: ServeSettings, service: ScoringService, metrics: ServeMetrics, fetcher: Fetcher | None
-    ):
+    ) -> None:
         self.settings = settings
         self.service = service
         self.metrics = metrics
