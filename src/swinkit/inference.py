@@ -18,8 +18,7 @@ from PIL import Image
 
 from swinkit.data.decode import decode_image
 from swinkit.data.preprocess import ImageProcessor, processor_for_checkpoint
-from swinkit.loading import load_checkpoint, load_into
-from swinkit.models.factory import build_model
+from swinkit.loading import load_checkpoint, model_from_checkpoint
 from swinkit.models.swin import SwinTransformer
 
 DEFAULT_TOP_K = 5  # the pipeline's default for single-label models
@@ -76,9 +75,7 @@ class Predictor:
     ) -> Predictor:
         """A predictor for a hub id, HF folder, checkpoint file in any layout or preset name."""
         checkpoint = load_checkpoint(source)
-        model = build_model(checkpoint.config)
-        state_dict = {k: v for k, v in checkpoint.state_dict.items() if k != "mask_token"}
-        load_into(model, state_dict)
+        model = model_from_checkpoint(checkpoint)
         return cls(model, processor_for_checkpoint(checkpoint), batch_size=batch_size, device=device)
 
     @property
