@@ -94,7 +94,9 @@ def small_config(**overrides) -> TrainConfig:
 def test_multi_label_shapes_reach_iou_090(tmp_path):
     train = make_shapes(tmp_path / "train", 256, seed=0)
     val = make_shapes(tmp_path / "val", 100, seed=1)
-    config = small_config(**{"data.train": str(train), "data.val": str(val), "run.output": str(tmp_path / "run")})
+    config = small_config(
+        **{"data.train": str(train), "data.val": str(val), "run.output": str(tmp_path / "run")}
+    )
     config.schedule.epochs = 7
     metrics = Trainer(config).fit()
     assert metrics["problem_type"] == "multi_label_classification"
@@ -124,7 +126,13 @@ def color_run(tmp_path_factory):
 
 def test_run_folder_holds_a_model_transformers_and_predict_load(color_run):
     run, _ = color_run
-    for name in ("config.json", "model.safetensors", "preprocessor_config.json", "metrics.json", "train_config.yaml"):
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+        "metrics.json",
+        "train_config.yaml",
+    ):
         assert (run / name).is_file(), name
     for plot in ("curves.png", "confusion_matrix.png", "pr_curves.png"):
         assert (run / "plots" / plot).stat().st_size > 1000
@@ -144,7 +152,14 @@ def test_metrics_json_and_evaluate_see_what_training_saw(color_run):
     run, val = color_run
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["primary_metric"] == "accuracy"
-    assert {"accuracy", "top5_accuracy", "f1_macro", "precision_weighted", "confusion_matrix", "per_class"} <= set(metrics)
+    assert {
+        "accuracy",
+        "top5_accuracy",
+        "f1_macro",
+        "precision_weighted",
+        "confusion_matrix",
+        "per_class",
+    } <= set(metrics)
     assert [h["epoch"] for h in metrics["history"]] == [1, 2]
     assert metrics["accuracy"] == max(h["accuracy"] for h in metrics["history"])
     report = evaluate_model(run, val, output=run / "eval")
@@ -157,7 +172,9 @@ def test_new_label_set_gets_a_fresh_head_with_a_message(tmp_path, caplog):
     source = create_model("swinv2_micro", labels=["cat", "dog"], image_size=32)
     save_pretrained(source, tmp_path / "pretrained")
     data = make_colors(tmp_path / "data", 6)
-    config = small_config(**{"data.train": str(data), "run.output": str(tmp_path / "run"), "model.preset": None})
+    config = small_config(
+        **{"data.train": str(data), "run.output": str(tmp_path / "run"), "model.preset": None}
+    )
     config.model.pretrained = str(tmp_path / "pretrained")
     config.schedule.epochs = 1
     with caplog.at_level(logging.WARNING):
@@ -180,7 +197,17 @@ def test_config_precedence_and_errors(tmp_path):
 
     (tmp_path / "c.yaml").write_text("optim:\n  lr: 0.01\n  layer_decay: 0.9\nschedule:\n  epochs: 3\n")
     args = build_parser().parse_args(
-        ["train", "--config", str(tmp_path / "c.yaml"), "--lr", "5e-4", "--set", "run.ema=true", "--set", "augment.scale=0.5,1"]
+        [
+            "train",
+            "--config",
+            str(tmp_path / "c.yaml"),
+            "--lr",
+            "5e-4",
+            "--set",
+            "run.ema=true",
+            "--set",
+            "augment.scale=0.5,1",
+        ]
     )
     config = resolve_config(args)
     assert config.optim.lr == 5e-4 and config.optim.layer_decay == 0.9 and config.schedule.epochs == 3
@@ -217,7 +244,9 @@ def test_param_groups_decay_layer_scales_and_freezing():
 
 def test_schedule_warms_up_linearly_then_follows_a_cosine():
     optimizer = torch.optim.AdamW([{"params": [torch.nn.Parameter(torch.zeros(1))], "lr_scale": 0.5}])
-    schedule = WarmupCosine(optimizer, base_lr=1.0, total_steps=110, warmup_steps=10, warmup_lr=0.0, min_lr=0.1)
+    schedule = WarmupCosine(
+        optimizer, base_lr=1.0, total_steps=110, warmup_steps=10, warmup_lr=0.0, min_lr=0.1
+    )
     assert schedule.lr_at(5) == pytest.approx(0.5)
     assert schedule.lr_at(10) == pytest.approx(1.0)
     assert schedule.lr_at(60) == pytest.approx(0.55)

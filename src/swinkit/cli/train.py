@@ -11,7 +11,9 @@ from tqdm import tqdm
 
 from swinkit.engine.config import TrainConfig, apply_overrides, flatten, load_yaml
 
-HELP = "fine-tune a Swin model on labelled images (class folders, CSV or Azure JSONL); resumable, torchrun-ready"
+HELP = (
+    "fine-tune a Swin model on labelled images (class folders, CSV or Azure JSONL); resumable, torchrun-ready"
+)
 
 # flag -> config key; flags left out keep the YAML's or the default value
 FLAGS: dict[str, tuple[str, Any, str]] = {
@@ -46,12 +48,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(name, type=kind, default=None, help=text)
     parser.add_argument("--config", help="YAML file with sections data, model, optim, schedule, augment, run")
     parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="any config key, e.g. optim.layer_decay=0.9"
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any config key, e.g. optim.layer_decay=0.9",
     )
     parser.add_argument(
         "--resume", action="store_true", help="continue the run in --output from its last checkpoint, exactly"
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars (one line per epoch only)")
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bars (one line per epoch only)"
+    )
 
 
 def resolve_config(args: argparse.Namespace) -> TrainConfig:
@@ -67,7 +75,9 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
         if not sep:
             raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
         apply_overrides(config, {key.strip(): value})
-    explicit = {key: getattr(args, flag) for flag, (key, _, _) in FLAGS.items() if getattr(args, flag) is not None}
+    explicit = {
+        key: getattr(args, flag) for flag, (key, _, _) in FLAGS.items() if getattr(args, flag) is not None
+    }
     apply_overrides(config, explicit)
     if args.no_progress:
         config.run.progress = False
@@ -84,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
     metrics = trainer.fit()
     if trainer.context.is_main:
         name = metrics["primary_metric"]
-        print(json.dumps({name: metrics[name], "best_epoch": metrics["best_epoch"], "run": config.run.output}))
+        print(
+            json.dumps({name: metrics[name], "best_epoch": metrics["best_epoch"], "run": config.run.output})
+        )
         print(f"serve it with: swinkit serve --model {config.run.output}")
     return 0

@@ -32,7 +32,9 @@ def evaluate_model(
     predictor = Predictor.from_pretrained(model, device=device)
     multi_label = predictor.multi_label
     images = load_dataset(data, labels=predictor.labels, multi_label=multi_label)
-    loader = DataLoader(EvalImages(images, predictor.processor), batch_size=batch_size, num_workers=num_workers)
+    loader = DataLoader(
+        EvalImages(images, predictor.processor), batch_size=batch_size, num_workers=num_workers
+    )
     outputs = predict(predictor.model, loader, multi_label, DistContext(device=torch.device(device)))
     report = {
         "primary_metric": primary_metric(multi_label),

@@ -16,7 +16,6 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from swinkit.checkpoint_io import atomic_write_json
-from swinkit.engine import plots
 from swinkit.engine.distributed import DistContext, all_gather_rows, all_reduce_sum
 from swinkit.engine.metrics import compute_metrics, pr_curves, primary_metric
 
@@ -70,22 +69,25 @@ def predict(
 
 def write_report(
     directory: str | os.PathLike,
-    metrics: dict[str, Any],
+    report: dict[str, Any],
     outputs: Outputs,
     labels: Sequence[str],
     multi_label: bool,
-    history: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Path]:
-    """metrics.json (final metrics at the top level, per-epoch history) and PNG plots in ``directory``."""
+    """metrics.json (``report``: final metrics at the top level, and the per-epoch ``history`` of a training
+    run) and PNG plots (curves over epochs, confusion matrix, precision-recall) in ``directory``."""
+    from swinkit.engine import plots  # matplotlib is imported only when plots are drawn
+
     directory = Path(directory)
     written = {"metrics": directory / "metrics.json"}
-    atomic_write_json(written["metrics"], {**metrics, "history": list(history)})
+    atomic_write_json(written["metrics"], report)
     plot_dir = directory / "plots"
-    if history:
-        written["curves"] = plots.plot_history(history, primary_metric(multi_label), plot_dir / "curves.png")
-    if "confusion_matrix" in metrics:
+    if report.get("history"):
+        metric = primary_metric(multi_label)
+        written["curves"] = plots.plot_history(report["history"], metric, plot_dir / "curves.png")
+    if "confusion_matrix" in report:
         written["confusion_matrix"] = plots.plot_confusion_matrix(
-            metrics["confusion_matrix"], labels, plot_dir / "confusion_matrix.png"
+            report["confusion_matrix"], labels, plot_dir / "confusion_matrix.png"
         )
     curves = pr_curves(outputs.probs, outputs.targets, labels, multi_label)
     written["pr_curves"] = plots.plot_pr_curves(curves, plot_dir / "pr_curves.png")

@@ -12,9 +12,15 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torchmetrics.functional.classification as tmf
 
 AVERAGES = ("micro", "macro", "weighted")
+
+
+def _tmf() -> Any:
+    """torchmetrics' classification functions, imported on first use (the package takes seconds to import)."""
+    import torchmetrics.functional.classification as tmf
+
+    return tmf
 
 
 def primary_metric(multi_label: bool) -> str:
@@ -33,6 +39,7 @@ def _per_class(
 
 def multiclass_metrics(probs: torch.Tensor, targets: torch.Tensor, labels: Sequence[str]) -> dict[str, Any]:
     """probs (N, C) softmax outputs, targets (N,) class indices."""
+    tmf = _tmf()
     c = len(labels)
     targets = targets.long()
     out: dict[str, Any] = {
@@ -67,6 +74,7 @@ def multilabel_metrics(
     probs: torch.Tensor, targets: torch.Tensor, labels: Sequence[str], threshold: float = 0.5
 ) -> dict[str, Any]:
     """probs (N, C) sigmoid outputs, targets (N, C) multi-hot."""
+    tmf = _tmf()
     c = len(labels)
     targets = targets.long()
     out: dict[str, Any] = {
@@ -108,6 +116,7 @@ def pr_curves(
     probs: torch.Tensor, targets: torch.Tensor, labels: Sequence[str], multi_label: bool
 ) -> dict[str, tuple[list[float], list[float]]]:
     """Per class (one-vs-rest for multi-class): (precision, recall) points of the precision-recall curve."""
+    tmf = _tmf()
     c = len(labels)
     if multi_label:
         precision, recall, _ = tmf.multilabel_precision_recall_curve(probs, targets.long(), c)

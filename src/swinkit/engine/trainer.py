@@ -310,8 +310,9 @@ class Trainer:
             "train_size": len(self.data.train),
             **metrics,
         }
+        report["history"] = list(p.history)
         if self.context.is_main:
-            write_report(self.run_dir, report, outputs, self.labels, self.multi_label, p.history)
+            write_report(self.run_dir, report, outputs, self.labels, self.multi_label)
             save_pretrained(
                 self.eval_model, self.run_dir, preprocessing=self.processor.to_preprocessor_config()
             )

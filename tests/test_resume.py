@@ -1,0 +1,88 @@
+"""A run killed with SIGKILL mid-epoch and resumed ends bit-identical to an uninterrupted run."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import torch
+from safetensors.torch import load_file
+from test_train import make_colors
+
+from swinkit.checkpoint_io import load_torch
+from swinkit.engine.config import TrainConfig, apply_overrides
+from swinkit.engine.trainer import Trainer
+
+# Every source of randomness on: augmentation, Mixup/CutMix, stochastic depth, EMA; accumulation too.
+SETTINGS = {
+    "model.preset": "swinv2_micro",
+    "model.image_size": 32,
+    "model.drop_path_rate": 0.2,
+    "data.val_split": 0.25,
+    "augment.random_erasing": 0.5,
+    "run.batch_size": 4,
+    "optim.accum_steps": 2,
+    "optim.lr": 1e-3,
+    "schedule.epochs": 2,
+    "run.ema": True,
+    "run.checkpoint_every": 2,
+    "run.progress": False,
+}
+
+
+def _command(data, run, workers):
+    args = [sys.executable, "-m", "swinkit", "train", "--data", str(data), "--output", str(run)]
+    for key, value in {**SETTINGS, "data.num_workers": workers}.items():
+        args += ["--set", f"{key}={value}"]
+    return args
+
+
+def _kill_mid_epoch(data, run):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(
+        _command(data, run, 2), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    checkpoint = run / "checkpoints" / "last.pt"
+    deadline = time.monotonic() + 240
+    while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    _, stderr = process.communicate()
+    assert process.returncode == -signal.SIGKILL, stderr.decode()[-2000:]
+
+
+def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path):
+    torch.set_num_threads(1)
+    data = make_colors(tmp_path / "data", 16)  # 36 training images: 9 micro-batches, 5 steps per epoch
+    killed = tmp_path / "killed"
+    _kill_mid_epoch(data, killed)
+    state = load_torch(killed / "checkpoints" / "last.pt")
+    assert state["progress"]["step"] > 0, "the kill should land mid-epoch"
+    assert not (killed / "model.safetensors").exists()
+
+    resumed = Trainer(TrainConfig.from_dict(_config(killed)), resume=True).fit()
+    config = apply_overrides(
+        TrainConfig(), {**SETTINGS, "data.train": str(data), "run.output": str(tmp_path / "straight")}
+    )
+    straight = Trainer(config).fit()  # no DataLoader workers: the order must not depend on them
+
+    a = load_torch(killed / "checkpoints" / "last.pt")
+    b = load_torch(tmp_path / "straight" / "checkpoints" / "last.pt")
+    for part in ("model",):
+        assert a[part].keys() == b[part].keys()
+        assert all(torch.equal(a[part][k], b[part][k]) for k in a[part]), part
+    assert all(torch.equal(a["ema"]["weights"][k], b["ema"]["weights"][k]) for k in a["ema"]["weights"])
+    final_a, final_b = (
+        load_file(killed / "model.safetensors"),
+        load_file(tmp_path / "straight" / "model.safetensors"),
+    )
+    assert all(torch.equal(final_a[k], final_b[k]) for k in final_a)
+    assert a["progress"]["history"] == b["progress"]["history"]
+    assert resumed["accuracy"] == straight["accuracy"]
+
+
+def _config(run):
+    import yaml
+
+    return yaml.safe_load((run / "train_config.yaml").read_text())
