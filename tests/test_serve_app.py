@@ -6,6 +6,8 @@ import asyncio
 import json
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -46,8 +48,19 @@ def service(files):
 @pytest.fixture(scope="module")
 def client(files, service):
     settings = ServeSettings(model=str(files[0]), max_images_per_request=4, max_body_bytes=200_000)
-    with TestClient(create_app(settings, service=service)) as c:
+    with ready_client(create_app(settings, service=service)) as c:
         yield c
+
+
+@contextmanager
+def ready_client(app) -> Iterator[TestClient]:
+    """A TestClient once the app's model is loaded and warmed up."""
+    with TestClient(app) as client:
+        deadline = time.monotonic() + 60
+        while client.get("/ready").status_code != 200:
+            assert time.monotonic() < deadline, client.get("/ready").text
+            time.sleep(0.02)
+        yield client
 
 
 def post(client, body, **kwargs):
@@ -187,7 +200,7 @@ def test_url_inputs_when_allowed(files, service):
         model=str(files[0]), allow_urls=True, url_allowed_networks=["127.0.0.1/32"], warmup=False
     )
     with image_server(image) as url, loopback_only() as connected:
-        with TestClient(create_app(settings, service=service, resolver=resolve)) as client:
+        with ready_client(create_app(settings, service=service, resolver=resolve)) as client:
             by_url = post(client, {"input_data": [f"{url}/image.png"]}).json()
             by_value = post(client, {"input_data": [b64(image)]}).json()
             np.testing.assert_allclose(by_url[0]["probs"], by_value[0]["probs"], atol=1e-6)
@@ -225,7 +238,7 @@ def test_full_queue_answers_503_with_retry_after(files):
     service = _BlockingService()
     settings = ServeSettings(model="stub", max_batch_size=1, max_queue_size=1, warmup=False, retry_after_s=2)
     body = {"input_data": [b64(files[1][0].read_bytes())]}
-    with TestClient(create_app(settings, service=service)) as client:
+    with ready_client(create_app(settings, service=service)) as client:
         state = client.app.state.serve
         answers: list[int] = []
         threads = [
@@ -245,6 +258,36 @@ def test_full_queue_answers_503_with_retry_after(files):
         for thread in threads:
             thread.join()
         assert answers == [200, 200]
+
+
+def test_live_while_loading_ready_once_warmed_up(files):
+    service = _BlockingService()  # the warm-up batch waits in the model until released
+    body = {"input_data": [b64(files[1][0].read_bytes())]}
+    with TestClient(create_app(ServeSettings(model="stub"), service=service)) as client:
+        assert service.entered.wait(10)
+        assert client.get("/health").status_code == 200
+        for response in (client.get("/ready"), post(client, body), client.get("/info")):
+            assert response.status_code == 503 and response.json()["error"]["code"] == "not_ready"
+            assert response.headers["retry-after"] == "1"
+        service.release.set()
+        deadline = time.monotonic() + 10
+        while client.get("/ready").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert post(client, body).status_code == 200
+
+
+def test_model_that_cannot_load_fails_health_and_calls_back(tmp_path):
+    failures: list[BaseException] = []
+    app = create_app(ServeSettings(model=str(tmp_path / "missing")), on_failure=failures.append)
+    with TestClient(app) as client:
+        deadline = time.monotonic() + 10
+        while not failures:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        for response in (client.get("/health"), client.get("/ready"), post(client, {"input_data": ["AAAA"]})):
+            assert response.status_code == 503 and response.json()["error"]["code"] == "model_failed"
+    assert "missing" in str(failures[0])
 
 
 def test_batcher_forms_batches_and_drains_on_close():

@@ -79,8 +79,7 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
-    print(
-        f"swinkit serve: loading {settings.model}, then listening on http://{settings.host}:{settings.port}"
-    )
+    url = f"http://{settings.host}:{settings.port}"
+    print(f"swinkit serve: {settings.model} on {url} (GET /ready answers 200 once the model is loaded)")
     run_server(settings)
     return 0

@@ -2,14 +2,16 @@
 
 Routes: ``POST /score`` (Azure ML schema, see ``swinkit.serve.schemas``), ``GET /health`` (the process
 answers), ``GET /ready`` (model loaded and warmed up), ``GET /metrics`` (Prometheus), ``GET /info`` (model,
-labels, preprocessing); OpenAPI at ``/docs``. The model is loaded and warmed up in the lifespan, and the
-lifespan's end drains the batcher, so uvicorn's graceful shutdown lets in-flight requests finish.
+labels, preprocessing); OpenAPI at ``/docs``. The lifespan loads the model in the background
+(``swinkit.serve.state``) and, at its end, drains the batcher, so uvicorn's graceful shutdown lets
+in-flight requests finish.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -17,13 +19,13 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from swinkit import __version__
-from swinkit.serve.errors import ServeError, install_error_handlers
+from swinkit.serve.errors import install_error_handlers
 from swinkit.serve.fetch import Resolver, system_resolver
 from swinkit.serve.metrics import CONTENT_TYPE, MetricsMiddleware, ServeMetrics
 from swinkit.serve.schemas import ErrorResponse, InfoResponse, ScoreRequest, ScoreResult
 from swinkit.serve.service import ScoringService
 from swinkit.serve.settings import ServeSettings
-from swinkit.serve.state import ServeState
+from swinkit.serve.state import FailureHandler, ServeState
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": text}
@@ -45,28 +47,25 @@ _REQUEST_BODY = {
 
 
 def _state(request: Request) -> ServeState:
-    state = getattr(request.app.state, "serve", None)
-    if state is None:
-        raise ServeError(503, "not_ready", "the model is not loaded yet", retry_after=1)
-    return state
+    return request.app.state.serve
 
 
 def _add_routes(app: FastAPI, metrics: ServeMetrics) -> None:
     @app.post("/score", responses={200: {"model": list[ScoreResult]}, **_ERRORS}, openapi_extra=_REQUEST_BODY)
     async def score(request: Request) -> JSONResponse:
         """Score images: one result per image, in input order."""
-        return JSONResponse(await _state(request).scorer.score(request))
+        return JSONResponse(await _state(request).check_ready().score(request))
 
-    @app.get("/health")
-    async def health() -> dict[str, str]:
-        """Liveness: the process answers."""
+    @app.get("/health", responses={503: {"model": ErrorResponse}})
+    async def health(request: Request) -> dict[str, str]:
+        """Liveness: the process answers (also while the model loads); 503 if the model failed to load."""
+        _state(request).check_alive()
         return {"status": "ok"}
 
     @app.get("/ready", responses={503: {"model": ErrorResponse}})
     async def ready(request: Request) -> dict[str, str]:
         """Readiness: the model is loaded and warmed up, and the server is not shutting down."""
-        if not _state(request).ready:
-            raise ServeError(503, "not_ready", "the model is not ready", retry_after=1)
+        _state(request).check_ready()
         return {"status": "ready"}
 
     @app.get("/metrics", response_class=PlainTextResponse)
@@ -95,35 +94,36 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
 
 
 def _register_gauges(app: FastAPI, metrics: ServeMetrics) -> None:
-    def reader(read: Callable[[ServeState], float]) -> Callable[[], float]:
-        def value() -> float:
-            state = getattr(app.state, "serve", None)
-            return 0.0 if state is None else float(read(state))
+    def reader(name: str) -> Callable[[], float]:
+        return lambda: app.state.serve.gauges()[name] if hasattr(app.state, "serve") else 0.0
 
-        return value
-
-    metrics.add_gauge(
-        "swinkit_queue_depth", "Images waiting for a batch.", reader(lambda s: s.batcher.pending)
-    )
-    metrics.add_gauge(
-        "swinkit_requests_in_progress", "Scoring requests being handled.", reader(lambda s: s.scorer.active)
-    )
-    metrics.add_gauge("swinkit_ready", "1 when the model is loaded and warmed up.", reader(lambda s: s.ready))
+    metrics.add_gauge("swinkit_queue_depth", "Images waiting for a batch.", reader("queue"))
+    metrics.add_gauge("swinkit_requests_in_progress", "Scoring requests being handled.", reader("active"))
+    metrics.add_gauge("swinkit_ready", "1 when the model is loaded and warmed up.", reader("ready"))
 
 
 def create_app(
-    settings: ServeSettings, *, service: ScoringService | None = None, resolver: Resolver = system_resolver
+    settings: ServeSettings,
+    *,
+    service: ScoringService | None = None,
+    resolver: Resolver = system_resolver,
+    on_failure: FailureHandler | None = None,
 ) -> FastAPI:
-    """The endpoint for ``settings``; ``service`` skips loading ``settings.model``, ``resolver`` resolves URL hosts."""
+    """The endpoint for ``settings``. ``service`` replaces loading ``settings.model``, ``resolver`` resolves
+    URL hosts, ``on_failure(error)`` is called if the model cannot be loaded."""
     metrics = ServeMetrics(settings.max_batch_size)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.serve = await ServeState.start(settings, metrics, service=service, resolver=resolver)
+        state = app.state.serve = ServeState(settings, metrics)
+        loading = asyncio.create_task(state.load(service, resolver, on_failure))
         try:
             yield
         finally:
-            await app.state.serve.stop()
+            loading.cancel()
+            with suppress(asyncio.CancelledError):
+                await loading
+            await state.stop()
 
     app = FastAPI(
         title="swinkit",

@@ -2,24 +2,25 @@
 
 from __future__ import annotations
 
-import logging
-
 import uvicorn
 
 from swinkit.serve.app import create_app
 from swinkit.serve.settings import ServeSettings
-from swinkit.serve.state import load_service
-
-log = logging.getLogger(__name__)
 
 
 def run_server(settings: ServeSettings) -> None:
-    """Load the model, then serve it until SIGINT/SIGTERM; shutdown lets in-flight requests finish.
+    """Serve ``settings.model`` until SIGINT/SIGTERM; shutdown lets in-flight requests finish.
 
-    Raises ValueError / FileNotFoundError before listening when the model cannot be loaded.
+    The port opens at once and the model loads in the background; if it cannot be loaded the server stops
+    and a ValueError says why.
     """
-    service = load_service(settings)
-    app = create_app(settings, service=service)
+    failures: list[BaseException] = []
+
+    def stop_on_failure(error: BaseException) -> None:
+        failures.append(error)
+        server.should_exit = True
+
+    app = create_app(settings, on_failure=stop_on_failure)
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -29,4 +30,7 @@ def run_server(settings: ServeSettings) -> None:
         access_log=False,
         server_header=False,
     )
-    uvicorn.Server(config).run()
+    server = uvicorn.Server(config)
+    server.run()
+    if failures:
+        raise ValueError(f"could not load {settings.model}: {failures[0]}") from failures[0]
