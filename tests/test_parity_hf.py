@@ -108,3 +108,28 @@ def test_v2_backbone_feature_maps_match_swinv2_backbone(tmp_path):
         got = backbone(pixels)
     for g, e in zip(got, expected, strict=True):
         torch.testing.assert_close(g, e, atol=1e-4, rtol=0)
+
+
+def test_transformers_in_memory_state_dict_loads(tmp_path):
+    """A plain torch.save(model.state_dict()) of transformers 5 (q_proj/k_proj/v_proj names) is read."""
+    reference = _hf_classifier(
+        1, embed_dim=32, depths=[2, 2], num_heads=[2, 4], image_size=64, window_size=4, num_labels=3
+    )
+    assert any(".q_proj." in k for k in reference.state_dict())
+    torch.save(reference.state_dict(), tmp_path / "weights.pth")
+    model = swinkit.from_pretrained(tmp_path / "weights.pth", image_size=64).eval()
+    pixels = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(pixels), reference(pixel_values=pixels).logits, atol=1e-4, rtol=0)
+
+
+def test_two_stage_swinv2_saved_by_transformers_loads(tmp_path):
+    reference = _hf_classifier(
+        2, embed_dim=32, depths=[2, 2], num_heads=[2, 4], image_size=64, window_size=4, num_labels=3
+    )
+    reference.save_pretrained(tmp_path)
+    model = swinkit.from_pretrained(tmp_path).eval()
+    assert model.config.pretrained_window_sizes == (0, 0)
+    pixels = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(pixels), reference(pixel_values=pixels).logits, atol=1e-4, rtol=0)

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import pickle
+import re
 import tempfile
 import zipfile
 from collections.abc import Iterator, Mapping
@@ -73,8 +74,12 @@ def load_torch(path: str | os.PathLike) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        offender = re.search(
+            r"(?:unsupported GLOBAL|Unsupported global|Unsupported operand)[^\n]*?(?=\.?\n|\.?$)", str(e)
+        )
+        detail = f" ({offender.group(0).strip()})" if offender else ""
         raise UnsafeCheckpointError(
-            f"{path} contains pickled objects other than tensors (refused, nothing was executed): {e}"
+            f"{path} contains pickled objects other than tensors{detail}; refused, nothing was executed"
         ) from None
     except (zipfile.BadZipFile, EOFError, RuntimeError) as e:
         raise ValueError(f"{path} is not a readable PyTorch checkpoint: {e}") from None

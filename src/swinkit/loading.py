@@ -208,17 +208,26 @@ def from_pretrained(
     out_indices: Sequence[int] = (0, 1, 2, 3),
     layout: str | None = None,
     preset: str | None = None,
+    out_norms: bool | None = None,
     **overrides: Any,
 ) -> SwinTransformer | SwinBackbone:
     """A model with the weights of ``source`` (hub id, HF folder, checkpoint file in any layout, preset name).
 
     ``num_classes``/``labels`` different from the checkpoint's give a fresh head (logged); ``backbone=True``
-    returns the multi-scale backbone (output norms the checkpoint lacks start at identity); ``overrides``
+    returns the multi-scale backbone (``out_norms`` None: per-stage output norms unless the checkpoint is a
+    backbone saved without them, like transformers' ``Swinv2Backbone``; norms the checkpoint lacks start
+    as LayerNorm(1, 0), the last one from the classifier's final norm); ``overrides``
     change config fields such as ``image_size`` or ``window_size`` (position tables are resized).
     """
     ckpt = load_checkpoint(source, layout=layout, preset=preset)
     return model_from_checkpoint(
-        ckpt, num_classes=num_classes, labels=labels, backbone=backbone, out_indices=out_indices, **overrides
+        ckpt,
+        num_classes=num_classes,
+        labels=labels,
+        backbone=backbone,
+        out_indices=out_indices,
+        out_norms=out_norms,
+        **overrides,
     )
 
 
@@ -229,21 +238,14 @@ def model_from_checkpoint(
     labels: Sequence[str] | None = None,
     backbone: bool = False,
     out_indices: Sequence[int] = (0, 1, 2, 3),
+    out_norms: bool | None = None,
     **overrides: Any,
 ) -> SwinTransformer | SwinBackbone:
     """The model of an already-read checkpoint; arguments as :func:`from_pretrained`."""
     config = ckpt.config.replace(**overrides) if overrides else ckpt.config
     state_dict = dict(ckpt.state_dict)
     if backbone:
-        config = config.replace(num_classes=0, labels=None)
-        state_dict = {k: v for k, v in state_dict.items() if not k.startswith(("head.", "norm."))}
-        model = build_model(config, backbone=True, out_indices=out_indices)
-        last = f"norm{config.num_stages - 1}"
-        if last in [f"norm{i}" for i in model.out_indices] and "norm.weight" in ckpt.state_dict:
-            state_dict.setdefault(f"{last}.weight", ckpt.state_dict["norm.weight"])
-            state_dict.setdefault(f"{last}.bias", ckpt.state_dict["norm.bias"])
-        load_into(model, state_dict, allow_missing=[f"norm{i}." for i in model.out_indices] + ["mask_token"])
-        return model
+        return _backbone_from(config, state_dict, out_indices, out_norms)
     state_dict.pop("mask_token", None)
     state_dict = _classifier_norm(state_dict, config.num_stages)
     new_config, fresh_head = _head_change(config, num_classes, labels)
@@ -256,6 +258,29 @@ def model_from_checkpoint(
         state_dict = {k: v for k, v in state_dict.items() if not k.startswith("head.")}
     model = build_model(new_config)
     load_into(model, state_dict, allow_missing=["head."] if fresh_head else ())
+    return model
+
+
+def _backbone_from(
+    config: SwinConfig,
+    state_dict: dict[str, torch.Tensor],
+    out_indices: Sequence[int],
+    out_norms: bool | None,
+) -> SwinBackbone:
+    """A backbone from canonical weights; the classifier's final norm serves as the last output norm."""
+    config = config.replace(num_classes=0, labels=None)
+    stage_norm = re.compile(r"norm\d+\.")
+    if out_norms is None:
+        out_norms = "norm.weight" in state_dict or any(stage_norm.match(k) for k in state_dict)
+    model = build_model(config, backbone=True, out_indices=out_indices, out_norms=out_norms)
+    weights = {k: v for k, v in state_dict.items() if not k.startswith(("head.", "norm.", "mask_token"))}
+    kept_norms = tuple(f"norm{i}." for i in model.out_indices) if out_norms else ()
+    weights = {k: v for k, v in weights.items() if not stage_norm.match(k) or k.startswith(kept_norms)}
+    last = f"norm{config.num_stages - 1}"
+    if out_norms and config.num_stages - 1 in model.out_indices and "norm.weight" in state_dict:
+        weights.setdefault(f"{last}.weight", state_dict["norm.weight"])
+        weights.setdefault(f"{last}.bias", state_dict["norm.bias"])
+    load_into(model, weights, allow_missing=[f"norm{i}." for i in model.out_indices])
     return model
 
 

@@ -42,14 +42,22 @@ _RULES = [
         r"encoder\.layers\.(\d+)\.blocks\.(\d+)\.attention\.self\.continuous_position_bias_mlp\.",
         r"layers.\1.blocks.\2.attn.cpb_mlp.",
     ),
+    # transformers >= 5 in-memory names of Swin v1 (what a plain torch.save(model.state_dict()) holds)
+    (r"encoder\.layers\.(\d+)\.blocks\.(\d+)\.attention\.o_proj\.", r"layers.\1.blocks.\2.attn.proj."),
+    (
+        r"encoder\.layers\.(\d+)\.blocks\.(\d+)\.attention\.relative_position_bias\.relative_position_bias_table$",
+        r"layers.\1.blocks.\2.attn.relative_position_bias_table",
+    ),
+    (r"encoder\.layers\.(\d+)\.blocks\.(\d+)\.mlp\.fc([12])\.", r"layers.\1.blocks.\2.mlp.fc\3."),
     (r"encoder\.layers\.(\d+)\.downsample\.", r"layers.\1.downsample."),
     (r"layernorm\.", "norm."),
     (r"classifier\.", "head."),
     (r"hidden_states_norms\.stage(\d+)\.", lambda m: f"norm{int(m.group(1)) - 1}."),
 ]
 _QKV = re.compile(
-    r"encoder\.layers\.(\d+)\.blocks\.(\d+)\.attention\.self\.(query|key|value)\.(weight|bias)$"
+    r"encoder\.layers\.(\d+)\.blocks\.(\d+)\.attention\.(?:self\.)?(query|key|value|q_proj|k_proj|v_proj)\.(weight|bias)$"
 )
+_QKV_NAMES = {"q_proj": "query", "k_proj": "key", "v_proj": "value"}
 _DROPPED = re.compile(r"(relative_position_index|relative_coords_table|attn_mask|num_batches_tracked)$")
 _PREFIX = re.compile(r"^(swin|swinv2)\.")
 
@@ -57,7 +65,11 @@ _PREFIX = re.compile(r"^(swin|swinv2)\.")
 def detect(state_dict: Mapping[str, Any]) -> float:
     """Confidence in [0, 1] that ``state_dict`` is in this layout."""
     keys = list(state_dict)
-    hits = sum(1 for k in keys if ".attention.self." in k or "embeddings.patch_embeddings" in k)
+    hits = sum(
+        1
+        for k in keys
+        if ".attention.self." in k or ".attention.q_proj." in k or "embeddings.patch_embeddings" in k
+    )
     return 1.0 if hits else 0.0
 
 
@@ -72,6 +84,7 @@ def to_canonical(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tens
         m = _QKV.match(key)
         if m:
             stage, block, which, kind = m.groups()
+            which = _QKV_NAMES.get(which, which)
             parts.setdefault((f"layers.{stage}.blocks.{block}.attn", kind), {})[which] = tensor
             continue
         out[rename(key, _RULES)] = tensor
@@ -167,7 +180,10 @@ def config_from_hf(hf: Mapping[str, Any]) -> SwinConfig:
         depths=depths,
         num_heads=tuple(hf.get("num_heads", (3, 6, 12, 24))),
         window_size=hf.get("window_size", 7),
-        pretrained_window_sizes=tuple(hf.get("pretrained_window_sizes") or (0,) * len(depths)),
+        # transformers writes four entries whatever the number of stages
+        pretrained_window_sizes=tuple(
+            (hf.get("pretrained_window_sizes") or (0,) * len(depths))[: len(depths)]
+        ),
         mlp_ratio=hf.get("mlp_ratio", 4.0),
         qkv_bias=hf.get("qkv_bias", True),
         drop_rate=hf.get("hidden_dropout_prob", 0.0),
