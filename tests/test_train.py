@@ -9,6 +9,7 @@ import torch
 import yaml
 from PIL import Image, ImageDraw
 
+from swinkit.checkpoint_io import load_torch
 from swinkit.cli import main
 from swinkit.engine.config import TrainConfig, apply_overrides
 from swinkit.engine.ema import ModelEma
@@ -168,20 +169,33 @@ def test_metrics_json_and_evaluate_see_what_training_saw(color_run):
     assert (run / "eval" / "plots" / "confusion_matrix.png").is_file()
 
 
-def test_new_label_set_gets_a_fresh_head_with_a_message(tmp_path, caplog):
+def test_fine_tuning_from_a_checkpoint_with_other_labels(tmp_path, caplog):
+    """Fresh head with a message; frozen stages stay as loaded; bf16, EMA, accumulation and layer decay run."""
     source = create_model("swinv2_micro", labels=["cat", "dog"], image_size=32)
     save_pretrained(source, tmp_path / "pretrained")
     data = make_colors(tmp_path / "data", 6)
     config = small_config(
         **{"data.train": str(data), "run.output": str(tmp_path / "run"), "model.preset": None}
     )
-    config.model.pretrained = str(tmp_path / "pretrained")
-    config.schedule.epochs = 1
+    apply_overrides(
+        config,
+        {"model.pretrained": str(tmp_path / "pretrained"), "schedule.epochs": 2, "run.bf16": True, "run.ema": True,
+         "optim.freeze_stages": 1, "optim.layer_decay": 0.8, "optim.accum_steps": 2, "run.batch_size": 4},
+    )  # fmt: skip
     with caplog.at_level(logging.WARNING):
         Trainer(config).fit()
     assert "fresh classification head" in caplog.text and "cat, dog" in caplog.text
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert list(saved["id2label"].values()) == ["blue", "green", "red"]
+    trained = load_torch(tmp_path / "run" / "checkpoints" / "last.pt")["model"]
+    before = source.state_dict()
+    assert torch.equal(
+        trained["layers.0.blocks.0.attn.qkv.weight"], before["layers.0.blocks.0.attn.qkv.weight"]
+    )
+    assert torch.equal(trained["patch_embed.proj.weight"], before["patch_embed.proj.weight"])
+    assert not torch.equal(
+        trained["layers.1.blocks.0.attn.qkv.weight"], before["layers.1.blocks.0.attn.qkv.weight"]
+    )
 
 
 def test_existing_run_needs_resume(color_run):

@@ -121,12 +121,13 @@ class TrainConfig:
             raise ValueError("pass --preset NAME (architecture) and/or --pretrained SRC (weights)")
         if not 0.0 < self.data.val_split < 1.0 and not self.data.val:
             raise ValueError(f"val_split must be in (0, 1), got {self.data.val_split}")
-        for name in ("batch_size", "accum_steps", "epochs"):
-            section = (
-                self.run if name == "batch_size" else self.optim if name == "accum_steps" else self.schedule
-            )
-            if getattr(section, name) < 1:
-                raise ValueError(f"{name} must be at least 1")
+        for name, value in (
+            ("batch_size", self.run.batch_size),
+            ("accum_steps", self.optim.accum_steps),
+            ("epochs", self.schedule.epochs),
+        ):
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
 
 
 def _plain(value: Any) -> Any:
