@@ -21,6 +21,7 @@ _OPTIONS: tuple[tuple[str, type, str], ...] = (
     ("--host", str, "address to listen on (default 127.0.0.1)"),
     ("--port", int, "port to listen on (default 8000)"),
     ("--device", str, "torch device (default cpu)"),
+    ("--torch-threads", int, "intra-op threads of torch (default: torch's, the core count)"),
     ("--max-batch-size", int, "images run through the model together at most (default 16)"),
     ("--max-delay-ms", float, "how long a batch waits for more images (default 10)"),
     ("--max-queue-size", int, "images that may wait for the model before 503 (default 256)"),

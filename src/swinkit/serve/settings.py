@@ -65,6 +65,7 @@ class ServeSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     device: str = "cpu"
+    torch_threads: int | None = Field(None, ge=1, description="intra-op threads of torch (default: torch's)")
     max_batch_size: int = Field(16, ge=1, description="images run through the model together at most")
     max_delay_ms: float = Field(10.0, ge=0, description="how long a batch waits for more images")
     max_queue_size: int = Field(256, ge=1, description="images waiting for the model; beyond it: 503")

@@ -12,6 +12,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import torch
+
 from swinkit.serve.batching import Batcher
 from swinkit.serve.errors import ServeError
 from swinkit.serve.fetch import AddressPolicy, Fetcher, Resolver, system_resolver
@@ -26,7 +28,12 @@ FailureHandler = Callable[[BaseException], None]
 
 
 def load_service(settings: ServeSettings) -> ScoringService:
-    """The service for ``settings.model`` (raises ValueError / FileNotFoundError for a bad source)."""
+    """The service for ``settings.model`` (raises ValueError / FileNotFoundError for a bad source).
+
+    Sets torch's (process-wide) intra-op thread count first when ``settings.torch_threads`` is given.
+    """
+    if settings.torch_threads is not None:
+        torch.set_num_threads(settings.torch_threads)
     return ClassificationService.load(settings.model, device=settings.device)
 
 
