@@ -19,7 +19,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from swinkit import __version__
-from swinkit.serve.errors import install_error_handlers
+from swinkit.serve.errors import ServeError, install_error_handlers
 from swinkit.serve.fetch import Resolver, system_resolver
 from swinkit.serve.metrics import CONTENT_TYPE, MetricsMiddleware, ServeMetrics
 from swinkit.serve.schemas import ErrorResponse, InfoResponse, ScoreRequest, ScoreResult
@@ -47,7 +47,10 @@ _REQUEST_BODY = {
 
 
 def _state(request: Request) -> ServeState:
-    return request.app.state.serve
+    state = getattr(request.app.state, "serve", None)
+    if state is None:  # the lifespan has not run
+        raise ServeError(503, "not_ready", "the server has not started", retry_after=1)
+    return state
 
 
 def _add_routes(app: FastAPI, metrics: ServeMetrics) -> None:

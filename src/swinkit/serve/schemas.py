@@ -43,7 +43,9 @@ class ScoreRequest(BaseModel):
         json_schema_extra={"example": {"input_data": {"columns": ["image"], "data": [["iVBORw0KGgo..."]]}}}
     )
 
-    input_data: ScoreInputData
+    input_data: ScoreInputData = Field(
+        description='a pandas "split" frame with an "image" column, or simply a list of images'
+    )
 
     @model_validator(mode="before")
     @classmethod

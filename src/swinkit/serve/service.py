@@ -7,7 +7,6 @@ protocol, returning ``DetectionResult`` / ``SegmentationResult`` objects.
 
 from __future__ import annotations
 
-import logging
 from collections import defaultdict
 from typing import Any, Protocol
 
@@ -17,8 +16,6 @@ from pydantic import BaseModel
 
 from swinkit.inference import Predictor
 from swinkit.serve.schemas import ClassificationResult
-
-log = logging.getLogger(__name__)
 
 
 class ScoringService(Protocol):
