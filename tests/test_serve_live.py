@@ -77,7 +77,12 @@ class LiveServer:
         """SIGTERM and wait; whether it shut down cleanly (uvicorn re-raises SIGTERM once it is done)."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(60)
+        try:
+            code = self.process.wait(60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            return False
         return code in (0, -signal.SIGTERM) and "Traceback" not in self.log.read_text()
 
 
