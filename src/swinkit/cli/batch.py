@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--input", required=True, type=Path, help="a folder, a .jsonl (path/image/id) or a .csv (path or base64 image)"
     )
     parser.add_argument("--output", required=True, type=Path, help="JSONL file; an existing one is resumed")
-    parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
+    parser.add_argument("--batch-size", type=int, default=16, help="images per forward pass (memory grows with it)")
     parser.add_argument(
         "--workers", type=int, default=min(4, os.cpu_count() or 1), help="decoding processes (0: decode inline)"
     )
