@@ -9,7 +9,7 @@ Reports: peak RSS of the main process, peak summed RSS of the process tree (page
 workers counted once per process, so an upper bound), peak summed PSS of the tree (shared pages divided
 among their sharers: the memory the job really holds), wall time and images/s. Linux only.
 
-    python benchmarks/batch_memory.py [--images 2000] [--workers 2] [--batch-size 32] [--keep DIR]
+    python benchmarks/batch_memory.py [--images 2000] [--workers 2] [--batch-size 16] [--keep DIR]
 """
 
 from __future__ import annotations
