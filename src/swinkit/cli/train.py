@@ -33,17 +33,17 @@ FLAGS: dict[str, tuple[str, Any, str]] = {
     "seed": ("run.seed", int, "seed of split, order, augmentation and initialisation"),
     "num_workers": ("data.num_workers", int, "DataLoader worker processes"),
     "device": ("run.device", str, "auto, cpu or cuda[:N]"),
-    "multi_label": ("data.multi_label", bool, None),
-    "ema": ("run.ema", bool, None),
-    "bf16": ("run.bf16", bool, None),
+    "multi_label": ("data.multi_label", bool, "multi-label task (default: inferred from the labels)"),
+    "ema": ("run.ema", bool, "keep, evaluate and save an exponential moving average of the weights"),
+    "bf16": ("run.bf16", bool, "bfloat16 autocast"),
 }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    for flag, (key, kind, text) in FLAGS.items():
+    for flag, (_, kind, text) in FLAGS.items():
         name = "--" + flag.replace("_", "-")
         if kind is bool:
-            parser.add_argument(name, action="store_const", const=True, default=None, help=f"set {key}")
+            parser.add_argument(name, action="store_const", const=True, default=None, help=text)
         else:
             parser.add_argument(name, type=kind, default=None, help=text)
     parser.add_argument("--config", help="YAML file with sections data, model, optim, schedule, augment, run")

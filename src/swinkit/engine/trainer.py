@@ -46,6 +46,16 @@ from swinkit.loading import save_pretrained
 log = logging.getLogger(__name__)
 
 
+# Settings a resumed run may change without changing its result.
+NEUTRAL_SETTINGS = {
+    "run.progress",
+    "run.checkpoint_every",
+    "run.eval_batch_size",
+    "data.num_workers",
+    "run.device",
+}
+
+
 @dataclass
 class Progress:
     """Where a run is: saved in every checkpoint."""
@@ -154,7 +164,7 @@ class Trainer:
     def _restore(self) -> Progress:
         state = load_training_state(self.run_dir)
         saved, now = flatten(state["config"]), flatten(self.config.to_dict())
-        changed = sorted(k for k in now if saved.get(k) != now[k])
+        changed = sorted(k for k in now if saved.get(k) != now[k] and k not in NEUTRAL_SETTINGS)
         if changed:
             log.warning(
                 "resuming with changed settings (the run will not match an uninterrupted one): %s", changed
