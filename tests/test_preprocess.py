@@ -79,8 +79,10 @@ def test_preset_preprocessing_is_what_transformers_does_with_its_config(crop_pct
 def test_official_crop_resizes_the_shortest_edge_then_crops_the_centre(images):
     ours = ImageProcessor.from_preprocessing(get_preset("swin_tiny_patch4_window7_224").preprocessing)
     assert ours.size == {"shortest_edge": 256} and ours.crop_size == (224, 224)
+    assert ours.describe().startswith("resize shortest edge to 256 (bicubic), centre crop 224x224, normalize")
     plain = ImageProcessor.from_preprocessing(get_preset("swin_base_patch4_window12_384").preprocessing)
     assert plain.size == {"height": 384, "width": 384} and plain.crop_size is None
+    assert plain.describe().startswith("resize to 384x384 (bicubic), normalize")
 
 
 def test_checkpoint_without_preprocessor_config_uses_the_preset_rule(tmp_path):

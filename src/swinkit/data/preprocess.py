@@ -181,6 +181,29 @@ class ImageProcessor:
             return (self.size["shortest_edge"],) * 2
         return (self.size["height"], self.size["width"]) if "height" in self.size else None
 
+    def describe(self) -> str:
+        """One line saying what the processor does, e.g. for ``swinkit models``."""
+        steps = []
+        if self.do_resize:
+            target = self.size.get("shortest_edge")
+            if target is None:
+                resize = f"resize to {self.size['height']}x{self.size['width']}"
+            elif self.crop_pct is None:
+                resize = f"resize shortest edge to {target}"
+            elif target < 384:
+                resize = f"resize shortest edge to {int(target / self.crop_pct)}"
+            else:
+                resize = f"resize to {target}x{target}"
+            filters = {v: k for k, v in _RESAMPLE.items()}
+            steps.append(f"{resize} ({filters.get(self.resample, self.resample)})")
+            if self.crop_pct is not None and target < 384:
+                steps.append(f"centre crop {target}x{target}")
+        if self.crop_size is not None:
+            steps.append(f"centre crop {self.crop_size[0]}x{self.crop_size[1]}")
+        if self.do_normalize:
+            steps.append(f"normalize mean {list(self.mean)} std {list(self.std)}")
+        return ", ".join(steps)
+
     def _resize(self, image: Image.Image) -> np.ndarray:
         """The resize step (with the ConvNext crop), as an (H, W, 3) uint8 array."""
         width, height = image.size
