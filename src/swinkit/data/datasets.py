@@ -158,7 +158,7 @@ def load_dataset(
     index = {name: i for i, name in enumerate(names)}
     unknown = sorted({n for _, ls in items for n in ls} - set(index))
     if unknown:
-        raise ValueError(f"{path} has labels the model does not know: {', '.join(unknown[:10])}")
+        raise ValueError(f"{path} has labels outside the {len(names)} known ones: {', '.join(unknown[:10])}")
     if multi_label is None:
         multi_label = listed or any(len(ls) != 1 for _, ls in items)
     if not multi_label and any(len(ls) != 1 for _, ls in items):

@@ -265,7 +265,10 @@ class Trainer:
     def _end_epoch(self) -> None:
         cfg, p = self.config, self.progress
         started = time.perf_counter()
-        sums = all_reduce_sum(torch.tensor([p.loss_sum, float(p.seen)], dtype=torch.float64), self.context)
+        sums = all_reduce_sum(
+            torch.tensor([p.loss_sum, float(p.seen)], dtype=torch.float64, device=self.context.device),
+            self.context,
+        )
         outputs = predict(self.eval_model, self.val_loader, self.multi_label, self.context, cfg.run.bf16)
         metrics = evaluate_outputs(outputs, self.labels, self.multi_label, cfg.run.threshold)
         name = primary_metric(self.multi_label)
