@@ -1,14 +1,16 @@
 """Window multi-head self-attention for Swin v1 (relative position bias) and v2 (cosine attention + CPB).
 
-Attention runs through ``F.scaled_dot_product_attention`` on 4-D tensors (the fused CPU path). The
-additive bias (position bias, plus the shift mask where there is one) is a function of parameters only,
-so outside autograd it is built once per (mask, dtype, device) and reused until the parameters change.
+Attention runs through ``F.scaled_dot_product_attention`` on 4-D (B*nW, nH, N, hd) views of the qkv
+projection (the fused CPU path, no copies). The additive bias (position bias, plus the shift mask where
+there is one) is a function of parameters only, so outside autograd it is built once per (padded size,
+shift, dtype, device) and reused until the parameters change; so are v2's qkv bias and temperature.
 """
 
 from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +20,7 @@ from swinkit.layers.window import cached_shift_mask, log_spaced_coords_table, re
 
 # v2 clamps the learned temperature at log(1 / 0.01): logits are scaled by at most 100.
 LOGIT_SCALE_MAX = math.log(1.0 / 0.01)
-# How many (padded size, dtype, device) bias tensors one attention module keeps.
+# How many parameter-derived tensors (biases per padded size, dtype, device; v2 constants) a module keeps.
 BIAS_CACHE_SIZE = 8
 
 
@@ -83,6 +85,26 @@ class WindowAttention(nn.Module):
         bias = table[self.relative_position_index].view(n, n, self.num_heads)
         return bias.permute(2, 0, 1)  # (nH, N, N)
 
+    def _cached(
+        self, key: tuple, parameters: list[torch.Tensor], build: Callable[[], torch.Tensor]
+    ) -> torch.Tensor:
+        """``build()``, computed once and reused while ``parameters`` are unchanged and autograd is off.
+
+        Under autograd (training) it is rebuilt on every call so gradients reach the parameters.
+        """
+        if torch.is_grad_enabled() and any(p.requires_grad for p in parameters):
+            return build()
+        key = (*key, tuple((p.data_ptr(), p._version) for p in parameters))
+        cached = self._bias_cache.get(key)
+        if cached is None:
+            cached = build()
+            self._bias_cache[key] = cached
+            if len(self._bias_cache) > BIAS_CACHE_SIZE:
+                self._bias_cache.popitem(last=False)
+        else:
+            self._bias_cache.move_to_end(key)
+        return cached
+
     def _bias_parameters(self) -> list[torch.Tensor]:
         if self.version == 1:
             return [self.relative_position_bias_table]
@@ -91,40 +113,42 @@ class WindowAttention(nn.Module):
     def attention_bias(
         self, padded_size: tuple[int, int], shift: tuple[int, int], dtype: torch.dtype, device: torch.device
     ) -> torch.Tensor:
-        """The additive mask handed to SDPA for a padded map of ``padded_size`` shifted by ``shift``.
+        """The additive mask for SDPA on a padded map of ``padded_size`` shifted by ``shift``.
 
-        Without a shift: (1, nH, N, N), for queries laid out as (B*nW, nH, N, hd).
-        With a shift: (1, nW*nH, N, N), for queries laid out as (B, nW*nH, N, hd).
+        (1, nH, N, N) without a shift; (nW, nH, N, N) with one (the position bias plus each window's
+        shift mask). Queries are laid out (B*nW, nH, N, hd), window-major within each image.
         """
-        params = self._bias_parameters()
-        if torch.is_grad_enabled() and any(p.requires_grad for p in params):
-            return self._build_bias(padded_size, shift, dtype, device)
-        key = (padded_size, shift, dtype, device, tuple((p.data_ptr(), p._version) for p in params))
-        cached = self._bias_cache.get(key)
-        if cached is None:
-            cached = self._build_bias(padded_size, shift, dtype, device)
-            self._bias_cache[key] = cached
-            if len(self._bias_cache) > BIAS_CACHE_SIZE:
-                self._bias_cache.popitem(last=False)
-        else:
-            self._bias_cache.move_to_end(key)
-        return cached
+        return self._cached(
+            ("bias", padded_size, shift, dtype, device),
+            self._bias_parameters(),
+            lambda: self._build_bias(padded_size, shift, dtype, device),
+        )
 
     def _build_bias(
         self, padded_size: tuple[int, int], shift: tuple[int, int], dtype: torch.dtype, device: torch.device
     ) -> torch.Tensor:
-        bias = self.position_bias()  # (nH, N, N)
+        bias = self.position_bias().unsqueeze(0)  # (1, nH, N, N)
         if shift == (0, 0):
-            return bias.unsqueeze(0).to(dtype)
-        n = bias.shape[-1]
+            return bias.to(dtype).contiguous()  # SDPA would copy a strided mask on every call
         shift_mask = cached_shift_mask(padded_size, self.window_size, shift, device)  # (nW, N, N)
-        combined = bias.unsqueeze(0) + shift_mask.unsqueeze(1).to(bias.dtype)  # (nW, nH, N, N)
-        return combined.reshape(1, -1, n, n).to(dtype)
+        return (bias + shift_mask.unsqueeze(1).to(bias.dtype)).to(dtype)  # (nW, nH, N, N)
 
     def _qkv_bias(self) -> torch.Tensor | None:
         if self.version == 1 or self.q_bias is None:
             return self.qkv.bias
-        return torch.cat((self.q_bias, torch.zeros_like(self.q_bias), self.v_bias))
+        return self._cached(
+            ("qkv_bias",),
+            [self.q_bias, self.v_bias],
+            lambda: torch.cat((self.q_bias, torch.zeros_like(self.q_bias), self.v_bias)),
+        )
+
+    def _logit_scale(self) -> torch.Tensor:
+        """v2's per-head temperature, (nH, 1, 1), clamped at 100."""
+        return self._cached(
+            ("logit_scale",),
+            [self.logit_scale],
+            lambda: torch.clamp(self.logit_scale, max=LOGIT_SCALE_MAX).exp(),
+        )
 
     def forward(
         self, windows: torch.Tensor, padded_size: tuple[int, int], shift: tuple[int, int] = (0, 0)
@@ -137,26 +161,21 @@ class WindowAttention(nn.Module):
         """
         B, nW, N, C = windows.shape
         qkv = F.linear(windows, self.qkv.weight, self._qkv_bias())  # (B, nW, N, 3C)
-        qkv = qkv.view(B, nW, N, 3, self.num_heads, self.head_dim).permute(
-            3, 0, 1, 4, 2, 5
-        )  # (3, B, nW, nH, N, hd)
+        # a view, no copy: (B*nW, N, 3, nH, hd) -> (3, B*nW, nH, N, hd)
+        qkv = qkv.view(B * nW, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
         scale = None
         if self.version == 2:
-            logit_scale = torch.clamp(self.logit_scale, max=LOGIT_SCALE_MAX).exp()  # (nH, 1, 1)
-            q = F.normalize(q, dim=-1) * logit_scale
+            q = F.normalize(q, dim=-1) * self._logit_scale()
             k = F.normalize(k, dim=-1)
             scale = 1.0
-        if shift == (0, 0):
-            shape = (B * nW, self.num_heads, N, self.head_dim)
-        else:
-            shape = (B, nW * self.num_heads, N, self.head_dim)
-        q, k, v = q.reshape(shape), k.reshape(shape), v.reshape(shape)
-        bias = self.attention_bias(padded_size, shift, q.dtype, q.device)
+        bias = self.attention_bias(padded_size, shift, q.dtype, q.device)  # (1 or nW, nH, N, N)
+        if bias.shape[0] > 1:  # one mask per window, repeated for every image (a view when B == 1)
+            bias = bias.unsqueeze(0).expand(B, -1, -1, -1, -1).reshape(B * nW, self.num_heads, N, N)
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=bias, dropout_p=self.attn_drop if self.training else 0.0, scale=scale
-        )
-        out = out.view(B, nW, self.num_heads, N, self.head_dim).transpose(2, 3).reshape(B, nW, N, C)
+        )  # (B*nW, nH, N, hd); SDPA stores it token-major like q, so this reshape is a view (v1)
+        out = out.transpose(1, 2).reshape(B, nW, N, C)
         return self.proj_drop(self.proj(out))
 
     def extra_repr(self) -> str:

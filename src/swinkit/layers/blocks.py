@@ -12,7 +12,12 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from swinkit.layers.attention import WindowAttention
-from swinkit.layers.window import window_partition, window_reverse
+from swinkit.layers.window import (
+    window_gather_index,
+    window_partition,
+    window_reverse,
+    window_scatter_index,
+)
 
 
 def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
@@ -62,7 +67,8 @@ class PatchEmbed(nn.Module):
         pad_h, pad_w = (-H) % self.patch_size, (-W) % self.patch_size
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h))
-        x = self.proj(x).permute(0, 2, 3, 1)  # (B, H/p, W/p, C)
+        # a channels-last input makes the convolution write (B, H/p, W/p, C) directly: the permute is a view
+        x = self.proj(x.contiguous(memory_format=torch.channels_last)).permute(0, 2, 3, 1)
         return self.norm(x) if self.norm is not None else x
 
 
@@ -134,35 +140,66 @@ class SwinBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
 
+    def _geometry(self, height: int, width: int) -> tuple[tuple[int, int], tuple[int, int]]:
+        """(padded size, shift) of a height x width map: padded to window multiples; no shift along an
+        axis that holds a single window (torchvision's rule), unless ``always_shift``."""
+        ws = self.window_size
+        padded = (height + (-height) % ws, width + (-width) % ws)
+        shift = tuple(self.shift_size if p > ws or self.always_shift else 0 for p in padded)
+        return padded, shift
+
+    def partition(self, x: torch.Tensor, padded: tuple[int, int], shift: tuple[int, int]) -> torch.Tensor:
+        """Pad, cyclically shift by -shift and cut (B, H, W, C) into (B, nW, ws*ws, C) windows (one copy)."""
+        B, H, W, C = x.shape
+        if padded != (H, W):
+            x = F.pad(x, (0, 0, 0, padded[1] - W, 0, padded[0] - H))
+        if shift == (0, 0):
+            return window_partition(x, self.window_size)
+        index = window_gather_index(padded, self.window_size, shift, x.device)
+        return x.reshape(B, -1, C).index_select(1, index).view(B, -1, self.window_size**2, C)
+
+    def merge(
+        self,
+        windows: torch.Tensor,
+        size: tuple[int, int],
+        padded: tuple[int, int],
+        shift: tuple[int, int],
+        residual: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Inverse of :func:`partition` (window reverse, roll back, crop), added to ``residual`` if given.
+
+        windows: (B, nW, ws*ws, C); returns (B, H, W, C). Without shift or padding the windows are added
+        to the residual through a strided view, so the reverse costs no copy of its own.
+        """
+        B, C = windows.shape[0], windows.shape[-1]
+        (H, W), ws = size, self.window_size
+        if shift == (0, 0) and padded == size:
+            if residual is None:
+                return window_reverse(windows, ws, H, W)
+            tiles = windows.view(B, H // ws, W // ws, ws, ws, C)
+            tiles = tiles.permute(0, 1, 3, 2, 4, 5)  # (B, nWh, ws, nWw, ws, C), a strided view
+            return (residual.reshape(B, H // ws, ws, W // ws, ws, C) + tiles).view(B, H, W, C)
+        index = window_scatter_index(size, padded, ws, shift, windows.device)
+        x = windows.reshape(B, -1, C).index_select(1, index).view(B, H, W, C)
+        return x if residual is None else residual + x
+
     def window_attention(self, x: torch.Tensor) -> torch.Tensor:
         """Pad to window multiples, cyclically shift, attend per window, undo both. (B, H, W, C) in and out."""
-        B, H, W, C = x.shape
-        ws = self.window_size
-        pad_h, pad_w = (-H) % ws, (-W) % ws
-        if pad_h or pad_w:
-            x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
-        Hp, Wp = H + pad_h, W + pad_w
-        # no shift along an axis that holds a single window (torchvision's rule), unless always_shift
-        shift = (
-            self.shift_size if Hp > ws or self.always_shift else 0,
-            self.shift_size if Wp > ws or self.always_shift else 0,
-        )
-        if shift != (0, 0):
-            x = torch.roll(x, shifts=(-shift[0], -shift[1]), dims=(1, 2))
-        windows = window_partition(x, ws)  # (B, nW, ws*ws, C)
-        windows = self.attn(windows, (Hp, Wp), shift)
-        x = window_reverse(windows, ws, Hp, Wp)  # (B, Hp, Wp, C)
-        if shift != (0, 0):
-            x = torch.roll(x, shifts=shift, dims=(1, 2))
-        if pad_h or pad_w:
-            x = x[:, :H, :W].contiguous()
-        return x
+        size = (x.shape[1], x.shape[2])
+        padded, shift = self._geometry(*size)
+        windows = self.attn(self.partition(x, padded, shift), padded, shift)
+        return self.merge(windows, size, padded, shift)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = (x.shape[1], x.shape[2])
+        padded, shift = self._geometry(*size)
         if self.version == 1:
-            x = x + self.drop_path(self.window_attention(self.norm1(x)))
+            windows = self.attn(self.partition(self.norm1(x), padded, shift), padded, shift)
+        else:  # norm1 is per token, so it commutes with the window layout
+            windows = self.norm1(self.attn(self.partition(x, padded, shift), padded, shift))
+        x = self.merge(self.drop_path(windows), size, padded, shift, residual=x)
+        if self.version == 1:
             return x + self.drop_path(self.mlp(self.norm2(x)))
-        x = x + self.drop_path(self.norm1(self.window_attention(x)))
         return x + self.drop_path(self.norm2(self.mlp(x)))
 
 

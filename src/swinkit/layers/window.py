@@ -84,3 +84,36 @@ def cached_shift_mask(
 ) -> torch.Tensor:
     """:func:`shift_attention_mask`, built once per (padded size, window, shift, device)."""
     return shift_attention_mask(padded_size[0], padded_size[1], window_size, shift, device)
+
+
+@functools.lru_cache(maxsize=64)
+def window_gather_index(
+    padded_size: tuple[int, int], window_size: int, shift: tuple[int, int], device: torch.device
+) -> torch.Tensor:
+    """(nW*ws*ws,) flat position in the padded map of every window token after a cyclic shift by -shift.
+
+    ``map.view(B, Hp*Wp, C).index_select(1, index)`` is roll + :func:`window_partition` in one copy.
+    """
+    height, width = padded_size
+    positions = torch.arange(height * width, device=device).view(1, height, width, 1)
+    rolled = torch.roll(positions, shifts=(-shift[0], -shift[1]), dims=(1, 2))
+    return window_partition(rolled, window_size).reshape(-1)
+
+
+@functools.lru_cache(maxsize=64)
+def window_scatter_index(
+    size: tuple[int, int],
+    padded_size: tuple[int, int],
+    window_size: int,
+    shift: tuple[int, int],
+    device: torch.device,
+) -> torch.Tensor:
+    """(H*W,) window-token index holding each position of the unpadded ``size`` map.
+
+    The inverse of :func:`window_gather_index` restricted to the unpadded area:
+    ``windows.view(B, nW*N, C).index_select(1, index)`` is window_reverse + roll back + crop in one copy.
+    """
+    gather = window_gather_index(padded_size, window_size, shift, device)
+    inverse = torch.empty_like(gather)
+    inverse[gather] = torch.arange(gather.numel(), device=device)
+    return inverse.view(padded_size)[: size[0], : size[1]].reshape(-1)
