@@ -7,8 +7,7 @@ import subprocess
 import sys
 
 import pytest
-import torch
-from test_train import make_colors
+from test_train import make_colors, one_thread  # noqa: F401  (autouse: one torch thread)
 
 from swinkit.engine.config import TrainConfig, apply_overrides
 from swinkit.engine.trainer import Trainer
@@ -47,7 +46,6 @@ def test_torchrun_two_processes_matches_single_process(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("serve it with") == 1  # only rank 0 reports
 
-    torch.set_num_threads(1)
     config = apply_overrides(
         TrainConfig(), {**common, "run.output": str(tmp_path / "single"), "run.batch_size": 8}
     )

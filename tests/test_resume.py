@@ -9,7 +9,7 @@ import time
 
 import torch
 from safetensors.torch import load_file
-from test_train import make_colors
+from test_train import make_colors, one_thread  # noqa: F401  (autouse: one torch thread)
 
 from swinkit.checkpoint_io import load_torch
 from swinkit.cli import main
@@ -55,7 +55,6 @@ def _kill_mid_epoch(data, run):
 
 
 def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path):
-    torch.set_num_threads(1)
     data = make_colors(tmp_path / "data", 16)  # 36 training images: 9 micro-batches, 5 steps per epoch
     killed = tmp_path / "killed"
     _kill_mid_epoch(data, killed)

@@ -115,12 +115,14 @@ def color_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("colors")
     train, val = make_colors(root / "train", 12), make_colors(root / "val", 4, seed=1)
     run = root / "run"
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
     code = main(
         ["train", "--data", str(train), "--val-data", str(val), "--output", str(run), "--preset", "swinv2_micro",
          "--image-size", "32", "--epochs", "2", "--batch-size", "12", "--lr", "2e-3", "--no-progress",
          "--set", "augment.mixup=0", "--set", "augment.cutmix=0", "--set", "augment.hflip=0"]
     )  # fmt: skip
+    torch.set_num_threads(threads)
     assert code == 0
     return run, val
 
