@@ -28,7 +28,9 @@ def test_evaluate_command_writes_metrics_and_plots(tmp_path, colour_model, capsy
         )
         == 0
     )
-    assert "12 images: accuracy" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "12 images: accuracy" in out
+    assert any(line.startswith("green") and line.split()[-1] == "4" for line in out.splitlines())  # per-class
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert metrics["num_samples"] == 12 and metrics["primary_metric"] == "accuracy"
     assert sum(map(sum, metrics["confusion_matrix"])) == 12

@@ -33,6 +33,11 @@ def run(args: argparse.Namespace) -> int:
     )
     multi_label = report["problem_type"] == "multi_label_classification"
     print(f"{report['num_samples']} images: {summary_line(report, multi_label)}")
+    print(f"{'label':<24} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}")
+    for label, row in report["per_class"].items():
+        print(
+            f"{label:<24} {row['precision']:>9.4f} {row['recall']:>9.4f} {row['f1']:>9.4f} {row['support']:>8}"
+        )
     if args.output:
         print(f"metrics and plots written to {args.output}")
     else:
