@@ -18,7 +18,7 @@ from swinkit.engine.distributed import DistContext, ShardedSampler, eval_shard
 from swinkit.loading import PREPROCESSOR_FILE, from_pretrained, resolve_source
 from swinkit.models.factory import create_model
 from swinkit.models.swin import SwinTransformer
-from swinkit.presets import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+from swinkit.presets import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, get_preset
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,12 @@ def build_model(config: TrainConfig, labels: tuple[str, ...], multi_label: bool)
         model = from_pretrained(config.model.pretrained, preset=config.model.preset, **overrides)
         _fit_head(model, labels)
     else:
+        if get_preset(config.model.preset).hub_id:
+            log.warning(
+                "training %s from scratch; pass --pretrained %s to fine-tune its published weights instead",
+                config.model.preset,
+                config.model.preset,
+            )
         model = create_model(config.model.preset, labels=labels, **overrides)
     problem = "multi_label_classification" if multi_label else "single_label_classification"
     model.config = model.config.replace(problem_type=problem)
