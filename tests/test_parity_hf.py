@@ -133,3 +133,14 @@ def test_two_stage_swinv2_saved_by_transformers_loads(tmp_path):
     pixels = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(model(pixels), reference(pixel_values=pixels).logits, atol=1e-4, rtol=0)
+
+
+def test_single_label_problem_type_is_written(tmp_path):
+    swinkit.save_pretrained(swinkit.create_model("swinv2_micro", num_classes=2), tmp_path)
+    assert transformers.AutoConfig.from_pretrained(tmp_path).problem_type == "single_label_classification"
+
+
+def test_saving_a_v1_model_transformers_cannot_run_warns(tmp_path, caplog):
+    swinkit.save_pretrained(swinkit.create_model("swin_micro", num_classes=2), tmp_path)
+    assert "transformers' Swin v1 cannot" in caplog.text
+    assert swinkit.from_pretrained(tmp_path).config.stage_window_sizes == (4, 4, 4, 2)

@@ -361,6 +361,13 @@ def save_pretrained(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     config = model.config
+    if not hf.transformers_can_run(config):
+        log.warning(
+            "stage windows %s are smaller than window_size %d: swinkit reads this folder, transformers' "
+            "Swin v1 cannot (it sizes every position table for window_size)",
+            config.stage_window_sizes,
+            config.window_size,
+        )
     tensors = hf.from_canonical(model.state_dict(), config)
     save_safetensors(tensors, directory / "model.safetensors")
     atomic_write_json(directory / "config.json", hf.config_to_hf(config))

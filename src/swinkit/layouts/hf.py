@@ -226,6 +226,14 @@ def config_to_hf(config: SwinConfig) -> dict[str, Any]:
     }
     if v2:
         hf["pretrained_window_sizes"] = list(config.pretrained_window_sizes)
-    if config.problem_type == "multi_label_classification":
-        hf["problem_type"] = config.problem_type
+    hf["problem_type"] = config.problem_type
     return hf
+
+
+def transformers_can_run(config: SwinConfig) -> bool:
+    """Whether transformers can run this architecture.
+
+    Its Swin v1 sizes every relative position table for ``window_size``, so a v1 model whose native stage
+    maps are smaller than the window (the official rule shrinks those windows) has no transformers form.
+    """
+    return config.version == 2 or all(w == config.window_size for w in config.stage_window_sizes)
