@@ -25,7 +25,14 @@ from swinkit.layouts import hf
 from swinkit.layouts.common import infer_config
 from swinkit.models.factory import build_model
 from swinkit.models.swin import SwinBackbone, SwinTransformer
-from swinkit.presets import PRESETS, Preprocessing, SwinConfig, get_preset, preset_for_hub_id
+from swinkit.presets import (
+    OFFICIAL_CROP_PCT,
+    PRESETS,
+    Preprocessing,
+    SwinConfig,
+    get_preset,
+    preset_for_hub_id,
+)
 
 log = logging.getLogger(__name__)
 
@@ -325,23 +332,13 @@ def _head_change(
 
 
 def preprocessor_config(preprocessing: Preprocessing) -> dict[str, Any]:
-    """A transformers ``preprocessor_config.json`` (ViTImageProcessor fields) describing ``preprocessing``."""
-    resample = {"nearest": 0, "bilinear": 2, "bicubic": 3}[preprocessing.interpolation]
-    h, w = preprocessing.image_size
-    out: dict[str, Any] = {
-        "image_processor_type": "ViTImageProcessor",
-        "do_resize": True,
-        "size": {"height": h, "width": w},
-        "resample": resample,
-        "do_rescale": True,
-        "rescale_factor": 1 / 255,
-        "do_normalize": True,
-        "image_mean": list(preprocessing.mean),
-        "image_std": list(preprocessing.std),
-    }
-    if preprocessing.crop_pct is not None:
-        out["crop_pct"] = preprocessing.crop_pct
-    return out
+    """A transformers ``preprocessor_config.json`` that transformers applies exactly as swinkit does.
+
+    A centre crop needs the ConvNext processor fields (ViTImageProcessor ignores ``crop_pct``).
+    """
+    from swinkit.data.preprocess import ImageProcessor  # imported here: preprocess builds on this module
+
+    return ImageProcessor.from_preprocessing(preprocessing).to_preprocessor_config()
 
 
 def save_pretrained(
@@ -378,8 +375,13 @@ def save_pretrained(
 
 
 def default_preprocessing(config: SwinConfig, hub_id: str | None = None) -> Preprocessing:
-    """The preset's preprocessing for a hub id, else square resize to the native size with the official crop."""
+    """The preset's preprocessing for a hub id, else the official evaluation at the native size.
+
+    The official evaluation resizes the shortest edge to 256/224 of the size and centre crops, except at
+    384 and above, where it resizes straight to the size.
+    """
     preset = preset_for_hub_id(hub_id) if hub_id else None
     if preset is not None:
         return preset.preprocessing
-    return Preprocessing(image_size=(config.image_size, config.image_size), crop_pct=224 / 256)
+    crop_pct = None if config.image_size >= 384 else OFFICIAL_CROP_PCT
+    return Preprocessing(image_size=(config.image_size, config.image_size), crop_pct=crop_pct)
