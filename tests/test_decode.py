@@ -10,7 +10,7 @@ from image_samples import awkward_files, bad_files, photo
 from PIL import Image
 from transformers.image_utils import load_image
 
-from swinkit.data.decode import ImageDecodeError, decode_image
+from swinkit.data.decode import ImageDecodeError, ImageTooLargeError, decode_image
 
 
 @pytest.fixture(scope="module")
@@ -84,3 +84,13 @@ def test_pixel_limit_is_checked_before_decoding(tmp_path):
     with pytest.raises(ImageDecodeError, match="exceed the limit"):
         decode_image(truncated, max_pixels=50_000)
     assert decode_image(data, max_pixels=60_000).size == (300, 200)
+
+
+def test_errors_name_the_input_not_python_objects():
+    with pytest.raises(ImageDecodeError) as info:
+        decode_image(b"plain text", name="item 3")
+    assert str(info.value) == "item 3: not an image in any format Pillow reads"
+    big = io.BytesIO()
+    Image.new("L", (200, 200)).save(big, format="PNG")
+    with pytest.raises(ImageTooLargeError, match="200x200 pixels exceed the limit of 1000"):
+        decode_image(big.getvalue(), max_pixels=1000)

@@ -151,7 +151,7 @@ GOOD = b64(png_bytes())
         ({"input_data": [b64(b"not an image at all")]}, None, 400, "invalid_image", 0),
         ({"input_data": [GOOD, "%%%not base64"]}, None, 400, "invalid_base64", 1),
         ({"input_data": ["data:image/png,rawbytes"]}, None, 400, "invalid_data_uri", 0),
-        ({"input_data": [b64(png_bomb())]}, None, 400, "invalid_image", 0),
+        ({"input_data": [b64(png_bomb())]}, None, 413, "image_too_large", 0),
         ({"input_data": ["https://example.com/cat.jpg"]}, None, 400, "urls_disabled", 0),
         ({"input_data": ["file:///etc/passwd"]}, None, 400, "unsupported_scheme", 0),
         ({"input_data": [GOOD] * 5}, None, 413, "too_many_images", None),

@@ -160,7 +160,7 @@ def _hostile_requests(image: bytes) -> list[tuple[str, dict, int, str, int | Non
         ("invalid base64", {"json": {"input_data": [good, "not*base64"]}}, 400, "invalid_base64", 1),
         ("non-image bytes", {"json": {"input_data": [b64(b"GIF89a but not really")]}}, 400, "invalid_image", 0),
         ("truncated image", {"json": {"input_data": [good, b64(image[: len(image) // 2])]}}, 400, "invalid_image", 1),
-        ("decompression bomb", {"json": {"input_data": [b64(png_bomb())]}}, 400, "invalid_image", 0),
+        ("decompression bomb", {"json": {"input_data": [b64(png_bomb())]}}, 413, "image_too_large", 0),
         ("too many images", {"json": {"input_data": [good] * 9}}, 413, "too_many_images", None),
         ("declared body too large", {"json": {"input_data": ["A" * MAX_BODY]}}, 413, "body_too_large", None),
         ("streamed body too large", {"content": _Chunked(3 * MAX_BODY // 2), "headers": json_headers}, 413,

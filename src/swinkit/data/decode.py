@@ -23,7 +23,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,10 @@ _HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
 class ImageDecodeError(ValueError):
     """An input could not be decoded into an image; the message names the file or item."""
+
+
+class ImageTooLargeError(ImageDecodeError):
+    """An image whose header declares more pixels than allowed (a decompression-bomb guard)."""
 
 
 def _describe(source: str | os.PathLike | bytes | Image.Image, name: str | None) -> str:
@@ -62,8 +66,10 @@ def _open(source: str | os.PathLike | bytes | Image.Image, label: str) -> Image.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             return Image.open(stream)
     except Image.DecompressionBombError as e:
-        raise ImageDecodeError(f"{label}: {e}") from None
-    except (OSError, SyntaxError, ValueError) as e:  # UnidentifiedImageError is an OSError
+        raise ImageTooLargeError(f"{label}: {e}") from None
+    except UnidentifiedImageError:
+        raise ImageDecodeError(f"{label}: not an image in any format Pillow reads") from None
+    except (OSError, SyntaxError, ValueError) as e:
         raise ImageDecodeError(f"{label}: not a readable image ({e})") from None
 
 
@@ -126,7 +132,9 @@ def decode_image(
     image = _open(source, label)
     width, height = image.size
     if max_pixels is not None and width * height > max_pixels:
-        raise ImageDecodeError(f"{label}: {width}x{height} pixels exceed the limit of {max_pixels}")
+        if image is not source:
+            image.close()
+        raise ImageTooLargeError(f"{label}: {width}x{height} pixels exceed the limit of {max_pixels}")
     try:
         rgb = _first_frame_rgb(image, label)
     except (OSError, SyntaxError, ValueError, EOFError) as e:

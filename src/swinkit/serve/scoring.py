@@ -15,7 +15,7 @@ from PIL import Image
 from pydantic import ValidationError
 from starlette.requests import ClientDisconnect, Request
 
-from swinkit.data.decode import ImageDecodeError, decode_image
+from swinkit.data.decode import ImageDecodeError, ImageTooLargeError, decode_image
 from swinkit.serve.batching import Batcher, BatcherClosedError, QueueFullError
 from swinkit.serve.errors import ServeError
 from swinkit.serve.fetch import Fetcher
@@ -176,6 +176,8 @@ class Scorer:
         """The RGB image of item ``index``; 400 for anything that is not a sane image."""
         try:
             image = decode_image(data, name=f"item {index}", max_pixels=self.settings.max_pixels)
+        except ImageTooLargeError as e:
+            raise ServeError(413, "image_too_large", str(e), index=index) from None
         except ImageDecodeError as e:
             raise ServeError(400, "invalid_image", str(e), index=index) from None
         except Exception as e:  # hostile bytes must not become a 500, whatever the decoder trips on
