@@ -1,7 +1,8 @@
 """Where inference time goes: a torch.profiler table of the top ops by self CPU time, per implementation.
 
 Profiles swinkit and transformers' Swin-T on the same weights (see ``throughput.py``), eval mode,
-``torch.inference_mode``, fp32, after a warm-up. Ops are grouped as matrix products (the linear
+``torch.inference_mode``, fp32, after a warm-up, one profiled forward pass at a time, the two
+implementations taking turns. Ops are grouped as matrix products (the linear
 layers' GEMMs), fused attention (SDPA's CPU kernel), the patch-embedding convolution and everything
 else (norms, activations, copies, rolls, adds, ...): the non-matmul remainder is what an
 implementation can still shave.
@@ -36,21 +37,39 @@ def group_of(op: str) -> str:
     return next((group for group, ops in GROUPS.items() if op in ops), "other")
 
 
-def profile_runner(run: Runner, batch: int, image_size: int, iterations: int) -> list[tuple[str, float, int]]:
-    """(op, self CPU ms per forward, calls per forward) for every op, slowest first."""
+def profile_once(run: Runner, pixels: torch.Tensor) -> dict[str, tuple[float, int]]:
+    """op -> (self CPU ms, calls) of one forward pass."""
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        run(pixels)
+    return {e.key: (e.self_cpu_time_total / 1000, e.count) for e in prof.key_averages()}
+
+
+def profile_alternating(
+    runners: dict[str, Runner], batch: int, image_size: int, iterations: int
+) -> dict[str, list[tuple[str, float, int]]]:
+    """Per implementation: (op, self CPU ms per forward, calls per forward), slowest first.
+
+    The implementations take turns, one profiled forward each (order flipping every round), so load
+    from other processes falls on both alike.
+    """
     pixels = torch.randn(batch, 3, image_size, image_size)
+    totals: dict[str, dict[str, list[float]]] = {name: defaultdict(lambda: [0.0, 0]) for name in runners}
+    names = list(runners)
     with torch.inference_mode():
-        for _ in range(2):
+        for run in runners.values():
             run(pixels)
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            for _ in range(iterations):
-                run(pixels)
-    rows = [
-        (e.key, e.self_cpu_time_total / 1000 / iterations, e.count // iterations)
-        for e in prof.key_averages()
-        if e.self_cpu_time_total > 0
-    ]
-    return sorted(rows, key=lambda row: -row[1])
+            run(pixels)
+        for i in range(iterations):
+            for name in names if i % 2 == 0 else reversed(names):
+                for op, (ms, calls) in profile_once(runners[name], pixels).items():
+                    totals[name][op][0] += ms / iterations
+                    totals[name][op][1] += calls
+    return {
+        name: sorted(
+            ((op, ms, calls // iterations) for op, (ms, calls) in ops.items() if ms > 0), key=lambda r: -r[1]
+        )
+        for name, ops in totals.items()
+    }
 
 
 def report(name: str, rows: list[tuple[str, float, int]], top: int) -> None:
@@ -79,8 +98,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     runners = load_pair()
     print(f"Swin-T, batch {args.batch}, {args.image_size}px, fp32, {torch.get_num_threads()} threads")
-    for name, run in runners.items():
-        report(name, profile_runner(run, args.batch, args.image_size, args.iterations), args.top)
+    for name, rows in profile_alternating(runners, args.batch, args.image_size, args.iterations).items():
+        report(name, rows, args.top)
 
 
 if __name__ == "__main__":
