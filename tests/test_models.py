@@ -207,3 +207,18 @@ def test_bf16_inference_runs():
     model = swinkit.create_model("swinv2_micro", num_classes=3).eval().to(torch.bfloat16)
     with torch.no_grad():
         assert model(torch.randn(1, 3, 64, 64, dtype=torch.bfloat16)).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("name", ["swin_micro", "swinv2_micro"])
+def test_training_after_inference_mode_at_the_same_size(name):
+    """Caches filled under inference_mode (serving, evaluation) must not break a later training step."""
+    model = swinkit.create_model(name, num_classes=3)
+    x = torch.randn(2, 3, 40, 56)  # padded and shifted in every stage
+    model.eval()
+    with torch.inference_mode():
+        model(x)
+    for stage in model.layers[:2]:  # frozen stages: their biases come from the cache while grad is on
+        stage.requires_grad_(False)
+    model.train()
+    model(x).sum().backward()
+    assert model.head.weight.grad is not None

@@ -97,7 +97,8 @@ class WindowAttention(nn.Module):
         key = (*key, tuple((p.data_ptr(), p._version) for p in parameters))
         cached = self._bias_cache.get(key)
         if cached is None:
-            cached = build()
+            with torch.inference_mode(False), torch.no_grad():  # reusable later in any mode
+                cached = build()
             self._bias_cache[key] = cached
             if len(self._bias_cache) > BIAS_CACHE_SIZE:
                 self._bias_cache.popitem(last=False)

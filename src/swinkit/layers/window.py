@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 
 import torch
 
@@ -78,7 +79,26 @@ def shift_attention_mask(
     return torch.zeros(different.shape, device=device).masked_fill(different, SHIFT_MASK_VALUE)
 
 
-@functools.lru_cache(maxsize=32)
+def _memoised(maxsize: int) -> Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]]:
+    """``functools.lru_cache`` whose tensors are built as normal tensors outside autograd.
+
+    A tensor first built under ``torch.inference_mode`` could not be reused by a later training step
+    ("inference tensors cannot be saved for backward"), so the cache never holds one.
+    """
+
+    def decorate(build: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+        @functools.lru_cache(maxsize=maxsize)
+        @functools.wraps(build)
+        def cached(*args: object) -> torch.Tensor:
+            with torch.inference_mode(False), torch.no_grad():
+                return build(*args)
+
+        return cached
+
+    return decorate
+
+
+@_memoised(maxsize=32)
 def cached_shift_mask(
     padded_size: tuple[int, int], window_size: int, shift: tuple[int, int], device: torch.device
 ) -> torch.Tensor:
@@ -86,7 +106,7 @@ def cached_shift_mask(
     return shift_attention_mask(padded_size[0], padded_size[1], window_size, shift, device)
 
 
-@functools.lru_cache(maxsize=64)
+@_memoised(maxsize=64)
 def window_gather_index(
     padded_size: tuple[int, int], window_size: int, shift: tuple[int, int], device: torch.device
 ) -> torch.Tensor:
@@ -100,7 +120,7 @@ def window_gather_index(
     return window_partition(rolled, window_size).reshape(-1)
 
 
-@functools.lru_cache(maxsize=64)
+@_memoised(maxsize=64)
 def window_scatter_index(
     size: tuple[int, int],
     padded_size: tuple[int, int],
