@@ -84,7 +84,9 @@ def test_killed_run_resumes_with_every_image_exactly_once(tmp_path, model_dir):
     assert all(
         row["labels"] == ["cat", "dog", "car"] and len(row["probs"]) == 3 for row in rows if "probs" in row
     )
-    again = run_batch(Predictor.from_pretrained(model_dir), tmp_path / "in", out, num_workers=0, progress=False)
+    again = run_batch(
+        Predictor.from_pretrained(model_dir), tmp_path / "in", out, num_workers=0, progress=False
+    )
     assert again.written == 0 and _rows(out) == rows  # a complete output is left as it is
 
 

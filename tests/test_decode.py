@@ -18,7 +18,9 @@ def files(tmp_path_factory):
     return awkward_files(tmp_path_factory.mktemp("awkward"))
 
 
-@pytest.mark.parametrize("kind", ["exif6", "cmyk", "rgb16", "palette", "gray", "gif", "webp", "tiff", "bmp", "rgba"])
+@pytest.mark.parametrize(
+    "kind", ["exif6", "cmyk", "rgb16", "palette", "gray", "gif", "webp", "tiff", "bmp", "rgba"]
+)
 def test_matches_transformers_load_image(files, kind):
     decoded = decode_image(files[kind])
     assert decoded.mode == "RGB"

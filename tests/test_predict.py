@@ -34,7 +34,9 @@ def _hf_checkpoint(folder, version: int, processor: dict, problem_type: str | No
         config = transformers.SwinConfig(image_size=224, window_size=7, **common)
         model = transformers.SwinForImageClassification(config)
     else:
-        config = transformers.Swinv2Config(image_size=256, window_size=8, pretrained_window_sizes=[0, 0], **common)
+        config = transformers.Swinv2Config(
+            image_size=256, window_size=8, pretrained_window_sizes=[0, 0], **common
+        )
         model = transformers.Swinv2ForImageClassification(config)
     generator = torch.Generator().manual_seed(version)
     with torch.no_grad():
@@ -66,7 +68,12 @@ def _pipeline_probs(folder, paths) -> list[dict[str, float]]:
 def test_cli_output_matches_the_transformers_pipeline(tmp_path, images, version, processor, problem_type):
     folder = _hf_checkpoint(tmp_path / "model", version, processor, problem_type)
     out = tmp_path / "out.jsonl"
-    assert main(["predict", "--model", str(folder), *map(str, images), "--output", str(out), "--batch-size", "4"]) == 0
+    assert (
+        main(
+            ["predict", "--model", str(folder), *map(str, images), "--output", str(out), "--batch-size", "4"]
+        )
+        == 0
+    )
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [row["image"] for row in rows] == [str(p) for p in images]
     expected = _pipeline_probs(folder, images)
@@ -93,7 +100,9 @@ def test_predictor_returns_typed_batched_results(tmp_path, images):
 
 
 def test_threshold_and_multi_label_selection(tmp_path):
-    predictor = Predictor.from_pretrained(_hf_checkpoint(tmp_path / "m", 1, SWIN_224, "multi_label_classification"))
+    predictor = Predictor.from_pretrained(
+        _hf_checkpoint(tmp_path / "m", 1, SWIN_224, "multi_label_classification")
+    )
     prediction = predictor.make_prediction([0.9, 0.2, 0.6, 0.5])
     assert prediction.top == [("tabby", 0.9), ("coffee", 0.6), ("astronaut", 0.5)]  # every label >= 0.5
     assert predictor.make_prediction([0.9, 0.2, 0.6, 0.5], threshold=0.7).top == [("tabby", 0.9)]
@@ -121,7 +130,22 @@ def test_bad_file_gets_an_error_row_and_the_good_ones_their_predictions(tmp_path
 def test_table_on_stdout_and_visualizations(tmp_path, images, capsys):
     folder = _hf_checkpoint(tmp_path / "m", 1, SWIN_224)
     visual = tmp_path / "visual"
-    assert main(["predict", "--model", str(folder), str(images[0]), str(images[1]), "--top-k", "3", "--visualize", str(visual)]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(folder),
+                str(images[0]),
+                str(images[1]),
+                "--top-k",
+                "3",
+                "--visualize",
+                str(visual),
+            ]
+        )
+        == 0
+    )
     table = capsys.readouterr().out.splitlines()
     assert table[0] == str(images[0]) and len(table) == 8  # a path line and three label lines per image
     assert all(line.startswith("  ") and line.rstrip().endswith("%") for line in table[1:4])

@@ -37,7 +37,11 @@ SWINV2_256 = {
     "rescale_factor": 0.00392156862745098,
     "size": {"height": 256, "width": 256},
 }
-CONVNEXT_CROP = {"image_processor_type": "ConvNextImageProcessor", "size": {"shortest_edge": 224}, "crop_pct": 0.875}
+CONVNEXT_CROP = {
+    "image_processor_type": "ConvNextImageProcessor",
+    "size": {"shortest_edge": 224},
+    "crop_pct": 0.875,
+}
 VIT_DEFAULTS = {"image_processor_type": "ViTImageProcessor", "size": {"height": 96, "width": 128}}  # bilinear
 
 
@@ -45,7 +49,9 @@ VIT_DEFAULTS = {"image_processor_type": "ViTImageProcessor", "size": {"height": 
 def images(tmp_path_factory):
     """Real photos and every awkward kind of file, decoded."""
     files = awkward_files(tmp_path_factory.mktemp("awkward"))
-    paths = [photo(name) for name in PHOTOS] + [files[k] for k in ("exif6", "cmyk", "gray16", "palette", "gif")]
+    paths = [photo(name) for name in PHOTOS] + [
+        files[k] for k in ("exif6", "cmyk", "gray16", "palette", "gif")
+    ]
     return [decode_image(path) for path in paths]
 
 
@@ -56,7 +62,9 @@ def _transformers_processor(config, folder):
     return processor
 
 
-@pytest.mark.parametrize("config", [SWIN_224, SWINV2_256, CONVNEXT_CROP, VIT_DEFAULTS], ids=["swin", "v2", "cnx", "vit"])
+@pytest.mark.parametrize(
+    "config", [SWIN_224, SWINV2_256, CONVNEXT_CROP, VIT_DEFAULTS], ids=["swin", "v2", "cnx", "vit"]
+)
 def test_pixels_equal_transformers(config, images, tmp_path):
     reference = _transformers_processor(config, tmp_path)
     ours = ImageProcessor.from_preprocessor_config(config)

@@ -101,7 +101,9 @@ def _iter_csv(path: Path) -> Iterator[InputItem]:
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         if not reader.fieldnames or not {"path", "image"} & set(reader.fieldnames):
-            raise ValueError(f"{path} needs a 'path' or an 'image' (base64) column; it has {reader.fieldnames}")
+            raise ValueError(
+                f"{path} needs a 'path' or an 'image' (base64) column; it has {reader.fieldnames}"
+            )
         for index, row in enumerate(reader):
             yield _record_item(row, index, path.parent, f"{path} row {index}")
 
@@ -191,14 +193,20 @@ class ResumableJsonl:
         with open(self.path, "rb") as f:
             for number, line in enumerate(f, 1):
                 if not line.endswith(b"\n"):
-                    log.warning("%s: dropping a torn last line (%d bytes) from an interrupted run", self.path, len(line))
+                    log.warning(
+                        "%s: dropping a torn last line (%d bytes) from an interrupted run",
+                        self.path,
+                        len(line),
+                    )
                     break
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError:
                     row = None
                 if not isinstance(row, dict) or self.key not in row:
-                    raise ValueError(f"{self.path} line {number} is not a JSON row with {self.key!r}; fix or remove it")
+                    raise ValueError(
+                        f"{self.path} line {number} is not a JSON row with {self.key!r}; fix or remove it"
+                    )
                 self.done.add(id_key(str(row[self.key])))
                 keep += len(line)
         if keep != self.path.stat().st_size:
@@ -237,7 +245,10 @@ class ResumableJsonl:
 
 def _predict_group(predictor: Predictor, group: list[tuple[str, torch.Tensor]]) -> list[dict[str, Any]]:
     probs = predictor.predict_pixels(torch.stack([pixels for _, pixels in group])).tolist()  # (B, classes)
-    return [{"image": item_id, "probs": p, "labels": predictor.labels} for (item_id, _), p in zip(group, probs, strict=True)]
+    return [
+        {"image": item_id, "probs": p, "labels": predictor.labels}
+        for (item_id, _), p in zip(group, probs, strict=True)
+    ]
 
 
 def predict_rows(predictor: Predictor, batch: Iterable[tuple[str, Any, str | None]]) -> list[dict[str, Any]]:

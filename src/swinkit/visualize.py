@@ -73,7 +73,9 @@ def draw_prediction(image: Image.Image, top: Sequence[tuple[str, float]]) -> Ima
     return Image.alpha_composite(canvas.convert("RGBA"), overlay).convert("RGB")
 
 
-def save_prediction_image(image: Image.Image, top: Sequence[tuple[str, float]], path: str | os.PathLike) -> Path:
+def save_prediction_image(
+    image: Image.Image, top: Sequence[tuple[str, float]], path: str | os.PathLike
+) -> Path:
     """Write ``draw_prediction(image, top)`` as a PNG (atomically); returns the path."""
     path = Path(path)
     with atomic_path(path, ".png") as tmp:

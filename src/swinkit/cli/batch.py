@@ -20,12 +20,20 @@ HELP = "classify a folder, JSONL or CSV of images into a resumable JSONL file"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="hub id, HF folder, checkpoint file or preset name")
     parser.add_argument(
-        "--input", required=True, type=Path, help="a folder, a .jsonl (path/image/id) or a .csv (path or base64 image)"
+        "--input",
+        required=True,
+        type=Path,
+        help="a folder, a .jsonl (path/image/id) or a .csv (path or base64 image)",
     )
     parser.add_argument("--output", required=True, type=Path, help="JSONL file; an existing one is resumed")
-    parser.add_argument("--batch-size", type=int, default=16, help="images per forward pass (memory grows with it)")
     parser.add_argument(
-        "--workers", type=int, default=min(4, os.cpu_count() or 1), help="decoding processes (0: decode inline)"
+        "--batch-size", type=int, default=16, help="images per forward pass (memory grows with it)"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=min(4, os.cpu_count() or 1),
+        help="decoding processes (0: decode inline)",
     )
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")

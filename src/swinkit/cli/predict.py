@@ -53,7 +53,12 @@ def expand_images(arguments: Sequence[str]) -> list[Path]:
 
 
 def classify(
-    predictor: Predictor, paths: Sequence[Path], *, top_k: int | None, threshold: float | None, visualize: Path | None
+    predictor: Predictor,
+    paths: Sequence[Path],
+    *,
+    top_k: int | None,
+    threshold: float | None,
+    visualize: Path | None,
 ) -> Iterator[tuple[Path, Prediction | None, str | None]]:
     """(path, prediction or None, error or None) per path, in order, a batch at a time."""
     names: set[str] = set()
@@ -106,7 +111,11 @@ def _write_jsonl(rows: Iterator[tuple[Path, Prediction | None, str | None]], out
     failures = 0
     with atomic_path(output, ".jsonl") as tmp, open(tmp, "w", encoding="utf-8") as f:
         for path, prediction, error in rows:
-            row = {"image": str(path), "error": error} if error else {"image": str(path), **prediction.to_azure()}
+            row = (
+                {"image": str(path), "error": error}
+                if error
+                else {"image": str(path), **prediction.to_azure()}
+            )
             failures += error is not None
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     return failures

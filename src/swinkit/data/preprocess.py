@@ -111,7 +111,9 @@ def _crop_fields(
             raise ValueError(f"ConvNextImageProcessor needs size.shortest_edge, got {size}")
         crop_pct = float(config.get("crop_pct") or _CLASS_DEFAULTS[kind]["crop_pct"])
     elif config.get("crop_pct") is not None:
-        log.warning("crop_pct=%s is ignored: transformers' ViTImageProcessor does not use it", config["crop_pct"])
+        log.warning(
+            "crop_pct=%s is ignored: transformers' ViTImageProcessor does not use it", config["crop_pct"]
+        )
     if not config.get("do_center_crop"):
         return None, crop_pct
     if config.get("crop_size") is None:

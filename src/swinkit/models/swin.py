@@ -48,7 +48,9 @@ class SwinTrunk(nn.Module):
         )
         self.mask_token: nn.Parameter | None = None  # set by masked-image-modeling models
         self.pos_drop = nn.Dropout(c.drop_rate)
-        rates = torch.linspace(0, c.drop_path_rate, sum(c.depths), device="cpu").tolist()  # also under a meta default device
+        rates = torch.linspace(
+            0, c.drop_path_rate, sum(c.depths), device="cpu"
+        ).tolist()  # also under a meta default device
         self.layers = nn.ModuleList()
         for i, (depth, heads, dim) in enumerate(zip(c.depths, c.num_heads, c.stage_dims)):
             start = sum(c.depths[:i])
