@@ -92,3 +92,34 @@ def test_training_samples_depend_only_on_seed_epoch_and_index(fridge):
     assert torch.equal(x, second[3][0])
     second.set_epoch(1)
     assert not torch.equal(x, second[3][0])
+
+
+def test_labels_keep_their_spaces_unless_the_column_is_a_labels_list(tmp_path):
+    for name in ("a.png", "b.png", "c.png"):
+        _image(tmp_path / name)
+    (tmp_path / "single.csv").write_text(
+        "path,label\na.png,golden retriever\nb.png,tabby cat\nc.png,tabby cat\n"
+    )
+    data = load_dataset(tmp_path / "single.csv")
+    assert not data.multi_label and data.labels == ("golden retriever", "tabby cat")
+    (tmp_path / "multi.csv").write_text('path,label\na.png,"golden retriever; tabby cat"\nb.png,tabby cat\n')
+    assert load_dataset(tmp_path / "multi.csv").targets == [(0, 1), (1,)]
+
+
+def test_spreadsheet_byte_order_marks_are_ignored(tmp_path):
+    for name in ("a.png", "b.png"):
+        _image(tmp_path / name)
+    (tmp_path / "bom.csv").write_bytes("\ufeffpath,label\na.png,can\nb.png,milk\n".encode())
+    assert load_dataset(tmp_path / "bom.csv").labels == ("can", "milk")
+    lines = [
+        json.dumps({"image_url": "a.png", "label": "can"}),
+        json.dumps({"image_url": "b.png", "label": "milk"}),
+    ]
+    (tmp_path / "bom.jsonl").write_bytes(("\ufeff" + "\n".join(lines)).encode())
+    assert load_dataset(tmp_path / "bom.jsonl").labels == ("can", "milk")
+
+
+def test_a_single_class_is_refused_before_training(tmp_path):
+    _image(tmp_path / "one" / "cat" / "a.png")
+    with pytest.raises(ValueError, match=r"found 1 class \(cat\); a classifier needs at least 2"):
+        load_dataset(tmp_path / "one")

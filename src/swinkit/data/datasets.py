@@ -30,7 +30,10 @@ log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 _HEADER_NAMES = {"path", "image", "image_path", "image_url", "file", "filename", "file_name", "name"}
-_LABEL_SEPARATORS = re.compile(r"[;|,\s]+")
+# Between the labels of one cell. Spaces belong to a label, except in a column headed "labels" (the Azure
+# multi-label fridgeObjects CSV: "filename,labels" with "can milk_bottle").
+_LABEL_SEPARATORS = re.compile(r"[;|,]")
+_LIST_SEPARATORS = re.compile(r"[;|,\s]")
 
 
 @dataclass
@@ -96,27 +99,30 @@ def _resolve(reference: str, base: Path, source: Path) -> str:
     raise FileNotFoundError(f"{source}: image {reference!r} not found (looked relative to {base})")
 
 
-def _split_labels(cell: str) -> list[str]:
-    return [label for label in _LABEL_SEPARATORS.split(cell.strip()) if label]
+def _split_labels(cell: str, separators: re.Pattern = _LABEL_SEPARATORS) -> list[str]:
+    return [label.strip() for label in separators.split(cell) if label.strip()]
 
 
 def _csv_items(path: Path) -> list[tuple[str, list[str]]]:
-    with open(path, newline="", encoding="utf-8") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: spreadsheet exports start with a BOM
         rows = [row for row in csv.reader(f) if row and any(cell.strip() for cell in row)]
+    separators = _LABEL_SEPARATORS
     if rows and rows[0][0].strip().lower() in _HEADER_NAMES:
-        rows = rows[1:]
+        header, rows = rows[0], rows[1:]
+        if len(header) > 1 and header[1].strip().lower() == "labels":
+            separators = _LIST_SEPARATORS
     items = []
     for line, row in enumerate(rows, start=1):
         if len(row) < 2:
             raise ValueError(f"{path}: row {line} needs a path and a label, got {row}")
-        labels = _split_labels(",".join(row[1:]))
+        labels = _split_labels(",".join(row[1:]), separators)
         items.append((_resolve(row[0].strip(), path.parent, path), labels))
     return items
 
 
 def _jsonl_items(path: Path) -> tuple[list[tuple[str, list[str]]], bool]:
     items, any_list = [], False
-    for line, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for line, text in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
         if not text.strip():
             continue
         try:
@@ -155,6 +161,9 @@ def load_dataset(
     if not items:
         raise ValueError(f"{path} holds no images")
     names = tuple(labels) if labels is not None else tuple(sorted({n for _, ls in items for n in ls}))
+    if labels is None and len(names) < 2:
+        found = f"{len(names)} class ({', '.join(names)})" if names else "no labels"
+        raise ValueError(f"{path}: found {found}; a classifier needs at least 2")
     index = {name: i for i, name in enumerate(names)}
     unknown = sorted({n for _, ls in items for n in ls} - set(index))
     if unknown:

@@ -88,7 +88,6 @@ class RunConfig:
     threshold: float = 0.5  # multi-label decision threshold
     device: str = "auto"  # auto, cpu, cuda, cuda:N
     progress: bool = True  # progress bar per epoch
-    max_steps: int | None = None  # stop after this many optimizer steps in all (smoke tests)
 
 
 @dataclass
@@ -128,6 +127,8 @@ class TrainConfig:
         ):
             if value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")
+        if self.run.patience is not None and self.run.patience < 1:
+            raise ValueError(f"patience must be at least 1 epoch, got {self.run.patience}")
 
 
 def _plain(value: Any) -> Any:

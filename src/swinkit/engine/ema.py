@@ -26,9 +26,10 @@ class ModelEma:
         self.updates += 1
         d = min(self.decay, (1 + self.updates) / (10 + self.updates))
         current = model.state_dict()
+        frozen = {name for name, param in model.named_parameters() if not param.requires_grad}
         for name, value in self.module.state_dict().items():
             source = current[name].detach()
-            if value.dtype.is_floating_point:
+            if value.dtype.is_floating_point and name not in frozen:
                 value.mul_(d).add_(source.to(value.dtype), alpha=1 - d)
             else:
                 value.copy_(source)
