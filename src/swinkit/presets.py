@@ -29,7 +29,7 @@ class SwinConfig:
     depths: tuple[int, ...] = (2, 2, 6, 2)  # number of Swin blocks in each stage
     num_heads: tuple[int, ...] = (3, 6, 12, 24)  # attention heads in each stage
     window_size: int = 7  # side of the attention windows (clamped per stage to the map size)
-    pretrained_window_sizes: tuple[int, ...] = (0, 0, 0, 0)  # v2: each stage's pretraining window (0: own)
+    pretrained_window_sizes: tuple[int, ...] = ()  # v2: each stage's pretraining window (0: own; () all 0)
     mlp_ratio: float = 4.0  # hidden width of the MLP relative to the block width
     qkv_bias: bool = True  # bias on query/value (and key in v1) projections
     drop_rate: float = 0.0  # dropout after the embedding, the MLP and the attention projection
@@ -47,6 +47,8 @@ class SwinConfig:
             raise ValueError(f"version must be 1 or 2, got {self.version}")
         if len(self.depths) != len(self.num_heads):
             raise ValueError("depths and num_heads must have one entry per stage")
+        if not self.pretrained_window_sizes:
+            object.__setattr__(self, "pretrained_window_sizes", (0,) * len(self.depths))
         if len(self.pretrained_window_sizes) != len(self.depths):
             raise ValueError("pretrained_window_sizes must have one entry per stage")
         for i, heads in enumerate(self.num_heads):
@@ -82,7 +84,15 @@ class SwinConfig:
 
     @property
     def stage_shift_sizes(self) -> tuple[int, ...]:
-        """Shift of the odd blocks of each stage; 0 where the native map is a single window."""
+        """Shift of the odd blocks of each stage, before the run-time rule drops it along an axis whose padded
+        map is a single window.
+
+        v1 (as transformers' Swin and torchvision): half the window in every stage, so a stage that is one
+        window at the native size shifts on larger inputs. v2 (as transformers' Swinv2): fixed at the native
+        size, 0 where the native map is a single window.
+        """
+        if self.version == 1:
+            return tuple(w // 2 for w in self.stage_window_sizes)
         return tuple(0 if r <= w else w // 2 for r, w in zip(self.stage_resolutions, self.stage_window_sizes))
 
     @property

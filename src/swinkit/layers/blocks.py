@@ -141,11 +141,12 @@ class SwinBlock(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
 
     def _geometry(self, height: int, width: int) -> tuple[tuple[int, int], tuple[int, int]]:
-        """(padded size, shift) of a height x width map: padded to window multiples; no shift along an
-        axis that holds a single window (torchvision's rule), unless ``always_shift``."""
+        """(padded size, shift) of a height x width map: padded to window multiples; no shift when either
+        axis holds a single window (transformers' Swin rule), unless ``always_shift``."""
         ws = self.window_size
         padded = (height + (-height) % ws, width + (-width) % ws)
-        shift = tuple(self.shift_size if p > ws or self.always_shift else 0 for p in padded)
+        shifted = self.always_shift or min(padded) > ws
+        shift = (self.shift_size, self.shift_size) if shifted else (0, 0)
         return padded, shift
 
     def partition(self, x: torch.Tensor, padded: tuple[int, int], shift: tuple[int, int]) -> torch.Tensor:
@@ -156,7 +157,9 @@ class SwinBlock(nn.Module):
         if shift == (0, 0):
             return window_partition(x, self.window_size)
         index = window_gather_index(padded, self.window_size, shift, x.device)
-        return x.reshape(B, -1, C).index_select(1, index).view(B, -1, self.window_size**2, C)
+        num_windows = (padded[0] // self.window_size) * (padded[1] // self.window_size)
+        flat = x.reshape(B, padded[0] * padded[1], C)  # sizes spelled out: B may be 0
+        return flat.index_select(1, index).view(B, num_windows, self.window_size**2, C)
 
     def merge(
         self,
@@ -180,7 +183,7 @@ class SwinBlock(nn.Module):
             tiles = tiles.permute(0, 1, 3, 2, 4, 5)  # (B, nWh, ws, nWw, ws, C), a strided view
             return (residual.reshape(B, H // ws, ws, W // ws, ws, C) + tiles).view(B, H, W, C)
         index = window_scatter_index(size, padded, ws, shift, windows.device)
-        x = windows.reshape(B, -1, C).index_select(1, index).view(B, H, W, C)
+        x = windows.reshape(B, padded[0] * padded[1], C).index_select(1, index).view(B, H, W, C)
         return x if residual is None else residual + x
 
     def window_attention(self, x: torch.Tensor) -> torch.Tensor:
