@@ -148,5 +148,46 @@ def test_single_label_problem_type_is_written(tmp_path):
 
 def test_saving_a_v1_model_transformers_cannot_run_warns(tmp_path, caplog):
     swinkit.save_pretrained(swinkit.create_model("swin_micro", num_classes=2), tmp_path)
-    assert "transformers' Swin v1 cannot" in caplog.text
+    assert "transformers cannot run this architecture" in caplog.text
     assert swinkit.from_pretrained(tmp_path).config.stage_window_sizes == (4, 4, 4, 2)
+
+
+def test_unnamed_classes_keep_their_head_when_named_later(tmp_path):
+    model = swinkit.create_model("swinv2_micro", num_classes=3).eval()
+    swinkit.save_pretrained(model, tmp_path)
+    assert swinkit.from_pretrained(tmp_path).config.labels is None  # LABEL_i are placeholders
+    named = swinkit.from_pretrained(tmp_path, labels=["a", "b", "c"]).eval()
+    pixels = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(named(pixels), model(pixels))
+    assert named.config.labels == ("a", "b", "c")
+
+
+def test_models_without_patch_norm_round_trip(tmp_path):
+    model = swinkit.create_model("swinv2_micro", num_classes=2, patch_norm=False).eval()
+    swinkit.save_pretrained(model, tmp_path)
+    again = swinkit.from_pretrained(tmp_path).eval()
+    pixels = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(again(pixels), model(pixels))
+
+
+def test_masked_image_modeling_checkpoint_loads_its_encoder(tmp_path):
+    config = transformers.SwinConfig(
+        embed_dim=32, depths=[2, 2], num_heads=[2, 4], image_size=64, window_size=4
+    )
+    transformers.SwinForMaskedImageModeling(config).save_pretrained(tmp_path)
+    backbone = swinkit.from_pretrained(tmp_path, backbone=True)
+    assert backbone.out_channels == [32, 64]
+
+
+def test_saved_files_follow_the_umask(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        swinkit.save_pretrained(swinkit.create_model("swinv2_micro", num_classes=2), tmp_path)
+    finally:
+        os.umask(old)
+    assert oct((tmp_path / "model.safetensors").stat().st_mode & 0o777) == oct(0o644)
+    assert oct((tmp_path / "config.json").stat().st_mode & 0o777) == oct(0o644)

@@ -39,10 +39,17 @@ def atomic_path(destination: str | os.PathLike, suffix: str = "") -> Iterator[Pa
         yield tmp_path
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give what open() would have given
         os.replace(tmp_path, destination)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(destination: str | os.PathLike, text: str) -> None:

@@ -212,7 +212,7 @@ def from_pretrained(
     num_classes: int | None = None,
     labels: Sequence[str] | None = None,
     backbone: bool = False,
-    out_indices: Sequence[int] = (0, 1, 2, 3),
+    out_indices: Sequence[int] | None = None,
     layout: str | None = None,
     preset: str | None = None,
     out_norms: bool | None = None,
@@ -244,7 +244,7 @@ def model_from_checkpoint(
     num_classes: int | None = None,
     labels: Sequence[str] | None = None,
     backbone: bool = False,
-    out_indices: Sequence[int] = (0, 1, 2, 3),
+    out_indices: Sequence[int] | None = None,
     out_norms: bool | None = None,
     **overrides: Any,
 ) -> SwinTransformer | SwinBackbone:
@@ -360,10 +360,11 @@ def save_pretrained(
     config = model.config
     if not hf.transformers_can_run(config):
         log.warning(
-            "stage windows %s are smaller than window_size %d: swinkit reads this folder, transformers' "
-            "Swin v1 cannot (it sizes every position table for window_size)",
+            "transformers cannot run this architecture (stage windows %s for window_size %d, patch_norm=%s): "
+            "swinkit reads this folder, transformers' Swin does not",
             config.stage_window_sizes,
             config.window_size,
+            config.patch_norm,
         )
     tensors = hf.from_canonical(model.state_dict(), config)
     save_safetensors(tensors, directory / "model.safetensors")

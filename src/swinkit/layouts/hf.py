@@ -58,7 +58,9 @@ _QKV = re.compile(
     r"encoder\.layers\.(\d+)\.blocks\.(\d+)\.attention\.(?:self\.)?(query|key|value|q_proj|k_proj|v_proj)\.(weight|bias)$"
 )
 _QKV_NAMES = {"q_proj": "query", "k_proj": "key", "v_proj": "value"}
-_DROPPED = re.compile(r"(relative_position_index|relative_coords_table|attn_mask|num_batches_tracked)$")
+_DROPPED = re.compile(
+    r"(relative_position_index|relative_coords_table|attn_mask|num_batches_tracked)$|^decoder\."
+)
 _PREFIX = re.compile(r"^(swin|swinv2)\.")
 
 
@@ -171,6 +173,9 @@ def config_from_hf(hf: Mapping[str, Any]) -> SwinConfig:
     architectures = hf.get("architectures") or []
     is_classifier = any(a.endswith("ForImageClassification") for a in architectures)
     labels = tuple(id2label[str(i)] if str(i) in id2label else id2label[i] for i in range(len(id2label)))
+    num_classes = len(labels) if is_classifier else 0
+    if labels == tuple(f"LABEL_{i}" for i in range(len(labels))):
+        labels = ()  # transformers' placeholder names: the classes are unnamed
     return SwinConfig(
         version=2 if model_type == "swinv2" else 1,
         image_size=image_size,
@@ -190,8 +195,9 @@ def config_from_hf(hf: Mapping[str, Any]) -> SwinConfig:
         attn_drop_rate=hf.get("attention_probs_dropout_prob", 0.0),
         drop_path_rate=hf.get("drop_path_rate", 0.1),
         absolute_pos_embed=hf.get("use_absolute_embeddings", False),
+        patch_norm=hf.get("patch_norm", True),  # written by swinkit only; transformers always has it
         layer_norm_eps=hf.get("layer_norm_eps", 1e-5),
-        num_classes=len(labels) if is_classifier else 0,
+        num_classes=num_classes,
         problem_type=hf.get("problem_type") or "single_label_classification",
         labels=labels if is_classifier and labels else None,
     )
@@ -218,6 +224,7 @@ def config_to_hf(config: SwinConfig) -> dict[str, Any]:
         "drop_path_rate": config.drop_path_rate,
         "hidden_act": "gelu",
         "use_absolute_embeddings": config.absolute_pos_embed,
+        "patch_norm": config.patch_norm,
         "layer_norm_eps": config.layer_norm_eps,
         "initializer_range": 0.02,
         "encoder_stride": config.patch_size * 2 ** (config.num_stages - 1),
@@ -234,6 +241,8 @@ def transformers_can_run(config: SwinConfig) -> bool:
     """Whether transformers can run this architecture.
 
     Its Swin v1 sizes every relative position table for ``window_size``, so a v1 model whose native stage
-    maps are smaller than the window (the official rule shrinks those windows) has no transformers form.
+    maps are smaller than the window (the official rule shrinks those windows) has no transformers form;
+    nor has a model without the patch-embedding norm (transformers always applies one).
     """
-    return config.version == 2 or all(w == config.window_size for w in config.stage_window_sizes)
+    windows_fit = config.version == 2 or all(w == config.window_size for w in config.stage_window_sizes)
+    return windows_fit and config.patch_norm

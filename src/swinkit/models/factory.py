@@ -13,7 +13,7 @@ def build_model(
     config: SwinConfig,
     *,
     backbone: bool = False,
-    out_indices: Sequence[int] = (0, 1, 2, 3),
+    out_indices: Sequence[int] | None = None,
     out_norms: bool = True,
 ) -> SwinTransformer | SwinBackbone:
     """A randomly initialised classifier (or backbone, see :class:`SwinBackbone`) for ``config``."""
@@ -28,7 +28,7 @@ def create_model(
     num_classes: int | None = None,
     labels: Sequence[str] | None = None,
     backbone: bool = False,
-    out_indices: Sequence[int] = (0, 1, 2, 3),
+    out_indices: Sequence[int] | None = None,
     **overrides: Any,
 ) -> SwinTransformer | SwinBackbone:
     """A randomly initialised model of preset ``name``.

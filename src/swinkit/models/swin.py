@@ -191,11 +191,13 @@ class SwinBackbone(SwinTrunk):
     def __init__(
         self,
         config: SwinConfig,
-        out_indices: Sequence[int] = (0, 1, 2, 3),
+        out_indices: Sequence[int] | None = None,
         always_shift: bool | None = None,
         out_norms: bool = True,
     ) -> None:
         super().__init__(config, always_shift=config.version == 1 if always_shift is None else always_shift)
+        if out_indices is None:  # every stage
+            out_indices = range(config.num_stages)
         out_indices = tuple(i if i >= 0 else config.num_stages + i for i in out_indices)
         if not out_indices or any(not 0 <= i < config.num_stages for i in out_indices):
             raise ValueError(f"out_indices must name stages 0..{config.num_stages - 1}, got {out_indices}")
