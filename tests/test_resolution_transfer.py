@@ -67,3 +67,13 @@ def test_v2_loads_other_windows_without_any_resize(tmp_path, window):
         logits, before = model(pixels), reference(pixels)
     assert torch.isfinite(logits).all()
     assert not torch.allclose(logits, before, atol=1e-4)  # the window really changed
+
+
+def test_plain_state_dict_with_shrunken_last_window_reloads_exactly(tmp_path):
+    model = swinkit.create_model("swin_micro").eval()  # 64 px: stage windows (4, 4, 4, 2)
+    torch.save({"model": model.state_dict()}, tmp_path / "micro.pth")
+    again = swinkit.from_pretrained(tmp_path / "micro.pth").eval()
+    assert again.config.image_size == 64 and again.config.stage_window_sizes == (4, 4, 4, 2)
+    pixels = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(again(pixels), model(pixels))

@@ -75,7 +75,9 @@ def infer_config(
         window_size, image_size, pretrained = base.window_size, base.image_size, base.pretrained_window_sizes
     else:
         window_size = window_size or (windows[0] if windows else 8)
-        image_size = default_image_size(version, window_size, patch_size, len(stages))
+        image_size = _native_size(sd, windows, patch_size) or default_image_size(
+            version, window_size, patch_size, len(stages)
+        )
         pretrained = tuple(pretrained_window_sizes) if pretrained_window_sizes else (0,) * len(stages)
     values = dict(base.to_dict()) if base is not None else {}
     values.update(
@@ -97,6 +99,19 @@ def infer_config(
     if base is None or values.get("labels") is not None and len(values["labels"]) != values["num_classes"]:
         values["labels"] = None
     return SwinConfig.from_dict(values)
+
+
+def _native_size(sd: Mapping[str, torch.Tensor], windows: Sequence[int], patch_size: int) -> int | None:
+    """The native image size where the tensors tell it: an absolute position embedding's grid, or the
+    first v1 stage whose table is smaller than stage 0's (the official rule shrank it to the map size)."""
+    pos = sd.get("absolute_pos_embed")
+    if pos is not None:
+        grid = math.isqrt(pos.shape[1]) if pos.ndim == 3 else pos.shape[1]
+        return grid * patch_size
+    for stage, window in enumerate(windows):
+        if window < windows[0]:
+            return window * patch_size * 2**stage
+    return None
 
 
 # Buffers some layouts persist that the canonical model rebuilds from its config.
