@@ -12,6 +12,7 @@ from PIL import Image
 from test_preprocess import SWIN_224, SWINV2_256
 from transformers import pipeline
 
+import swinkit
 from swinkit.cli import main
 from swinkit.data.decode import ImageDecodeError
 from swinkit.inference import Prediction, Predictor
@@ -150,3 +151,16 @@ def test_table_on_stdout_and_visualizations(tmp_path, images, capsys):
     assert table[0] == str(images[0]) and len(table) == 8  # a path line and three label lines per image
     assert all(line.startswith("  ") and line.rstrip().endswith("%") for line in table[1:4])
     assert sorted(p.name for p in visual.iterdir()) == ["chelsea.png", "rocket.png"]
+
+
+def test_aspect_keeping_preprocessing_predicts_images_of_different_shapes(tmp_path):
+    model = swinkit.create_model("swinv2_micro", labels=["a", "b", "c"])
+    swinkit.save_pretrained(model, tmp_path / "m")
+    config = {"image_processor_type": "ViTImageProcessor", "size": {"shortest_edge": 64}, "resample": 3}
+    (tmp_path / "m" / "preprocessor_config.json").write_text(json.dumps(config))
+    wide, tall = Image.new("RGB", (130, 64), (200, 10, 10)), Image.new("RGB", (64, 100), (10, 10, 200))
+    predictor = Predictor.from_pretrained(tmp_path / "m")
+    together = predictor.predict([wide, tall, wide])
+    alone = [predictor.predict([image])[0] for image in (wide, tall, wide)]
+    for got, expected in zip(together, alone, strict=True):
+        assert got.probs == pytest.approx(expected.probs, abs=1e-6)

@@ -118,6 +118,21 @@ class Predictor:
                 top = [item for item in top if item[1] >= threshold]
         return Prediction(list(self.labels), values, top, source)
 
+    def probabilities(self, pixels: Sequence[torch.Tensor]) -> list[list[float]]:
+        """Probabilities of (3, H, W) tensors, in order; tensors of equal size run as one batch.
+
+        Sizes differ when the preprocessing keeps the aspect ratio (``size: {shortest_edge: ...}``).
+        """
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, tensor in enumerate(pixels):
+            groups.setdefault(tuple(tensor.shape), []).append(i)
+        out: list[list[float]] = [[] for _ in pixels]
+        for indices in groups.values():
+            probs = self.predict_pixels(torch.stack([pixels[i] for i in indices])).tolist()
+            for i, p in zip(indices, probs, strict=True):
+                out[i] = p
+        return out
+
     def predict(
         self, images: Sequence[ImageInput], *, top_k: int | None = None, threshold: float | None = None
     ) -> list[Prediction]:
@@ -129,8 +144,8 @@ class Predictor:
             images = [images]
         results: list[Prediction] = []
         for chunk in _chunks(images, self.batch_size):
-            pixels = self.processor.batch([decode_image(image) for image in chunk])
-            for image, probs in zip(chunk, self.predict_pixels(pixels).tolist(), strict=True):
+            pixels = [self.processor(decode_image(image)) for image in chunk]
+            for image, probs in zip(chunk, self.probabilities(pixels), strict=True):
                 results.append(
                     self.make_prediction(probs, top_k=top_k, threshold=threshold, source=_source_name(image))
                 )
