@@ -96,3 +96,11 @@ def test_errors_name_the_input_not_python_objects():
     Image.new("L", (200, 200)).save(big, format="PNG")
     with pytest.raises(ImageTooLargeError, match="200x200 pixels exceed the limit of 1000"):
         decode_image(big.getvalue(), max_pixels=1000)
+
+
+def test_extremely_elongated_images_are_refused_from_the_header():
+    strip = io.BytesIO()
+    Image.new("RGB", (20000, 1)).save(strip, format="PNG")
+    with pytest.raises(ImageDecodeError, match="20000x1 is too elongated"):
+        decode_image(strip.getvalue(), name="strip.png")
+    assert decode_image(strip.getvalue(), max_aspect_ratio=None).size == (20000, 1)

@@ -47,3 +47,8 @@ def test_many_labels_are_capped_with_a_more_line():
     assert abs(capped - few - (MAX_LINES + 1 - len(TOP)) * line) <= 3
     empty = _box_rows(draw_prediction(image, []))
     assert 0 < empty < few  # "no label above the threshold"
+
+
+def test_a_thin_strip_is_not_blown_up_to_gigabytes():
+    drawn = draw_prediction(Image.new("RGB", (2, 150)), [("a", 0.9)])
+    assert max(drawn.size) <= 4096

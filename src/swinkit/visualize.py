@@ -25,12 +25,15 @@ def font_size_for(width: int, height: int) -> int:
     return max(MIN_FONT, round(min(width, height) / 22))
 
 
+MAX_CANVAS_SIDE = 4096  # a small image is enlarged for legible text, never beyond this side
+
+
 def _canvas(image: Image.Image) -> Image.Image:
     image = image.convert("RGB")
     short = min(image.size)
     if short >= MIN_SIDE:
         return image.copy()
-    scale = MIN_SIDE / short
+    scale = min(MIN_SIDE / short, MAX_CANVAS_SIDE / max(image.size))  # bounded for thin strips
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
     return image.resize(size, Image.Resampling.NEAREST)
 

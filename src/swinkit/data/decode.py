@@ -28,6 +28,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_PIXELS: int = 89_478_485  # Pillow's own decompression-bomb threshold
+# Longest side / shortest side accepted. Resizing the shortest edge of a 1 x 20000 strip to 224 px would make a
+# 224 x 4.5M image (3 GB); real photographs and panoramas are far below this.
+DEFAULT_MAX_ASPECT_RATIO = 100.0
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 _HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
@@ -121,11 +124,13 @@ def decode_image(
     *,
     name: str | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    max_aspect_ratio: float | None = DEFAULT_MAX_ASPECT_RATIO,
 ) -> Image.Image:
     """An upright 8-bit RGB image from a path, encoded bytes or a PIL image.
 
     ``name`` is how errors refer to the input (default: the path). ``max_pixels`` bounds width*height,
-    checked from the header before decoding (None: no bound beyond Pillow's own).
+    checked from the header before decoding (None: no bound beyond Pillow's own); so is
+    ``max_aspect_ratio``, longest over shortest side (None: any).
     Raises ``ImageDecodeError`` for a missing, truncated or non-image input, or one with too many pixels.
     """
     label = _describe(source, name)
@@ -135,6 +140,10 @@ def decode_image(
         if image is not source:
             image.close()
         raise ImageTooLargeError(f"{label}: {width}x{height} pixels exceed the limit of {max_pixels}")
+    if max_aspect_ratio is not None and max(width, height) > max_aspect_ratio * max(1, min(width, height)):
+        if image is not source:
+            image.close()
+        raise ImageDecodeError(f"{label}: {width}x{height} is too elongated (more than {max_aspect_ratio:g}:1)")
     try:
         rgb = _first_frame_rgb(image, label)
     except (OSError, SyntaxError, ValueError, EOFError) as e:
