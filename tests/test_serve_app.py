@@ -236,7 +236,14 @@ class _BlockingService:
 
 def test_full_queue_answers_503_with_retry_after(files):
     service = _BlockingService()
-    settings = ServeSettings(model="stub", max_batch_size=1, max_queue_size=1, warmup=False, retry_after_s=2)
+    settings = ServeSettings(
+        model="stub",
+        max_batch_size=1,
+        max_queue_size=1,
+        max_images_per_request=1,
+        warmup=False,
+        retry_after_s=2,
+    )
     body = {"input_data": [b64(files[1][0].read_bytes())]}
     with ready_client(create_app(settings, service=service)) as client:
         state = client.app.state.serve
@@ -347,3 +354,23 @@ def test_settings_precedence_flags_over_env_over_file(tmp_path, monkeypatch):
     monkeypatch.delenv("SWINKIT_MODEL", raising=False)
     with pytest.raises(ValueError, match="model"):
         settings_from_args(build_parser().parse_args(["serve"]))
+
+
+def test_metrics_count_scored_images(client, files):
+    def images_total() -> float:
+        lines = [
+            line
+            for line in client.get("/metrics").text.splitlines()
+            if line.startswith("swinkit_images_total")
+        ]
+        return float(lines[0].split()[-1]) if lines else 0.0
+
+    before = images_total()
+    image = b64(files[1][0].read_bytes())
+    assert post(client, {"input_data": [image] * 3}).status_code == 200
+    assert images_total() == before + 3
+
+
+def test_a_request_larger_than_the_queue_is_refused_at_start_up():
+    with pytest.raises(ValueError, match="could never be queued"):
+        ServeSettings(model="m", max_queue_size=4, max_images_per_request=5)

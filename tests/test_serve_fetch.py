@@ -135,3 +135,10 @@ def test_unresolvable_host():
     with pytest.raises(FetchError) as info:
         fetch("http://nowhere.test/", resolver=stub_resolver({}))
     assert info.value.code == "url_unresolvable"
+
+
+@pytest.mark.parametrize("port", [65536, 99999])
+def test_out_of_range_ports_are_a_client_error(port, connections):
+    with pytest.raises(FetchError) as info:
+        fetch(f"http://127.0.0.1:{port}/x")
+    assert info.value.code in ("invalid_url", "url_fetch_failed") and info.value.status == 400

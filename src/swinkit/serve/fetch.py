@@ -160,11 +160,7 @@ class Fetcher:
             raise FetchError(f"{url} is not a valid URL ({e})", "invalid_url") from None
         except FetchError:
             raise
-        except (
-            httpx.HTTPError,
-            OSError,
-            ValueError,
-        ) as e:  # whatever a hostile server makes the client trip on
+        except Exception as e:  # whatever a hostile URL or server makes the client trip on is the client's
             raise FetchError(
                 f"downloading {url} failed ({type(e).__name__}: {e})", "url_fetch_failed"
             ) from None
@@ -174,6 +170,8 @@ class Fetcher:
         for _ in range(self.max_redirects + 1):
             if current.scheme not in ("http", "https"):
                 raise FetchError(f"{current} is not an http(s) URL", "unsupported_scheme")
+            if current.port is not None and not 0 < current.port < 65536:
+                raise FetchError(f"{current} has no valid port", "invalid_url")
             async with self._client.stream("GET", current) as response:
                 if response.is_redirect and "location" in response.headers:
                     current = current.join(response.headers["location"])

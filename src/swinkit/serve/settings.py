@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -88,6 +88,15 @@ class ServeSettings(BaseSettings):
     warmup: bool = Field(True, description="run one batch through the model before reporting ready")
     graceful_timeout_s: int = Field(30, ge=1, description="seconds shutdown waits for in-flight requests")
     log_level: str = "info"
+
+    @model_validator(mode="after")
+    def _one_request_fits_the_queue(self) -> ServeSettings:
+        if self.max_images_per_request > self.max_queue_size:
+            raise ValueError(
+                f"max_images_per_request ({self.max_images_per_request}) exceeds max_queue_size "
+                f"({self.max_queue_size}): such a request could never be queued"
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -88,7 +88,7 @@ class ServeState:
             max_batch_size=settings.max_batch_size,
             max_delay_s=settings.max_delay_ms / 1000,
             max_queue_size=settings.max_queue_size,
-            on_batch=lambda size: self.metrics.batch_size.observe(size),
+            on_batch=self._count_batch,
         )
         self.batcher.start()
         if settings.warmup:
@@ -97,6 +97,11 @@ class ServeState:
         self.scorer = Scorer(settings, service, self.batcher, self.fetcher)
         self.ready = True
         log.info("serving %s (%s, %d labels)", settings.model, service.task, len(service.labels))
+
+    def _count_batch(self, size: int) -> None:
+        if self.ready:  # the warm-up batch is not traffic
+            self.metrics.batch_size.observe(size)
+            self.metrics.images.inc(size)
 
     async def stop(self) -> None:
         """Stop taking work, finish what is queued, close the downloads."""
