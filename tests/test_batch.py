@@ -138,3 +138,17 @@ def test_output_recovery_and_input_errors(tmp_path):
         list(iter_inputs(tmp_path / "in.csv"))
     with pytest.raises(ValueError, match=r"\.jsonl or a \.csv"):
         iter_inputs(photo("chelsea.png"))
+
+
+def test_spreadsheet_csv_with_mime_base64_bad_records_and_repeated_ids(tmp_path, model_dir, caplog):
+    predictor = Predictor.from_pretrained(model_dir, batch_size=4)
+    mime = base64.encodebytes(photo("chelsea.png").read_bytes()).decode()  # line breaks every 76 characters
+    rows = [["id", "image"], ["cat", mime], ["empty", ""], ["cat", mime], ["cat2", mime.replace("+", "-")]]
+    text = "".join(",".join(f'"{cell}"' for cell in row) + "\n" for row in rows)
+    (tmp_path / "in.csv").write_bytes(b"\xef\xbb\xbf" + text.encode())  # "CSV UTF-8" from a spreadsheet
+    summary = run_batch(predictor, tmp_path / "in.csv", tmp_path / "out.jsonl", num_workers=0, progress=False)
+    out = _rows(tmp_path / "out.jsonl")
+    assert [row["image"] for row in out if "probs" in row] == ["cat", "cat2"]
+    assert [row for row in out if "error" in row][0]["image"].endswith("row 1")  # the empty record
+    assert summary.written == 3
+    assert "1 inputs repeated an id" in caplog.text

@@ -19,8 +19,6 @@ skips every id already there: each input ends up in the output exactly once.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import csv
 import hashlib
 import json
@@ -36,7 +34,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm import tqdm
 
-from swinkit.data.decode import ImageDecodeError, decode_image
+from swinkit.data.decode import ImageDecodeError, decode_base64_text, decode_image
 from swinkit.data.preprocess import ImageProcessor
 from swinkit.inference import Predictor
 
@@ -54,6 +52,7 @@ class InputItem:
     id: str
     path: str | None = None
     base64: str | None = None
+    error: str | None = None  # the record itself is unusable: it becomes an error row
 
 
 def id_key(item_id: str) -> int:
@@ -82,30 +81,40 @@ def _record_item(record: Any, index: int, base: Path, where: str) -> InputItem:
     return InputItem(item_id, path=path or None, base64=None if path else record["image"])
 
 
+def _checked_item(record: Any, index: int, base: Path, where: str) -> InputItem:
+    """The item of one record, or an error item (id: ``where``) when the record is unusable."""
+    try:
+        return _record_item(record, index, base, where)
+    except ValueError as e:
+        return InputItem(where, error=str(e))
+
+
 def _iter_jsonl(path: Path) -> Iterator[InputItem]:
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:  # -sig: a byte-order mark is not part of the first record
         index = 0
         for number, line in enumerate(f, 1):
             if not line.strip():
                 continue
+            where = f"{path} line {number}"
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path} line {number} is not JSON: {e}") from None
-            yield _record_item(record, index, path.parent, f"{path} line {number}")
+                yield InputItem(where, error=f"{where} is not JSON: {e}")
+            else:
+                yield _checked_item(record, index, path.parent, where)
             index += 1
 
 
 def _iter_csv(path: Path) -> Iterator[InputItem]:
     csv.field_size_limit(sys.maxsize)  # base64 images are long fields
-    with open(path, newline="", encoding="utf-8") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:  # spreadsheet exports start with a BOM
         reader = csv.DictReader(f)
         if not reader.fieldnames or not {"path", "image"} & set(reader.fieldnames):
             raise ValueError(
                 f"{path} needs a 'path' or an 'image' (base64) column; it has {reader.fieldnames}"
             )
         for index, row in enumerate(reader):
-            yield _record_item(row, index, path.parent, f"{path} row {index}")
+            yield _checked_item(row, index, path.parent, f"{path} row {index}")
 
 
 def iter_inputs(source: str | os.PathLike) -> Iterator[InputItem]:
@@ -135,6 +144,8 @@ def count_inputs(source: str | os.PathLike) -> int | None:
 
 def load_item(item: InputItem) -> Any:
     """Decode one item into an RGB image; ImageDecodeError naming the item when it cannot be read."""
+    if item.error is not None:
+        raise ImageDecodeError(item.error)
     if item.path is not None:
         return decode_image(item.path, name=item.id if item.id != item.path else None)
     text = item.base64
@@ -143,9 +154,9 @@ def load_item(item: InputItem) -> Any:
     if text.startswith("data:"):
         text = text.partition(",")[2]
     try:
-        data = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError) as e:
-        raise ImageDecodeError(f"{item.id}: the image field is not valid base64 ({e})") from None
+        data = decode_base64_text(text)
+    except ValueError as e:
+        raise ImageDecodeError(f"{item.id}: the image field is {e}") from None
     return decode_image(data, name=item.id)
 
 
@@ -295,7 +306,7 @@ def run_batch(
             collate_fn=collate,
             persistent_workers=False,
         )
-        skipped, written, errors = out.resumed, 0, 0
+        skipped, written, errors, repeated = out.resumed, 0, 0, 0
         remaining = None if total is None else max(total - skipped, 0)
         bar = tqdm(total=remaining, unit="img", disable=not progress, desc="classifying", smoothing=0.1)
         with bar:
@@ -304,9 +315,13 @@ def run_batch(
                     if out.write(row):
                         written += 1
                         errors += "error" in row
+                    else:  # done ids were skipped before decoding, so this id came twice in this input
+                        repeated += 1
                 out.sync()
                 bar.update(len(batch))
                 if errors:
                     bar.set_postfix(errors=errors)
+    if repeated:
+        log.warning("%d inputs repeated an id already written in this run; only the first was kept", repeated)
     log.info("%d rows written (%d errors), %d already present", written, errors, skipped)
     return BatchSummary(written, errors, skipped)

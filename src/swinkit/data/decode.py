@@ -16,9 +16,12 @@ truncated or non-image file, too many pixels) raises ``ImageDecodeError`` naming
 
 from __future__ import annotations
 
+import base64
+import binascii
 import io
 import logging
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -37,6 +40,24 @@ _HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
 class ImageDecodeError(ValueError):
     """An input could not be decoded into an image; the message names the file or item."""
+
+
+_WHITESPACE = re.compile(r"\s+")
+_URL_SAFE = bytes.maketrans(b"-_", b"+/")
+
+
+def decode_base64_text(text: str) -> bytes:
+    """The bytes of base64 text, as leniently as clients write it: line breaks and spaces (MIME, the
+    ``base64`` tool), the URL-safe alphabet and missing padding are accepted. ValueError otherwise."""
+    compact = _WHITESPACE.sub("", text).encode("ascii", errors="replace").translate(_URL_SAFE)
+    compact += b"=" * (-len(compact) % 4)
+    try:
+        data = base64.b64decode(compact, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("not valid base64") from None
+    if not data:
+        raise ValueError("empty")
+    return data
 
 
 class ImageTooLargeError(ImageDecodeError):
@@ -143,7 +164,9 @@ def decode_image(
     if max_aspect_ratio is not None and max(width, height) > max_aspect_ratio * max(1, min(width, height)):
         if image is not source:
             image.close()
-        raise ImageDecodeError(f"{label}: {width}x{height} is too elongated (more than {max_aspect_ratio:g}:1)")
+        raise ImageDecodeError(
+            f"{label}: {width}x{height} is too elongated (more than {max_aspect_ratio:g}:1)"
+        )
     try:
         rgb = _first_frame_rgb(image, label)
     except (OSError, SyntaxError, ValueError, EOFError) as e:

@@ -8,17 +8,14 @@ naming the item's index.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import re
 from collections.abc import Sequence
 
+from swinkit.data.decode import decode_base64_text
 from swinkit.serve.errors import ServeError
 from swinkit.serve.fetch import Fetcher, FetchError
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):")  # base64 never contains ':'
-_WHITESPACE = re.compile(r"\s+")
-_URL_SAFE = bytes.maketrans(b"-_", b"+/")
 URL_SCHEMES = ("http", "https")
 
 
@@ -30,15 +27,10 @@ def item_scheme(item: str) -> str | None:
 
 def decode_base64(text: str, index: int) -> bytes:
     """The bytes a base64 string encodes; ServeError(400, invalid_base64) when it is not base64."""
-    compact = _WHITESPACE.sub("", text).encode("ascii", errors="replace").translate(_URL_SAFE)
-    compact += b"=" * (-len(compact) % 4)
     try:
-        data = base64.b64decode(compact, validate=True)
-    except (binascii.Error, ValueError):
-        raise ServeError(400, "invalid_base64", f"item {index} is not valid base64", index=index) from None
-    if not data:
-        raise ServeError(400, "invalid_base64", f"item {index} is empty", index=index)
-    return data
+        return decode_base64_text(text)
+    except ValueError as e:
+        raise ServeError(400, "invalid_base64", f"item {index} is {e}", index=index) from None
 
 
 def decode_data_uri(text: str, index: int) -> bytes:
