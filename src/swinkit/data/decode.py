@@ -42,6 +42,10 @@ class ImageDecodeError(ValueError):
     """An input could not be decoded into an image; the message names the file or item."""
 
 
+# Raster formats decoded. Others are refused unopened: Pillow hands EPS/PostScript to Ghostscript, which
+# would run an untrusted program on a public endpoint.
+ALLOWED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "TIFF", "BMP", "PPM", "ICO")  # JPEG covers MPO
+
 _WHITESPACE = re.compile(r"\s+")
 _URL_SAFE = bytes.maketrans(b"-_", b"+/")
 
@@ -88,11 +92,13 @@ def _open(source: str | os.PathLike | bytes | Image.Image, label: str) -> Image.
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            return Image.open(stream)
+            return Image.open(stream, formats=ALLOWED_FORMATS)
     except Image.DecompressionBombError as e:
         raise ImageTooLargeError(f"{label}: {e}") from None
     except UnidentifiedImageError:
-        raise ImageDecodeError(f"{label}: not an image in any format Pillow reads") from None
+        raise ImageDecodeError(
+            f"{label}: not an image in a supported format ({', '.join(ALLOWED_FORMATS)})"
+        ) from None
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageDecodeError(f"{label}: not a readable image ({e})") from None
 
