@@ -123,3 +123,9 @@ def test_a_single_class_is_refused_before_training(tmp_path):
     _image(tmp_path / "one" / "cat" / "a.png")
     with pytest.raises(ValueError, match=r"found 1 class \(cat\); a classifier needs at least 2"):
         load_dataset(tmp_path / "one")
+
+
+def test_an_empty_class_folder_is_named_in_the_error(fridge):
+    (fridge / "zebra").mkdir()
+    with pytest.raises(ValueError, match="class folders without images: zebra"):
+        load_dataset(fridge)

@@ -75,13 +75,18 @@ def _image_folder(root: Path) -> list[tuple[str, list[str]]]:
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
         raise ValueError(f"{root} has no class sub-folders (expected one folder of images per class)")
-    items = []
+    items, empty = [], []
     for name in classes:
+        before = len(items)
         for dirpath, dirnames, filenames in os.walk(root / name):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             for filename in sorted(filenames):
                 if filename.lower().endswith(IMAGE_EXTENSIONS) and not filename.startswith("."):
                     items.append((str(Path(dirpath) / filename), [name]))
+        if len(items) == before:
+            empty.append(name)
+    if empty:
+        raise ValueError(f"{root}: class folders without images: {', '.join(empty)} (remove them or add images)")
     return items
 
 
