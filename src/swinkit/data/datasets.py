@@ -86,7 +86,9 @@ def _image_folder(root: Path) -> list[tuple[str, list[str]]]:
         if len(items) == before:
             empty.append(name)
     if empty:
-        raise ValueError(f"{root}: class folders without images: {', '.join(empty)} (remove them or add images)")
+        raise ValueError(
+            f"{root}: class folders without images: {', '.join(empty)} (remove them or add images)"
+        )
     return items
 
 

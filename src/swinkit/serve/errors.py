@@ -38,43 +38,32 @@ class ServeError(Exception):
         self.retry_after = retry_after
         self.close = close  # close the connection after answering (the rest of the body is not read)
 
-
-def error_response(
-    status: int,
-    code: str,
-    message: str,
-    *,
-    index: int | None = None,
-    retry_after: int | None = None,
-    close: bool = False,
-) -> JSONResponse:
-    """The JSON error answer; 503 answers carry ``Retry-After``."""
-    headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
-    if close:
-        headers["Connection"] = "close"
-    body = {"error": {"message": message, "index": index, "code": code}}
-    return JSONResponse(body, status_code=status, headers=headers)
+    def response(self) -> JSONResponse:
+        """The JSON error answer; 503 answers carry ``Retry-After``."""
+        headers = {"Retry-After": str(self.retry_after)} if self.retry_after is not None else {}
+        if self.close:
+            headers["Connection"] = "close"
+        body = {"error": {"message": self.message, "index": self.index, "code": self.code}}
+        return JSONResponse(body, status_code=self.status, headers=headers)
 
 
 async def _serve_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServeError)
-    return error_response(
-        exc.status, exc.code, exc.message, index=exc.index, retry_after=exc.retry_after, close=exc.close
-    )
+    return exc.response()
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
-    response = error_response(exc.status_code, code, message)
+    response = ServeError(exc.status_code, code, message).response()
     response.headers.update(exc.headers or {})
     return response
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.error("unexpected error answering %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response(500, "internal_error", "the server failed to answer this request")
+    return ServeError(500, "internal_error", "the server failed to answer this request").response()
 
 
 def install_error_handlers(app: FastAPI) -> None:
