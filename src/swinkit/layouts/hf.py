@@ -19,41 +19,56 @@ from swinkit.presets import SwinConfig
 
 NAME = "hf"
 
-# (HF name pattern, canonical name) for everything but the split query/key/value projections.
+# (HF on-disk name, canonical name) for everything but the split query/key/value projections and the head.
+# A name ending in "." is a prefix, any other a whole name; {i} stands for a stage, {j} for a block.
+_NAMES = [
+    ("embeddings.patch_embeddings.projection.", "patch_embed.proj."),
+    ("embeddings.norm.", "patch_embed.norm."),
+    ("embeddings.position_embeddings", "absolute_pos_embed"),
+    ("embeddings.mask_token", "mask_token"),
+    ("encoder.layers.{i}.blocks.{j}.layernorm_before.", "layers.{i}.blocks.{j}.norm1."),
+    ("encoder.layers.{i}.blocks.{j}.layernorm_after.", "layers.{i}.blocks.{j}.norm2."),
+    ("encoder.layers.{i}.blocks.{j}.intermediate.dense.", "layers.{i}.blocks.{j}.mlp.fc1."),
+    ("encoder.layers.{i}.blocks.{j}.output.dense.", "layers.{i}.blocks.{j}.mlp.fc2."),
+    ("encoder.layers.{i}.blocks.{j}.attention.output.dense.", "layers.{i}.blocks.{j}.attn.proj."),
+    (
+        "encoder.layers.{i}.blocks.{j}.attention.self.relative_position_bias_table",
+        "layers.{i}.blocks.{j}.attn.relative_position_bias_table",
+    ),
+    ("encoder.layers.{i}.blocks.{j}.attention.self.logit_scale", "layers.{i}.blocks.{j}.attn.logit_scale"),
+    (
+        "encoder.layers.{i}.blocks.{j}.attention.self.continuous_position_bias_mlp.",
+        "layers.{i}.blocks.{j}.attn.cpb_mlp.",
+    ),
+    ("encoder.layers.{i}.downsample.", "layers.{i}.downsample."),
+    ("layernorm.", "norm."),
+]
+# Read, never written: transformers >= 5 in-memory names of Swin v1 (a plain torch.save(model.state_dict())).
+_IN_MEMORY_NAMES = [
+    ("encoder.layers.{i}.blocks.{j}.attention.o_proj.", "layers.{i}.blocks.{j}.attn.proj."),
+    (
+        "encoder.layers.{i}.blocks.{j}.attention.relative_position_bias.relative_position_bias_table",
+        "layers.{i}.blocks.{j}.attn.relative_position_bias_table",
+    ),
+    ("encoder.layers.{i}.blocks.{j}.mlp.fc1.", "layers.{i}.blocks.{j}.mlp.fc1."),
+    ("encoder.layers.{i}.blocks.{j}.mlp.fc2.", "layers.{i}.blocks.{j}.mlp.fc2."),
+]
+
+
+def _rule(source: str, target: str) -> tuple[str, str]:
+    """A :func:`rename` rule turning the name template ``source`` into ``target``."""
+    pattern = re.escape(source).replace(r"\{i\}", r"(?P<i>\d+)").replace(r"\{j\}", r"(?P<j>\d+)")
+    if not source.endswith("."):
+        pattern += "$"
+    return pattern, target.replace("{i}", r"\g<i>").replace("{j}", r"\g<j>")
+
+
 _RULES = [
-    (r"embeddings\.patch_embeddings\.projection\.", "patch_embed.proj."),
-    (r"embeddings\.norm\.", "patch_embed.norm."),
-    (r"embeddings\.position_embeddings$", "absolute_pos_embed"),
-    (r"embeddings\.mask_token$", "mask_token"),
-    (r"encoder\.layers\.(\d+)\.blocks\.(\d+)\.layernorm_before\.", r"layers.\1.blocks.\2.norm1."),
-    (r"encoder\.layers\.(\d+)\.blocks\.(\d+)\.layernorm_after\.", r"layers.\1.blocks.\2.norm2."),
-    (r"encoder\.layers\.(\d+)\.blocks\.(\d+)\.intermediate\.dense\.", r"layers.\1.blocks.\2.mlp.fc1."),
-    (r"encoder\.layers\.(\d+)\.blocks\.(\d+)\.output\.dense\.", r"layers.\1.blocks.\2.mlp.fc2."),
-    (r"encoder\.layers\.(\d+)\.blocks\.(\d+)\.attention\.output\.dense\.", r"layers.\1.blocks.\2.attn.proj."),
-    (
-        r"encoder\.layers\.(\d+)\.blocks\.(\d+)\.attention\.self\.relative_position_bias_table$",
-        r"layers.\1.blocks.\2.attn.relative_position_bias_table",
-    ),
-    (
-        r"encoder\.layers\.(\d+)\.blocks\.(\d+)\.attention\.self\.logit_scale$",
-        r"layers.\1.blocks.\2.attn.logit_scale",
-    ),
-    (
-        r"encoder\.layers\.(\d+)\.blocks\.(\d+)\.attention\.self\.continuous_position_bias_mlp\.",
-        r"layers.\1.blocks.\2.attn.cpb_mlp.",
-    ),
-    # transformers >= 5 in-memory names of Swin v1 (what a plain torch.save(model.state_dict()) holds)
-    (r"encoder\.layers\.(\d+)\.blocks\.(\d+)\.attention\.o_proj\.", r"layers.\1.blocks.\2.attn.proj."),
-    (
-        r"encoder\.layers\.(\d+)\.blocks\.(\d+)\.attention\.relative_position_bias\.relative_position_bias_table$",
-        r"layers.\1.blocks.\2.attn.relative_position_bias_table",
-    ),
-    (r"encoder\.layers\.(\d+)\.blocks\.(\d+)\.mlp\.fc([12])\.", r"layers.\1.blocks.\2.mlp.fc\3."),
-    (r"encoder\.layers\.(\d+)\.downsample\.", r"layers.\1.downsample."),
-    (r"layernorm\.", "norm."),
+    *(_rule(hf_name, canonical) for hf_name, canonical in _NAMES + _IN_MEMORY_NAMES),
     (r"classifier\.", "head."),
     (r"hidden_states_norms\.stage(\d+)\.", lambda m: f"norm{int(m.group(1)) - 1}."),
 ]
+_REVERSE = [_rule(canonical, hf_name) for hf_name, canonical in _NAMES]
 _QKV = re.compile(
     r"encoder\.layers\.(\d+)\.blocks\.(\d+)\.attention\.(?:self\.)?(query|key|value|q_proj|k_proj|v_proj)\.(weight|bias)$"
 )
@@ -101,31 +116,6 @@ def to_canonical(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tens
     return out
 
 
-_REVERSE = [
-    (r"^patch_embed\.proj\.", "embeddings.patch_embeddings.projection."),
-    (r"^patch_embed\.norm\.", "embeddings.norm."),
-    (r"^absolute_pos_embed$", "embeddings.position_embeddings"),
-    (r"^mask_token$", "embeddings.mask_token"),
-    (r"^layers\.(\d+)\.blocks\.(\d+)\.norm1\.", r"encoder.layers.\1.blocks.\2.layernorm_before."),
-    (r"^layers\.(\d+)\.blocks\.(\d+)\.norm2\.", r"encoder.layers.\1.blocks.\2.layernorm_after."),
-    (r"^layers\.(\d+)\.blocks\.(\d+)\.mlp\.fc1\.", r"encoder.layers.\1.blocks.\2.intermediate.dense."),
-    (r"^layers\.(\d+)\.blocks\.(\d+)\.mlp\.fc2\.", r"encoder.layers.\1.blocks.\2.output.dense."),
-    (r"^layers\.(\d+)\.blocks\.(\d+)\.attn\.proj\.", r"encoder.layers.\1.blocks.\2.attention.output.dense."),
-    (
-        r"^layers\.(\d+)\.blocks\.(\d+)\.attn\.relative_position_bias_table$",
-        r"encoder.layers.\1.blocks.\2.attention.self.relative_position_bias_table",
-    ),
-    (
-        r"^layers\.(\d+)\.blocks\.(\d+)\.attn\.logit_scale$",
-        r"encoder.layers.\1.blocks.\2.attention.self.logit_scale",
-    ),
-    (
-        r"^layers\.(\d+)\.blocks\.(\d+)\.attn\.cpb_mlp\.",
-        r"encoder.layers.\1.blocks.\2.attention.self.continuous_position_bias_mlp.",
-    ),
-    (r"^layers\.(\d+)\.downsample\.", r"encoder.layers.\1.downsample."),
-    (r"^norm\.", "layernorm."),
-]
 _CANON_ATTN = re.compile(r"^layers\.(\d+)\.blocks\.(\d+)\.attn\.(qkv\.weight|qkv\.bias|q_bias|v_bias)$")
 
 
