@@ -281,3 +281,48 @@ def test_ema_tracks_weights():
     d = min(0.5, 2 / 11)
     expected = model.weight - (1 - (1 - d))  # ema = d * old + (1 - d) * new = new - d
     assert torch.allclose(ema.module.weight, expected)
+
+
+class _Composite(torch.nn.Module):
+    """A dense-prediction-shaped model: a Swin trunk at ``backbone.*`` and a head outside it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = create_model("swin_micro", backbone=True)
+        self.decode = torch.nn.Conv2d(self.backbone.out_channels[-1], 3, 1)
+
+
+def test_param_groups_and_freezing_find_a_trunk_inside_a_composite_model():
+    from swinkit.engine.optim import layer_ids, no_weight_decay
+
+    composite = _Composite()
+    classifier = create_model("swin_micro", num_classes=3)
+    ids, num_layers = layer_ids(composite)
+    reference, reference_layers = layer_ids(classifier)
+    assert num_layers == reference_layers == sum(classifier.config.depths) + 2
+    for name, value in reference.items():
+        if name.startswith(("patch_embed.", "layers.")):
+            assert ids["backbone." + name] == value, name
+    assert ids["backbone.layers.1.blocks.0.attn.qkv.weight"] == 3  # depths (2, 2, ...): blocks 1, 2, then 3
+    assert ids["backbone.layers.0.downsample.reduction.weight"] == 2  # merging: its stage's last block
+    assert ids["decode.weight"] == ids["backbone.norm3.weight"] == num_layers - 1
+
+    groups = param_groups(composite, weight_decay=0.05, layer_decay=0.5)
+    scale = {id(p): g["lr_scale"] for g in groups for p in g["params"]}
+    decay = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
+    params = dict(composite.named_parameters())
+    assert scale[id(params["backbone.patch_embed.proj.weight"])] == 0.5 ** (num_layers - 1)
+    assert scale[id(params["decode.weight"])] == 1.0
+    assert decay[id(params["backbone.layers.0.blocks.0.attn.relative_position_bias_table"])] == 0.0
+    assert decay[id(params["decode.weight"])] == 0.05 and decay[id(params["decode.bias"])] == 0.0
+    assert "backbone.layers.0.blocks.0.norm1.weight" in no_weight_decay(composite)
+
+    frozen = freeze_stages(composite, 1)
+    assert frozen == sum(
+        p.numel() for n, p in params.items() if n.startswith(("backbone.patch_embed.", "backbone.layers.0."))
+    )
+    assert not params["backbone.layers.0.blocks.1.mlp.fc1.weight"].requires_grad
+    assert params["backbone.layers.1.blocks.0.mlp.fc1.weight"].requires_grad
+    assert params["decode.weight"].requires_grad
+    with pytest.raises(ValueError, match="cannot freeze 5 stages"):
+        freeze_stages(_Composite(), 5)

@@ -1,5 +1,9 @@
 """The optimiser recipe: AdamW over parameter groups with no decay on norms, biases, position tables and
-embeddings, layer-wise learning-rate decay by block depth, and frozen early stages."""
+embeddings, layer-wise learning-rate decay by block depth, and frozen early stages.
+
+The groups come from what the model declares (timm's ``group_matcher`` idea): every Swin trunk inside the
+model, at any prefix, gives its parameters' layer ids, its no-decay names and its stage prefixes.
+"""
 
 from __future__ import annotations
 
@@ -13,17 +17,32 @@ from swinkit.engine.config import OptimConfig
 log = logging.getLogger(__name__)
 
 
-def freeze_stages(model: nn.Module, stages: int) -> int:
-    """Freeze the patch embedding (and absolute position embedding) and the first ``stages`` stages.
+def trunks(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The outermost submodules (``model`` itself included) that declare parameter groups, with the prefix
+    of their names: ``("", model)`` for a classifier, ``("backbone.", trunk)`` inside a composite model.
 
-    Returns the number of parameters frozen. ``stages`` may not exceed the model's stage count.
+    A module declares groups with ``layer_id(name)``, ``num_layers`` and ``stage_prefixes(stages)``
+    (see ``swinkit.models.swin.SwinTrunk``).
     """
+    found: list[tuple[str, nn.Module]] = []
+    for name, module in model.named_modules():
+        if not hasattr(module, "layer_id") or not hasattr(module, "stage_prefixes"):
+            continue
+        prefix = f"{name}." if name else ""
+        if not any(prefix.startswith(outer) for outer, _ in found):
+            found.append((prefix, module))
+    return found
+
+
+def freeze_stages(model: nn.Module, stages: int) -> int:
+    """Freeze the stem (patch and absolute position embedding) and the first ``stages`` stages of every
+    trunk in ``model``, wherever it sits. Returns the number of parameters frozen."""
     if stages <= 0:
         return 0
-    depths = model.config.depths
-    if stages > len(depths):
-        raise ValueError(f"freeze_stages={stages} but the model has {len(depths)} stages")
-    prefixes = ("patch_embed.", "absolute_pos_embed") + tuple(f"layers.{i}." for i in range(stages))
+    found = trunks(model)
+    if not found:
+        raise ValueError("the model declares no Swin trunk whose stages could be frozen")
+    prefixes = tuple(prefix + p for prefix, trunk in found for p in trunk.stage_prefixes(stages))
     frozen = 0
     for name, param in model.named_parameters():
         if name.startswith(prefixes):
@@ -32,39 +51,52 @@ def freeze_stages(model: nn.Module, stages: int) -> int:
     return frozen
 
 
-def layer_id(name: str, depths: tuple[int, ...]) -> int:
-    """Depth of a parameter for layer-wise lr decay: 0 embedding, 1..L blocks, L + 1 final norm and head.
+def layer_ids(model: nn.Module) -> tuple[dict[str, int], int]:
+    """(layer id of every parameter, number of ids) for layer-wise lr decay.
 
-    A stage's patch merging shares the id of the stage's last block (the official SimMIM/Swin rule).
+    Parameters of a trunk get the trunk's ids; everything outside the trunks (heads, necks, decoders) the
+    top id, so it trains at the full learning rate.
     """
-    if name.startswith(("patch_embed", "absolute_pos_embed", "mask_token")):
-        return 0
-    if name.startswith("layers."):
-        stage = int(name.split(".")[1])
-        if ".downsample." in name:
-            return sum(depths[: stage + 1])
-        block = int(name.split(".")[3])
-        return sum(depths[:stage]) + block + 1
-    return sum(depths) + 1
+    found = trunks(model)
+    num_layers = max((trunk.num_layers for _, trunk in found), default=1)
+    ids = {}
+    for name, _ in model.named_parameters():
+        owner = next(((p, t) for p, t in found if name.startswith(p)), None)
+        ids[name] = owner[1].layer_id(name[len(owner[0]) :]) if owner else num_layers - 1
+    return ids, num_layers
+
+
+def no_weight_decay(model: nn.Module) -> set[str]:
+    """Names excluded from weight decay: what each trunk declares, plus every bias and 1-D parameter."""
+    names = {
+        prefix + name
+        for prefix, trunk in trunks(model)
+        if hasattr(trunk, "no_weight_decay")
+        for name in trunk.no_weight_decay()
+    }
+    for name, param in model.named_parameters():
+        if param.ndim <= 1 or name.endswith(".bias"):
+            names.add(name)
+    return names
 
 
 def param_groups(model: nn.Module, weight_decay: float, layer_decay: float = 1.0) -> list[dict]:
     """Trainable parameters grouped by (decay or not, layer); each group carries its ``lr_scale``."""
-    skip = model.no_weight_decay() if hasattr(model, "no_weight_decay") else set()
-    depths = model.config.depths
-    num_layers = sum(depths) + 1
+    skip = no_weight_decay(model)
+    ids, num_layers = layer_ids(model)
+    top = num_layers - 1
     groups: dict[tuple[bool, int], dict] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         no_decay = name in skip
-        depth = layer_id(name, depths) if layer_decay != 1.0 else num_layers
+        depth = ids[name] if layer_decay != 1.0 else top
         key = (no_decay, depth)
         if key not in groups:
             groups[key] = {
                 "params": [],
                 "weight_decay": 0.0 if no_decay else weight_decay,
-                "lr_scale": layer_decay ** (num_layers - depth),
+                "lr_scale": layer_decay ** (top - depth),
             }
         groups[key]["params"].append(param)
     return [groups[key] for key in sorted(groups)]

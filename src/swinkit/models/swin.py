@@ -91,6 +91,39 @@ class SwinTrunk(nn.Module):
                         nn.init.zeros_(norm.weight)
                         nn.init.zeros_(norm.bias)
 
+    @property
+    def num_layers(self) -> int:
+        """Layer ids run 0 (stem) .. ``sum(depths) + 1`` (whatever follows the stages: norms, heads)."""
+        return sum(self.config.depths) + 2
+
+    def layer_id(self, name: str) -> int:
+        """Depth of parameter ``name`` (relative to this trunk) for layer-wise learning-rate decay.
+
+        0: patch embedding, absolute position embedding and mask token; 1..L: the blocks in order, a stage's
+        patch merging sharing its last block's id (the official Swin/SimMIM rule); L + 1: everything else.
+        """
+        depths = self.config.depths
+        if name.startswith(("patch_embed.", "absolute_pos_embed", "mask_token")):
+            return 0
+        if name.startswith("layers."):
+            parts = name.split(".")
+            stage = int(parts[1])
+            if parts[2] == "downsample":
+                return sum(depths[: stage + 1])
+            return sum(depths[:stage]) + int(parts[3]) + 1
+        return sum(depths) + 1
+
+    def stage_prefixes(self, stages: int) -> tuple[str, ...]:
+        """Name prefixes (relative to this trunk) of the stem and the first ``stages`` stages, for freezing."""
+        if not 0 <= stages <= self.config.num_stages:
+            raise ValueError(f"cannot freeze {stages} stages: the model has {self.config.num_stages}")
+        stem = ("patch_embed.", "absolute_pos_embed") if stages else ()
+        return stem + tuple(f"layers.{i}." for i in range(stages))
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names (relative to this module) conventionally excluded from weight decay."""
+        return no_weight_decay_names(self)
+
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         for stage in self.layers:
             stage.grad_checkpointing = enable
@@ -174,10 +207,6 @@ class SwinTransformer(SwinTrunk):
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(pixel_values))
 
-    def no_weight_decay(self) -> set[str]:
-        """Parameter names conventionally excluded from weight decay."""
-        return no_weight_decay_names(self)
-
 
 class SwinBackbone(SwinTrunk):
     """Multi-scale feature extractor: (B, 3, H, W) to a list of NCHW maps for ``out_indices``.
@@ -226,9 +255,6 @@ class SwinBackbone(SwinTrunk):
                     before = getattr(self, f"norm{i}")(before)
                 features.append(before.permute(0, 3, 1, 2).contiguous())  # (B, C, H, W)
         return features
-
-    def no_weight_decay(self) -> set[str]:
-        return no_weight_decay_names(self)
 
 
 def no_weight_decay_names(model: nn.Module) -> set[str]:
