@@ -123,7 +123,8 @@ def load_checkpoint(
         weights = path
     raw = layouts.unwrap(load_state_file(weights))
     layout, state_dict = layouts.to_canonical(raw, layout)
-    if hf_config is not None and hf_config.get("model_type") in ("swin", "swinv2"):
+    described = hf_config is not None and hf_config.get("model_type") in ("swin", "swinv2")
+    if described:
         config = hf.config_from_hf(hf_config)
         if config.num_classes == 0 and "head.weight" in state_dict:
             config = config.replace(num_classes=state_dict["head.weight"].shape[0])
@@ -142,6 +143,8 @@ def load_checkpoint(
                 config.window_size,
                 config.image_size,
             )
+    if not described:  # a layout's own run-time rules (torchvision's); a config.json records them itself
+        config = config.replace(**getattr(layouts.LAYOUTS[layout], "CONFIG_FIELDS", {}))
     return Checkpoint(config, state_dict, layout, preprocessing, path)
 
 

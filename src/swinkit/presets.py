@@ -15,6 +15,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 ProblemType = Literal["single_label_classification", "multi_label_classification"]
+ShiftRule = Literal["transformers", "torchvision"]
 
 
 @dataclass(frozen=True)
@@ -41,10 +42,16 @@ class SwinConfig:
     num_classes: int = 1000  # classifier outputs; 0 for a headless model
     problem_type: ProblemType = "single_label_classification"  # softmax (single) or sigmoid (multi-label)
     labels: tuple[str, ...] | None = None  # class names in output order; None means "LABEL_i"
+    shift_rule: ShiftRule = (
+        "transformers"  # torchvision: unclamped windows, shift dropped per single-window axis
+    )
+    patch_padding: bool = True  # pad the image to patch multiples; False drops the remainder (torchvision)
 
     def __post_init__(self) -> None:
         if self.version not in (1, 2):
             raise ValueError(f"version must be 1 or 2, got {self.version}")
+        if self.shift_rule not in ("transformers", "torchvision"):
+            raise ValueError(f"shift_rule must be 'transformers' or 'torchvision', got {self.shift_rule!r}")
         if len(self.depths) != len(self.num_heads):
             raise ValueError("depths and num_heads must have one entry per stage")
         if not self.pretrained_window_sizes:
@@ -79,7 +86,12 @@ class SwinConfig:
 
     @property
     def stage_window_sizes(self) -> tuple[int, ...]:
-        """The official rule, applied once at the native size: a map no larger than the window is one window."""
+        """The official rule, applied once at the native size: a map no larger than the window is one window.
+
+        torchvision never shrinks a window: every stage keeps ``window_size``.
+        """
+        if self.shift_rule == "torchvision":
+            return (self.window_size,) * self.num_stages
         return tuple(min(self.window_size, r) for r in self.stage_resolutions)
 
     @property
@@ -89,9 +101,9 @@ class SwinConfig:
 
         v1 (as transformers' Swin and torchvision): half the window in every stage, so a stage that is one
         window at the native size shifts on larger inputs. v2 (as transformers' Swinv2): fixed at the native
-        size, 0 where the native map is a single window.
+        size, 0 where the native map is a single window. torchvision (both versions): half the window everywhere.
         """
-        if self.version == 1:
+        if self.version == 1 or self.shift_rule == "torchvision":
             return tuple(w // 2 for w in self.stage_window_sizes)
         return tuple(0 if r <= w else w // 2 for r, w in zip(self.stage_resolutions, self.stage_window_sizes))
 

@@ -18,6 +18,7 @@ from swinkit.layers.window import (
     window_reverse,
     window_scatter_index,
 )
+from swinkit.presets import ShiftRule
 
 
 def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
@@ -54,18 +55,25 @@ class Mlp(nn.Module):
 
 
 class PatchEmbed(nn.Module):
-    """Non-overlapping ``patch_size`` convolution: (B, C_in, H, W) image to (B, H/p, W/p, C) tokens."""
+    """Non-overlapping ``patch_size`` convolution: (B, C_in, H, W) image to (B, H/p, W/p, C) tokens.
 
-    def __init__(self, patch_size: int, in_channels: int, embed_dim: int, norm: bool, eps: float) -> None:
+    With ``padding`` the image is zero-padded to patch multiples (ceil(H/p) rows of tokens); without it the
+    remainder rows and columns are dropped (floor(H/p), torchvision's plain strided convolution).
+    """
+
+    def __init__(
+        self, patch_size: int, in_channels: int, embed_dim: int, norm: bool, eps: float, padding: bool = True
+    ) -> None:
         super().__init__()
         self.patch_size = patch_size
+        self.padding = padding
         self.proj = nn.Conv2d(in_channels, embed_dim, kernel_size=patch_size, stride=patch_size)
         self.norm = nn.LayerNorm(embed_dim, eps=eps) if norm else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         H, W = x.shape[-2:]
         pad_h, pad_w = (-H) % self.patch_size, (-W) % self.patch_size
-        if pad_h or pad_w:
+        if self.padding and (pad_h or pad_w):
             x = F.pad(x, (0, pad_w, 0, pad_h))
         # a channels-last input makes the convolution write (B, H/p, W/p, C) directly: the permute is a view
         x = self.proj(x.contiguous(memory_format=torch.channels_last)).permute(0, 2, 3, 1)
@@ -117,6 +125,7 @@ class SwinBlock(nn.Module):
         pretrained_window_size: int = 0,
         eps: float = 1e-5,
         always_shift: bool = False,
+        shift_rule: ShiftRule = "transformers",
     ) -> None:
         super().__init__()
         self.version = version
@@ -125,6 +134,7 @@ class SwinBlock(nn.Module):
         self.always_shift = (
             always_shift  # shift even along axes that hold a single window (detection backbones)
         )
+        self.shift_rule = shift_rule  # which axes lose the shift on small maps: see _geometry
         self.norm1 = nn.LayerNorm(dim, eps=eps)
         self.attn = WindowAttention(
             dim,
@@ -141,13 +151,21 @@ class SwinBlock(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
 
     def _geometry(self, height: int, width: int) -> tuple[tuple[int, int], tuple[int, int]]:
-        """(padded size, shift) of a height x width map: padded to window multiples; no shift when either
-        axis holds a single window (transformers' Swin rule), unless ``always_shift``."""
+        """(padded size, (vertical, horizontal) shift) of a height x width map, padded to window multiples.
+
+        Unless ``always_shift``: the transformers rule drops the shift on both axes when either padded axis
+        is a single window; the torchvision rule drops it only along such an axis.
+        """
         ws = self.window_size
         padded = (height + (-height) % ws, width + (-width) % ws)
-        shifted = self.always_shift or min(padded) > ws
-        shift = (self.shift_size, self.shift_size) if shifted else (0, 0)
-        return padded, shift
+        if self.always_shift:
+            return padded, (self.shift_size, self.shift_size)
+        if self.shift_rule == "torchvision":
+            return padded, (
+                self.shift_size if padded[0] > ws else 0,
+                self.shift_size if padded[1] > ws else 0,
+            )
+        return padded, (self.shift_size, self.shift_size) if min(padded) > ws else (0, 0)
 
     def partition(self, x: torch.Tensor, padded: tuple[int, int], shift: tuple[int, int]) -> torch.Tensor:
         """Pad, cyclically shift by -shift and cut (B, H, W, C) into (B, nW, ws*ws, C) windows (one copy)."""

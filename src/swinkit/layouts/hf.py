@@ -190,6 +190,8 @@ def config_from_hf(hf: Mapping[str, Any]) -> SwinConfig:
         num_classes=num_classes,
         problem_type=hf.get("problem_type") or "single_label_classification",
         labels=labels if is_classifier and labels else None,
+        shift_rule=hf.get("shift_rule", "transformers"),  # swinkit's extra keys, ignored by transformers
+        patch_padding=hf.get("patch_padding", True),
     )
 
 
@@ -224,6 +226,9 @@ def config_to_hf(config: SwinConfig) -> dict[str, Any]:
     if v2:
         hf["pretrained_window_sizes"] = list(config.pretrained_window_sizes)
     hf["problem_type"] = config.problem_type
+    # swinkit's run-time rules (torchvision checkpoints differ); transformers ignores unknown keys
+    hf["shift_rule"] = config.shift_rule
+    hf["patch_padding"] = config.patch_padding
     return hf
 
 

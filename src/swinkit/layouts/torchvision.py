@@ -14,8 +14,10 @@ Followed: pytorch/vision ``torchvision/models/swin_transformer.py`` at b3054b4d 
   sizes (coordinates are normalised by the window itself), which canonical
   ``pretrained_window_sizes=0`` reproduces.
 
-torchvision never shrinks a window to a smaller feature map; the official presets' maps are never
-smaller than their windows, so the architectures agree there.
+torchvision's run-time geometry differs from transformers' on small or odd maps: it never shrinks a
+window, drops the shift only along an axis whose padded map is a single window, shifts every stage by
+half the window (v2 too), and its stem convolution drops the image rows and columns past the last whole
+patch. :data:`CONFIG_FIELDS` records these rules in the config of every checkpoint read in this layout.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ import torch
 from swinkit.layouts.common import DROPPED_BUFFERS, rename, window_from_index
 
 NAME = "torchvision"
+
+# SwinConfig fields that make the canonical model run torchvision's geometry at every input size
+CONFIG_FIELDS: dict[str, Any] = {"shift_rule": "torchvision", "patch_padding": False}
 
 _BLOCK = re.compile(r"features\.(\d+)\.(\d+)\.(.+)$")
 _MERGE = re.compile(r"features\.(\d+)\.(reduction|norm)\.(weight|bias)$")

@@ -40,7 +40,7 @@ class SwinTrunk(nn.Module):
         self.config = config
         c = config
         self.patch_embed = PatchEmbed(
-            c.patch_size, c.in_channels, c.embed_dim, c.patch_norm, c.layer_norm_eps
+            c.patch_size, c.in_channels, c.embed_dim, c.patch_norm, c.layer_norm_eps, c.patch_padding
         )
         grid = c.image_size // c.patch_size
         self.absolute_pos_embed = (
@@ -71,6 +71,7 @@ class SwinTrunk(nn.Module):
                     pretrained_window_size=c.pretrained_window_sizes[i],
                     eps=c.layer_norm_eps,
                     always_shift=always_shift,
+                    shift_rule=c.shift_rule,
                 )
                 for j in range(depth)
             ]
