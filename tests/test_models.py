@@ -156,12 +156,14 @@ def test_bias_cache_is_bounded():
 def test_gradients_flow_to_every_parameter(name):
     model = swinkit.create_model(name, num_classes=4, drop_path_rate=0.0)
     model.train()
-    torch.nn.init.normal_(model.head.weight)
+    torch.manual_seed(0)
+    with torch.no_grad():  # off init: v2 res-post norms start at zero, which would block what feeds them
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
     loss = model(torch.randn(2, 3, 64, 64)).logsumexp(-1).sum()
     loss.backward()
     no_grad = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
-    # v2 res-post-norm weights start at zero, so what feeds them gets no gradient on the first step
-    assert not [n for n in no_grad if name == "swin_micro" or "norm" in n and "blocks" not in n]
+    assert no_grad == []
 
 
 def test_gradient_checkpointing_gives_the_same_gradients():
