@@ -7,6 +7,8 @@ import subprocess
 import sys
 
 import pytest
+import torch
+from safetensors.torch import load_file
 from test_train import make_colors, one_thread  # noqa: F401  (autouse: one torch thread)
 
 from swinkit.engine.config import TrainConfig, apply_overrides
@@ -54,9 +56,15 @@ def test_torchrun_two_processes_matches_single_process(tmp_path):
     assert (
         ddp["num_samples"] == single["num_samples"] == 15
     )  # every validation image, gathered from both ranks
-    assert ddp["accuracy"] == pytest.approx(single["accuracy"], abs=0.07)
-    assert ddp["accuracy"] >= 0.9
+    # 2 ranks x 4 and 1 x 8 see the same global batches: equal up to float rounding (gradient averaging order)
+    assert ddp["accuracy"] == single["accuracy"]
     assert len(ddp["history"]) == len(single["history"]) == 2
-    first_ddp, first_single = ddp["history"][0]["train_loss"], single["history"][0]["train_loss"]
-    assert first_ddp == pytest.approx(first_single, rel=0.25), (ddp["history"], single["history"])
+    for ours, theirs in zip(ddp["history"], single["history"]):
+        assert ours["train_loss"] == pytest.approx(theirs["train_loss"], rel=1e-5), (ddp, single)
+        assert ours["val_loss"] == pytest.approx(theirs["val_loss"], rel=1e-5), (ddp, single)
+    ddp_weights = load_file(str(tmp_path / "ddp" / "model.safetensors"))
+    single_weights = load_file(str(tmp_path / "single" / "model.safetensors"))
+    assert ddp_weights.keys() == single_weights.keys()
+    for name, tensor in single_weights.items():
+        torch.testing.assert_close(ddp_weights[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
     assert not list((tmp_path / "ddp").glob("**/*.tmp"))
