@@ -176,9 +176,21 @@ def test_masked_image_modeling_checkpoint_loads_its_encoder(tmp_path):
     config = transformers.SwinConfig(
         embed_dim=32, depths=[2, 2], num_heads=[2, 4], image_size=64, window_size=4
     )
-    transformers.SwinForMaskedImageModeling(config).save_pretrained(tmp_path)
-    backbone = swinkit.from_pretrained(tmp_path, backbone=True)
+    torch.manual_seed(0)
+    mim = transformers.SwinForMaskedImageModeling(config).eval()
+    with torch.no_grad():  # off init, so a norm or bias left at its default would show
+        for p in mim.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    mim.save_pretrained(tmp_path)
+    backbone = swinkit.from_pretrained(tmp_path, backbone=True, out_norms=False).eval()
     assert backbone.out_channels == [32, 64]
+    pixels = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = mim.swin(pixels, output_hidden_states=True)
+        stages = backbone(pixels)
+        pooled = swinkit.from_pretrained(tmp_path).eval()(pixels)  # headless: the final norm, then the mean
+    torch.testing.assert_close(stages[-1], expected.reshaped_hidden_states[-1], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(pooled, expected.last_hidden_state.mean(1), rtol=1e-5, atol=1e-5)
 
 
 def test_saved_files_follow_the_umask(tmp_path):
