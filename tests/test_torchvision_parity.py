@@ -89,3 +89,8 @@ def test_transformers_rule_keeps_the_shift_off_on_both_axes_and_pads_the_image()
     tv = build_model(config.replace(shift_rule="torchvision", patch_padding=False))
     assert tv.layers[3].blocks[1]._geometry(8, 6) == ((14, 7), (3, 0))
     assert tv.patch_embed(torch.zeros(1, 3, 230, 190)).shape[1:3] == (57, 47)
+
+
+def test_unknown_shift_rule_is_a_user_error():
+    with pytest.raises(ValueError, match="shift_rule"):
+        SwinConfig(shift_rule="timm")
