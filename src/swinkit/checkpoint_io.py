@@ -67,7 +67,7 @@ def save_safetensors(
     """Write tensors (made contiguous, shared storage broken) atomically as safetensors."""
     tensors = {k: v.detach().contiguous().clone() for k, v in state_dict.items()}
     with atomic_path(destination, ".safetensors") as tmp:
-        save_file(tensors, str(tmp), metadata=metadata or {"format": "pt"})
+        save_file(tensors, str(tmp), metadata={"format": "pt", **(metadata or {})})
 
 
 def save_torch(obj: Any, destination: str | os.PathLike) -> None:

@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 PREPROCESSOR_FILE = "preprocessor_config.json"
+# where a checkpoint file carries its own description (safetensors metadata keys, training-state keys)
+DESCRIPTION_KEYS = ("swinkit.config", "swinkit.preprocessor")
 
 
 class CheckpointMismatchError(ValueError):
@@ -114,14 +116,17 @@ def load_checkpoint(
     path = resolve_source(source)
     hf_config = preprocessing = None
     if path.is_dir():
-        if (path / "config.json").is_file():
-            hf_config = json.loads((path / "config.json").read_text())
-        if (path / PREPROCESSOR_FILE).is_file():
-            preprocessing = json.loads((path / PREPROCESSOR_FILE).read_text())
+        hf_config, preprocessing = _folder_description(path)
         weights = _weights_in(path)
     else:
         weights = path
-    raw = layouts.unwrap(load_state_file(weights))
+    loaded = load_state_file(weights)
+    embedded = _embedded_description(weights, loaded)
+    if embedded[0] is not None:  # the file describes itself (every checkpoint swinkit writes does)
+        hf_config, preprocessing = embedded[0], embedded[1] or preprocessing
+    elif not path.is_dir() and path.parent.name == "checkpoints":  # a run's checkpoint from before that
+        hf_config, preprocessing = _folder_description(path.parent.parent)
+    raw = layouts.unwrap(_training_weights(loaded))
     layout, state_dict = layouts.to_canonical(raw, layout)
     described = hf_config is not None and hf_config.get("model_type") in ("swin", "swinv2")
     if described:
@@ -146,6 +151,57 @@ def load_checkpoint(
     if not described:  # a layout's own run-time rules (torchvision's); a config.json records them itself
         config = config.replace(**getattr(layouts.LAYOUTS[layout], "CONFIG_FIELDS", {}))
     return Checkpoint(config, state_dict, layout, preprocessing, path)
+
+
+def _folder_description(folder: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The folder's config.json and preprocessor_config.json, each None when absent."""
+    found = []
+    for name in ("config.json", PREPROCESSOR_FILE):
+        file = folder / name
+        found.append(json.loads(file.read_text()) if file.is_file() else None)
+    return found[0], found[1]
+
+
+def description_metadata(
+    config: SwinConfig, preprocessing: Preprocessing | dict[str, Any] | None = None
+) -> dict[str, str]:
+    """What a checkpoint file needs to load as exactly its model: the config.json (architecture, labels,
+    run-time rules) and the preprocessor config, as JSON strings (safetensors metadata; training state)."""
+    metadata = {DESCRIPTION_KEYS[0]: json.dumps(hf.config_to_hf(config))}
+    if preprocessing is not None:
+        data = preprocessing if isinstance(preprocessing, dict) else preprocessor_config(preprocessing)
+        metadata[DESCRIPTION_KEYS[1]] = json.dumps(data)
+    return metadata
+
+
+def _embedded_description(
+    weights: Path, loaded: Mapping[str, Any]
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The (config.json, preprocessor config) a file carries: safetensors metadata or training-state keys."""
+    if weights.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(weights), "pt") as f:
+            source: Mapping[str, Any] = f.metadata() or {}
+    else:
+        source = loaded
+    found = []
+    for key in DESCRIPTION_KEYS:
+        value = source.get(key)
+        try:
+            found.append(json.loads(value) if isinstance(value, str) else None)
+        except json.JSONDecodeError:
+            raise ValueError(f"{weights}: its {key} entry is not valid JSON") from None
+    return found[0], found[1]
+
+
+def _training_weights(loaded: dict[str, Any]) -> dict[str, Any]:
+    """The weights a training state (``last.pt``) evaluates with: its EMA when the run kept one."""
+    training_state = "progress" in loaded and "optimizer" in loaded
+    ema = loaded.get("ema") if training_state else None
+    if isinstance(ema, Mapping) and isinstance(ema.get("weights"), Mapping):
+        return dict(ema["weights"])
+    return loaded
 
 
 def _preset_config(preset: str, state_dict: Mapping[str, torch.Tensor]) -> SwinConfig:
@@ -370,7 +426,7 @@ def save_pretrained(
             config.patch_norm,
         )
     tensors = hf.from_canonical(model.state_dict(), config)
-    save_safetensors(tensors, directory / "model.safetensors")
+    save_safetensors(tensors, directory / "model.safetensors", description_metadata(config, preprocessing))
     atomic_write_json(directory / "config.json", hf.config_to_hf(config))
     if preprocessing is not None:
         data = preprocessing if isinstance(preprocessing, dict) else preprocessor_config(preprocessing)

@@ -41,7 +41,7 @@ from swinkit.engine.evaluation import Outputs, evaluate_outputs, predict, write_
 from swinkit.engine.metrics import primary_metric, summary_line
 from swinkit.engine.optim import build_optimizer, freeze_stages
 from swinkit.engine.schedule import WarmupCosine
-from swinkit.loading import save_pretrained
+from swinkit.loading import description_metadata, save_pretrained
 
 log = logging.getLogger(__name__)
 
@@ -191,8 +191,13 @@ class Trainer:
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "progress": dataclasses.asdict(self.progress),
             "config": self.config.to_dict(),
+            **self._description(),
         }
         save_training_state(self.run_dir, state)
+
+    def _description(self) -> dict[str, str]:
+        """What makes a checkpoint file load as exactly this model: its config.json and preprocessing."""
+        return description_metadata(self.model.config, self.processor.to_preprocessor_config())
 
     def _train_epoch(self) -> None:
         cfg, p = self.config, self.progress
@@ -284,7 +289,9 @@ class Trainer:
         if improved:
             p.best, p.best_epoch, p.bad_epochs = metrics[name], p.epoch + 1, 0
             if self.context.is_main:
-                save_safetensors(self.eval_model.state_dict(), checkpoint_dir(self.run_dir) / BEST)
+                save_safetensors(
+                    self.eval_model.state_dict(), checkpoint_dir(self.run_dir) / BEST, self._description()
+                )
         else:
             p.bad_epochs += 1
         if cfg.run.patience is not None and p.bad_epochs >= cfg.run.patience:
