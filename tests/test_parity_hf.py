@@ -1,5 +1,7 @@
 """Numerical parity with Hugging Face transformers (the reference oracle) on random, perturbed weights."""
 
+import json
+
 import pytest
 import torch
 import transformers
@@ -203,3 +205,33 @@ def test_saved_files_follow_the_umask(tmp_path):
         os.umask(old)
     assert oct((tmp_path / "model.safetensors").stat().st_mode & 0o777) == oct(0o644)
     assert oct((tmp_path / "config.json").stat().st_mode & 0o777) == oct(0o644)
+
+
+@pytest.mark.parametrize("format", ["safetensors", "bin"])
+def test_sharded_checkpoint_folder_loads(tmp_path, format):
+    """transformers writes model-0000k-of-0000n shards and an index for large models; both formats load."""
+    micro = dict(embed_dim=32, depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 8], window_size=4, image_size=64)
+    reference = _hf_classifier(2, **micro, num_labels=5)
+    reference.save_pretrained(tmp_path, max_shard_size="100KB")
+    if format == "bin":  # the same shards as pickled tensors, as older transformers wrote them
+        from safetensors.torch import load_file
+
+        index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
+        renamed = {}
+        for shard in sorted(set(index["weight_map"].values())):
+            new = shard.replace("model", "pytorch_model").replace(".safetensors", ".bin")
+            torch.save(load_file(tmp_path / shard), tmp_path / new)
+            (tmp_path / shard).unlink()
+            renamed[shard] = new
+        index["weight_map"] = {k: renamed[v] for k, v in index["weight_map"].items()}
+        (tmp_path / "pytorch_model.bin.index.json").write_text(json.dumps(index))
+        (tmp_path / "model.safetensors.index.json").unlink()
+    shards = list(tmp_path.glob("*-of-*"))
+    assert len(shards) > 2 and not (tmp_path / "model.safetensors").exists()
+    model = swinkit.from_pretrained(tmp_path).eval()
+    pixels = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(pixels), reference(pixel_values=pixels).logits, atol=1e-5, rtol=0)
+    shards[0].unlink()
+    with pytest.raises(FileNotFoundError, match="no such checkpoint file"):
+        swinkit.from_pretrained(tmp_path)

@@ -71,6 +71,7 @@ def _hub_download(repo_id: str) -> Path:
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     patterns = ["config.json", PREPROCESSOR_FILE, "model.safetensors", "pytorch_model.bin"]
+    patterns += ["*.index.json", "model-*-of-*.safetensors", "pytorch_model-*-of-*.bin"]  # sharded
     try:
         return Path(snapshot_download(repo_id, allow_patterns=patterns))
     except LocalEntryNotFoundError:
@@ -98,11 +99,34 @@ def resolve_source(source: str | os.PathLike) -> Path:
     raise FileNotFoundError(f"{text!r} is neither a file, a folder, a preset name nor a hub id")
 
 
-def _weights_in(folder: Path) -> Path:
+def _folder_weights(folder: Path) -> tuple[Path, dict[str, Any]]:
+    """(the file read, its tensors) for a HF folder: one weights file, or the shards an index lists."""
     for name in WEIGHT_FILES:
         if (folder / name).is_file():
-            return folder / name
-    raise FileNotFoundError(f"{folder} holds none of {', '.join(WEIGHT_FILES)}")
+            return folder / name, load_state_file(folder / name)
+    for name in WEIGHT_FILES:
+        index = folder / f"{name}.index.json"
+        if index.is_file():
+            return index, _read_shards(index)
+    names = ", ".join(WEIGHT_FILES + tuple(f"{n}.index.json" for n in WEIGHT_FILES))
+    raise FileNotFoundError(f"{folder} holds none of {names}")
+
+
+def _read_shards(index: Path) -> dict[str, Any]:
+    """The tensors of a sharded checkpoint (transformers' ``*.index.json`` and the shard files it maps)."""
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise ValueError(f"{index} is not a sharded-checkpoint index (no weight_map)") from None
+    tensors: dict[str, Any] = {}
+    for shard in sorted(set(weight_map.values())):
+        if Path(shard).name != shard:
+            raise ValueError(f"{index} names shard {shard!r} outside its folder; refused")
+        tensors.update(load_state_file(index.parent / shard))
+    absent = sorted(set(weight_map) - set(tensors))
+    if absent:
+        raise ValueError(f"{index} maps {len(absent)} tensors its shards do not hold, e.g. {absent[0]}")
+    return tensors
 
 
 def load_checkpoint(
@@ -117,10 +141,9 @@ def load_checkpoint(
     hf_config = preprocessing = None
     if path.is_dir():
         hf_config, preprocessing = _folder_description(path)
-        weights = _weights_in(path)
+        weights, loaded = _folder_weights(path)
     else:
-        weights = path
-    loaded = load_state_file(weights)
+        weights, loaded = path, load_state_file(path)
     embedded = _embedded_description(weights, loaded)
     if embedded[0] is not None:  # the file describes itself (every checkpoint swinkit writes does)
         hf_config, preprocessing = embedded[0], embedded[1] or preprocessing
@@ -308,7 +331,7 @@ def model_from_checkpoint(
     **overrides: Any,
 ) -> SwinTransformer | SwinBackbone:
     """The model of an already-read checkpoint; arguments as :func:`from_pretrained`."""
-    config = ckpt.config.replace(**overrides) if overrides else ckpt.config
+    config = _transferred(ckpt.config, overrides)
     state_dict = dict(ckpt.state_dict)
     if backbone:
         return _backbone_from(config, state_dict, out_indices, out_norms)
@@ -325,6 +348,22 @@ def model_from_checkpoint(
     model = build_model(new_config)
     load_into(model, state_dict, allow_missing=["head."] if fresh_head else ())
     return model
+
+
+def _transferred(config: SwinConfig, overrides: Mapping[str, Any]) -> SwinConfig:
+    """``config`` with ``overrides``; a v2 model moved to other stage windows keeps normalising its
+    coordinates by the windows it was trained at, as the official fine-tunes do (12 -> 16/24 sets
+    ``pretrained_window_sizes`` to (12, 12, 12, 6)), unless the overrides set them."""
+    new = config.replace(**overrides) if overrides else config
+    if new.version != 2 or "pretrained_window_sizes" in overrides:
+        return new
+    if new.stage_window_sizes == config.stage_window_sizes:
+        return new
+    trained = config.stage_window_sizes
+    # a window of 1 had no coordinates to normalise: nothing to keep
+    kept = tuple(p or (w if w > 1 else 0) for p, w in zip(config.pretrained_window_sizes, trained))
+    log.info("v2 windows %s -> %s: pretrained_window_sizes %s", trained, new.stage_window_sizes, kept)
+    return new.replace(pretrained_window_sizes=kept)
 
 
 def _backbone_from(
