@@ -133,7 +133,7 @@ def test_output_recovery_and_input_errors(tmp_path):
     out.write_text('{"image": "a"}\nnot json\n{"image": "c"}\n')
     with pytest.raises(ValueError, match="line 2"):
         ResumableJsonl(out)
-    (tmp_path / "in.csv").write_text("name,label\nx,y\n")
+    (tmp_path / "in.csv").write_text("picture,label\nx,y\n")
     with pytest.raises(ValueError, match="'path' or an 'image'"):
         list(iter_inputs(tmp_path / "in.csv"))
     with pytest.raises(ValueError, match=r"\.jsonl or a \.csv"):

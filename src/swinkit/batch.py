@@ -1,15 +1,10 @@
 """Batch classification of any number of images: streamed, parallel decoding, resumable JSONL output.
 
-Inputs (``iter_inputs``):
-
-* a folder: every image file below it (by extension), walked in sorted order; id = the file's path;
-* a ``.jsonl`` file: one record per line, either a JSON string (a path) or an object with ``path`` (a file)
-  or ``image`` (base64-encoded bytes, optionally a ``data:`` URL), and optionally ``id``;
-* a ``.csv`` file with a header: a ``path`` column or an ``image`` column of base64-encoded images (the Azure
-  ML batch-endpoint convention), and optionally an ``id`` column.
-
-Relative paths in a JSONL/CSV file are relative to that file's folder. A record's id is its ``id`` field,
-else its path, else ``row N`` (N counted from 0 among the data rows).
+Inputs (``iter_inputs``) are read by ``swinkit.data.records``, the reader train and evaluate use too: a
+folder (every image file below it, sorted), a ``.csv`` (a ``path`` column, or an ``image`` column of base64
+images as Azure ML batch endpoints take) or a ``.jsonl`` (a path string, or an object with ``path``,
+``image_url`` or base64 ``image``); labels are ignored. A record's id is its ``id`` field, else its path, else
+``row N`` (N counted from 0 among the data rows); relative paths are relative to the listing file's folder.
 
 Output: one JSON object per line, ``{"image": ID, "probs": [...], "labels": [...]}`` or, for an input that
 cannot be read, ``{"image": ID, "error": "..."}``. Rows are appended and flushed as they are computed, and
@@ -19,12 +14,10 @@ skips every id already there: each input ends up in the output exactly once.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import logging
 import os
-import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,23 +29,12 @@ from tqdm import tqdm
 
 from swinkit.data.decode import ImageDecodeError, decode_base64_text, decode_image
 from swinkit.data.preprocess import ImageProcessor
+from swinkit.data.records import ImageRecord, iter_image_files, iter_records, resolve_path
 from swinkit.inference import Predictor
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = frozenset(
-    ".jpg .jpeg .jpe .png .gif .webp .bmp .dib .tif .tiff .ppm .pgm .pbm .pnm .ico .jfif .tga".split()
-)
-
-
-@dataclass(frozen=True)
-class InputItem:
-    """One image to classify: a file path or base64 text, and the id its output row carries."""
-
-    id: str
-    path: str | None = None
-    base64: str | None = None
-    error: str | None = None  # the record itself is unusable: it becomes an error row
+InputItem = ImageRecord  # one image to classify: a file reference or base64 text, and its row's id
 
 
 def id_key(item_id: str) -> int:
@@ -60,75 +42,9 @@ def id_key(item_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(item_id.encode("utf-8"), digest_size=8).digest(), "little")
 
 
-def iter_image_files(folder: Path) -> Iterator[Path]:
-    """Image files below ``folder`` (by extension, case-insensitive), in sorted order."""
-    for root, dirs, files in os.walk(folder):
-        dirs.sort()
-        for name in sorted(files):
-            if Path(name).suffix.lower() in IMAGE_EXTENSIONS:
-                yield Path(root) / name
-
-
-def _record_item(record: Any, index: int, base: Path, where: str) -> InputItem:
-    if isinstance(record, str):
-        record = {"path": record}
-    if not isinstance(record, dict) or not (record.get("path") or record.get("image")):
-        raise ValueError(f"{where}: expected a path string or an object with 'path' or 'image'")
-    path = record.get("path")
-    if path:
-        path = str(base / path) if not os.path.isabs(path) else path
-    item_id = str(record["id"]) if record.get("id") not in (None, "") else path or f"row {index}"
-    return InputItem(item_id, path=path or None, base64=None if path else record["image"])
-
-
-def _checked_item(record: Any, index: int, base: Path, where: str) -> InputItem:
-    """The item of one record, or an error item (id: ``where``) when the record is unusable."""
-    try:
-        return _record_item(record, index, base, where)
-    except ValueError as e:
-        return InputItem(where, error=str(e))
-
-
-def _iter_jsonl(path: Path) -> Iterator[InputItem]:
-    with open(path, encoding="utf-8-sig") as f:  # -sig: a byte-order mark is not part of the first record
-        index = 0
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path} line {number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                yield InputItem(where, error=f"{where} is not JSON: {e}")
-            else:
-                yield _checked_item(record, index, path.parent, where)
-            index += 1
-
-
-def _iter_csv(path: Path) -> Iterator[InputItem]:
-    csv.field_size_limit(sys.maxsize)  # base64 images are long fields
-    with open(path, newline="", encoding="utf-8-sig") as f:  # spreadsheet exports start with a BOM
-        reader = csv.DictReader(f)
-        if not reader.fieldnames or not {"path", "image"} & set(reader.fieldnames):
-            raise ValueError(
-                f"{path} needs a 'path' or an 'image' (base64) column; it has {reader.fieldnames}"
-            )
-        for index, row in enumerate(reader):
-            yield _checked_item(row, index, path.parent, f"{path} row {index}")
-
-
-def iter_inputs(source: str | os.PathLike) -> Iterator[InputItem]:
-    """The items of a folder, a ``.jsonl`` or a ``.csv`` input (see the module docstring), lazily."""
-    path = Path(source)
-    if path.is_dir():
-        return (InputItem(str(p), path=str(p)) for p in iter_image_files(path))
-    if not path.is_file():
-        raise FileNotFoundError(f"no such input folder or file: {path}")
-    if path.suffix.lower() == ".jsonl":
-        return _iter_jsonl(path)
-    if path.suffix.lower() == ".csv":
-        return _iter_csv(path)
-    raise ValueError(f"{path}: the input must be a folder, a .jsonl or a .csv file")
+def iter_inputs(source: str | os.PathLike) -> Iterator[ImageRecord]:
+    """The records of a folder, a ``.jsonl`` or a ``.csv`` input (``swinkit.data.records``), lazily."""
+    return iter_records(source, labelled=False)
 
 
 def count_inputs(source: str | os.PathLike) -> int | None:
@@ -146,8 +62,11 @@ def load_item(item: InputItem) -> Any:
     """Decode one item into an RGB image; ImageDecodeError naming the item when it cannot be read."""
     if item.error is not None:
         raise ImageDecodeError(item.error)
-    if item.path is not None:
-        return decode_image(item.path, name=item.id if item.id != item.path else None)
+    if item.reference is not None:
+        path = resolve_path(item)
+        if path is None:
+            raise ImageDecodeError(f"{item.id}: no such file")
+        return decode_image(path, name=item.id if item.id != path else None)
     text = item.base64
     if not isinstance(text, str):
         raise ImageDecodeError(f"{item.id}: the image field must be base64 text, got {type(text).__name__}")

@@ -45,6 +45,10 @@ class ImageDecodeError(ValueError):
 # Raster formats decoded. Others are refused unopened: Pillow hands EPS/PostScript to Ghostscript, which
 # would run an untrusted program on a public endpoint.
 ALLOWED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "TIFF", "BMP", "PPM", "ICO")  # JPEG covers MPO
+# File names taken for images when a folder is listed (lower case): the extensions of ALLOWED_FORMATS.
+IMAGE_EXTENSIONS = tuple(
+    ".jpg .jpeg .jpe .jfif .png .apng .gif .webp .tif .tiff .bmp .ppm .pgm .pbm .pnm .ico".split()
+)
 
 _WHITESPACE = re.compile(r"\s+")
 _URL_SAFE = bytes.maketrans(b"-_", b"+/")
