@@ -19,6 +19,7 @@ from PIL import Image
 
 import swinkit
 from swinkit.batch import ResumableJsonl, iter_inputs, run_batch
+from swinkit.cli import main
 from swinkit.inference import Predictor
 from swinkit.loading import save_pretrained
 
@@ -152,3 +153,15 @@ def test_spreadsheet_csv_with_mime_base64_bad_records_and_repeated_ids(tmp_path,
     assert [row for row in out if "error" in row][0]["image"].endswith("row 1")  # the empty record
     assert summary.written == 3
     assert "1 inputs repeated an id" in caplog.text
+
+
+def test_a_run_where_every_input_failed_exits_non_zero(tmp_path, model_dir, capsys):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.jpg").write_text("not an image")
+    (tmp_path / "in" / "b.png").write_bytes(b"\x89PNG\r\n")
+    command = ["batch", "--model", str(model_dir), "--input", str(tmp_path / "in")]
+    command += ["--output", str(tmp_path / "out.jsonl"), "--workers", "0", "--no-progress"]
+    assert main(command) == 1
+    assert "every one of the 2 inputs failed (first: " in capsys.readouterr().err
+    _make_images(tmp_path / "in", 1)
+    assert main(command) == 0  # one image read: the run did something

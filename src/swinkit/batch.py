@@ -202,6 +202,12 @@ class BatchSummary:
     written: int  # rows written by this run
     errors: int  # of which error rows
     skipped: int  # rows already in the output from earlier runs
+    first_error: str | None = None  # the message of this run's first error row
+
+    @property
+    def all_failed(self) -> bool:
+        """This run wrote rows and every one of them is an error."""
+        return self.written > 0 and self.errors == self.written
 
 
 def run_batch(
@@ -225,7 +231,7 @@ def run_batch(
             collate_fn=collate,
             persistent_workers=False,
         )
-        skipped, written, errors, repeated = out.resumed, 0, 0, 0
+        skipped, written, errors, repeated, first_error = out.resumed, 0, 0, 0, None
         remaining = None if total is None else max(total - skipped, 0)
         bar = tqdm(total=remaining, unit="img", disable=not progress, desc="classifying", smoothing=0.1)
         with bar:
@@ -234,6 +240,7 @@ def run_batch(
                     if out.write(row):
                         written += 1
                         errors += "error" in row
+                        first_error = first_error or row.get("error")
                     else:  # done ids were skipped before decoding, so this id came twice in this input
                         repeated += 1
                 out.sync()
@@ -243,4 +250,4 @@ def run_batch(
     if repeated:
         log.warning("%d inputs repeated an id already written in this run; only the first was kept", repeated)
     log.info("%d rows written (%d errors), %d already present", written, errors, skipped)
-    return BatchSummary(written, errors, skipped)
+    return BatchSummary(written, errors, skipped, first_error)

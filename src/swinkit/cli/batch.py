@@ -51,4 +51,10 @@ def run(args: argparse.Namespace) -> int:
         f"{summary.skipped} were there from an earlier run",
         file=sys.stderr,
     )
+    if summary.all_failed:
+        print(
+            f"swinkit batch: error: every one of the {summary.written} inputs failed (first: {summary.first_error})",
+            file=sys.stderr,
+        )
+        return 1
     return 0

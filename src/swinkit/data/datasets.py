@@ -22,12 +22,13 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from swinkit.data.decode import IMAGE_EXTENSIONS, decode_image
+from swinkit.data.decode import IMAGE_EXTENSIONS, ImageDecodeError, decode_image
 from swinkit.data.records import ImageRecord, iter_records, resolve_path
 
 log = logging.getLogger(__name__)
 
 _SPACE = re.compile(r"\s+")
+_READ_CHECKS = 16  # images decoded before training or evaluation to catch a set of unreadable files
 __all__ = ["IMAGE_EXTENSIONS", "EvalImages", "LabeledImages", "TrainImages", "load_dataset", "split"]
 
 
@@ -132,7 +133,23 @@ def load_dataset(
     if not multi_label and any(len(r.labels) != 1 for r in records):
         raise ValueError(f"{path}: some images have several labels, but the task is multi-class")
     targets = [tuple(sorted({index[n] for n in r.labels})) for r in records]
-    return LabeledImages([p for p, _ in checked], targets, names, multi_label)
+    paths = [p for p, _ in checked]
+    _check_readable(paths, path)
+    return LabeledImages(paths, targets, names, multi_label)
+
+
+def _check_readable(paths: Sequence[str], source: Path, tries: int = _READ_CHECKS) -> None:
+    """Refuse a dataset none of whose images decodes, trying up to ``tries`` spread over it."""
+    count = min(tries, len(paths))
+    picked = [i * len(paths) // count for i in range(count)]
+    errors = []
+    for i in picked:
+        try:
+            decode_image(paths[i]).close()
+            return
+        except ImageDecodeError as e:
+            errors.append(str(e))
+    raise ValueError(f"{source}: none of the {len(picked)} images tried could be read (first: {errors[0]})")
 
 
 def split(data: LabeledImages, fraction: float, seed: int) -> tuple[LabeledImages, LabeledImages]:
