@@ -165,3 +165,40 @@ def test_a_run_where_every_input_failed_exits_non_zero(tmp_path, model_dir, caps
     assert "every one of the 2 inputs failed (first: " in capsys.readouterr().err
     _make_images(tmp_path / "in", 1)
     assert main(command) == 0  # one image read: the run did something
+
+
+def test_output_records_its_model_and_refuses_another_unless_overwrite(tmp_path, model_dir, capsys):
+    other = tmp_path / "other"
+    save_pretrained(swinkit.create_model("swin_micro", labels=["cat", "dog", "car"]), other)  # new weights
+    images = _make_images(tmp_path / "in", 3)
+    out = tmp_path / "out.jsonl"
+    first = Predictor.from_pretrained(model_dir)
+    run_batch(first, tmp_path / "in", out, num_workers=0, progress=False, model_name=str(model_dir))
+    meta = json.loads((tmp_path / "out.jsonl.meta.json").read_text())
+    assert meta["model"] == str(model_dir) and len(meta["config_hash"]) == 16 and meta["fingerprint"]
+    command = ["batch", "--model", str(other), "--input", str(tmp_path / "in"), "--output", str(out)]
+    command += ["--workers", "0", "--no-progress"]
+    assert main(command) == 2
+    assert f"holds rows of model '{model_dir}'" in capsys.readouterr().err and len(_rows(out)) == 3
+    assert main([*command, "--overwrite"]) == 0
+    reference = Predictor.from_pretrained(other).predict([str(images[0])])[0].probs
+    rows = _rows(out)
+    assert len(rows) == 3 and max(abs(a - b) for a, b in zip(rows[0]["probs"], reference)) < 1e-6
+    assert json.loads((tmp_path / "out.jsonl.meta.json").read_text())["model"] == str(other)
+
+
+def test_retry_errors_rescores_error_rows_in_place_of_them(tmp_path, model_dir):
+    predictor = Predictor.from_pretrained(model_dir)
+    images = _make_images(tmp_path / "in", 3)
+    good = images[1].read_bytes()
+    images[1].write_text("not yet an image")
+    out = tmp_path / "out.jsonl"
+    run_batch(predictor, tmp_path / "in", out, num_workers=0, progress=False)
+    assert ["error" in row for row in _rows(out)] == [False, True, False]
+    images[1].write_bytes(good)
+    assert run_batch(predictor, tmp_path / "in", out, num_workers=0, progress=False).written == 0
+    summary = run_batch(predictor, tmp_path / "in", out, num_workers=0, progress=False, retry_errors=True)
+    rows = _rows(out)
+    assert (summary.written, summary.errors) == (1, 0)
+    assert sorted(row["image"] for row in rows) == [str(p) for p in images]
+    assert all("probs" in row for row in rows)

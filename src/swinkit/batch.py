@@ -14,8 +14,6 @@ skips every id already there: each input ends up in the output exactly once.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 from collections.abc import Iterable, Iterator
@@ -27,19 +25,33 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm import tqdm
 
+from swinkit.batch_output import (
+    ResumableJsonl,
+    complete_lines,
+    id_key,
+    merge_shards,
+    model_fingerprint,
+    prepare_output,
+    row_id,
+    shard_path,
+)
 from swinkit.data.decode import ImageDecodeError, decode_base64_text, decode_image
 from swinkit.data.preprocess import ImageProcessor
 from swinkit.data.records import ImageRecord, iter_image_files, iter_records, resolve_path
+from swinkit.engine.distributed import DistContext, all_reduce_sum, barrier
 from swinkit.inference import Predictor
 
 log = logging.getLogger(__name__)
 
 InputItem = ImageRecord  # one image to classify: a file reference or base64 text, and its row's id
-
-
-def id_key(item_id: str) -> int:
-    """A 64-bit digest of an id: sets of these stay small for millions of inputs."""
-    return int.from_bytes(hashlib.blake2b(item_id.encode("utf-8"), digest_size=8).digest(), "little")
+__all__ = [
+    "BatchInterrupted",
+    "BatchSummary",
+    "ResumableJsonl",
+    "iter_image_files",
+    "iter_inputs",
+    "run_batch",
+]
 
 
 def iter_inputs(source: str | os.PathLike) -> Iterator[ImageRecord]:
@@ -80,19 +92,37 @@ def load_item(item: InputItem) -> Any:
 
 
 class ImageStream(IterableDataset):
-    """Items of an input, skipping done ids, decoded and preprocessed; each DataLoader worker takes every n-th.
+    """Items of this rank's shard (every ``world_size``-th input) not yet done, decoded and preprocessed.
 
-    Yields ``(id, pixels (3, H, W) or None, error message or None)``.
+    DataLoader worker w takes chunks w, w + workers, ... of ``chunk`` pending items, so that the loader, which
+    takes one batch from each worker in turn, yields the items in input order. Yields ``(id, pixels (3, H, W)
+    or None, error message or None)``.
     """
 
-    def __init__(self, source: str | os.PathLike, processor: ImageProcessor, done: frozenset[int]) -> None:
+    def __init__(
+        self,
+        source: str | os.PathLike,
+        processor: ImageProcessor,
+        done: frozenset[int],
+        *,
+        chunk: int = 1,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
         self.source, self.processor, self.done = source, processor, done
+        self.chunk, self.rank, self.world_size = chunk, rank, world_size
+
+    def pending(self) -> Iterator[ImageRecord]:
+        """This rank's items not in ``done``, in input order."""
+        for index, item in enumerate(iter_inputs(self.source)):
+            if index % self.world_size == self.rank and id_key(item.id) not in self.done:
+                yield item
 
     def __iter__(self) -> Iterator[tuple[str, torch.Tensor | None, str | None]]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        for index, item in enumerate(iter_inputs(self.source)):
-            if index % workers != worker or id_key(item.id) in self.done:
+        for position, item in enumerate(self.pending()):
+            if (position // self.chunk) % workers != worker:
                 continue
             try:
                 yield item.id, self.processor(load_item(item)), None
@@ -105,74 +135,6 @@ def collate(batch: list[tuple[str, torch.Tensor | None, str | None]]) -> list[tu
     return batch
 
 
-class ResumableJsonl:
-    """An append-only JSONL log of rows keyed by ``"image"``: knows which ids it holds, never writes one twice."""
-
-    def __init__(self, path: str | os.PathLike, key: str = "image") -> None:
-        self.path, self.key = Path(path), key
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.done: set[int] = set()
-        self.resumed = self._recover()
-        self._file = open(self.path, "a", encoding="utf-8")  # closed by close()
-
-    def _recover(self) -> int:
-        """Read the ids already written; drop a torn last line. Returns how many rows were there."""
-        if not self.path.exists():
-            return 0
-        keep = 0
-        with open(self.path, "rb") as f:
-            for number, line in enumerate(f, 1):
-                if not line.endswith(b"\n"):
-                    log.warning(
-                        "%s: dropping a torn last line (%d bytes) from an interrupted run",
-                        self.path,
-                        len(line),
-                    )
-                    break
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    row = None
-                if not isinstance(row, dict) or self.key not in row:
-                    raise ValueError(
-                        f"{self.path} line {number} is not a JSON row with {self.key!r}; fix or remove it"
-                    )
-                self.done.add(id_key(str(row[self.key])))
-                keep += len(line)
-        if keep != self.path.stat().st_size:
-            os.truncate(self.path, keep)
-        return len(self.done)
-
-    def __contains__(self, item_id: str) -> bool:
-        return id_key(item_id) in self.done
-
-    def write(self, row: dict[str, Any]) -> bool:
-        """Append ``row`` unless its id is already written; returns whether it was written."""
-        key = id_key(str(row[self.key]))
-        if key in self.done:
-            return False
-        self._file.write(json.dumps(row, ensure_ascii=False) + "\n")
-        self._file.flush()
-        self.done.add(key)
-        return True
-
-    def sync(self) -> None:
-        """Flush and fsync what was written."""
-        self._file.flush()
-        os.fsync(self._file.fileno())
-
-    def close(self) -> None:
-        if not self._file.closed:
-            self.sync()
-            self._file.close()
-
-    def __enter__(self) -> ResumableJsonl:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
 def _predict_group(predictor: Predictor, group: list[tuple[str, torch.Tensor]]) -> list[dict[str, Any]]:
     probs = predictor.predict_pixels(torch.stack([pixels for _, pixels in group])).tolist()  # (B, classes)
     return [
@@ -182,17 +144,20 @@ def _predict_group(predictor: Predictor, group: list[tuple[str, torch.Tensor]]) 
 
 
 def predict_rows(predictor: Predictor, batch: Iterable[tuple[str, Any, str | None]]) -> list[dict[str, Any]]:
-    """Output rows for one collated batch: error rows, and predictions run per group of equal-size images."""
-    rows: list[dict[str, Any]] = []
-    groups: dict[tuple[int, ...], list[tuple[str, torch.Tensor]]] = {}
-    for item_id, pixels, error in batch:
+    """Output rows for one collated batch, in batch order; predictions run per group of equal-size images."""
+    batch = list(batch)
+    rows: list[dict[str, Any] | None] = [None] * len(batch)
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for position, (item_id, pixels, error) in enumerate(batch):
         if error is not None:
-            rows.append({"image": item_id, "error": error})
+            rows[position] = {"image": item_id, "error": error}
         else:
-            groups.setdefault(tuple(pixels.shape), []).append((item_id, pixels))
-    for group in groups.values():
-        rows.extend(_predict_group(predictor, group))
-    return rows
+            groups.setdefault(tuple(pixels.shape), []).append(position)
+    for members in groups.values():
+        group = [(batch[i][0], batch[i][1]) for i in members]
+        for i, row in zip(members, _predict_group(predictor, group), strict=True):
+            rows[i] = row
+    return [row for row in rows if row is not None]
 
 
 @dataclass
@@ -210,6 +175,61 @@ class BatchSummary:
         return self.written > 0 and self.errors == self.written
 
 
+class BatchInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a batch run, once what was scored is safely written: ``rows`` are in ``output``."""
+
+    def __init__(self, output: Path, rows: int) -> None:
+        super().__init__(f"{rows} rows written to {output}")
+        self.output, self.rows = output, rows
+
+
+def _stop_workers(iterator: Any) -> None:
+    """Shut the DataLoader's decoding processes down now (they would otherwise poll for seconds)."""
+    shutdown = getattr(iterator, "_shutdown_workers", None)
+    if shutdown is not None:
+        shutdown()
+
+
+def _score(
+    predictor: Predictor, stream: ImageStream, out: ResumableJsonl, bar: tqdm, workers: int
+) -> BatchSummary:
+    """Write the rows of every item of ``stream`` to ``out``, fsynced per batch."""
+    loader = DataLoader(
+        stream,
+        batch_size=predictor.batch_size,
+        num_workers=workers,
+        collate_fn=collate,
+        persistent_workers=False,
+    )
+    summary, repeated = BatchSummary(0, 0, out.resumed), 0
+    iterator = iter(loader)
+    try:
+        for batch in iterator:
+            for row in predict_rows(predictor, batch):
+                if not out.write(row):  # done ids were skipped before decoding: this id came twice
+                    repeated += 1
+                    continue
+                summary.written += 1
+                summary.errors += "error" in row
+                summary.first_error = summary.first_error or row.get("error")
+            out.sync()
+            bar.update(len(batch))
+            if summary.errors:
+                bar.set_postfix(errors=summary.errors)
+    except KeyboardInterrupt:
+        out.sync()
+        raise BatchInterrupted(out.path, out.resumed + summary.written) from None
+    finally:
+        _stop_workers(iterator)
+    if repeated:
+        log.warning("%d inputs repeated an id already written in this run; only the first was kept", repeated)
+    return summary
+
+
+def _done_ids(output: Path) -> set[int]:
+    return {id_key(row_id(line, output)) for line in complete_lines(output)}
+
+
 def run_batch(
     predictor: Predictor,
     source: str | os.PathLike,
@@ -217,37 +237,62 @@ def run_batch(
     *,
     num_workers: int = 2,
     progress: bool = True,
+    model_name: str | None = None,
+    overwrite: bool = False,
+    retry_errors: bool = False,
+    context: DistContext | None = None,
 ) -> BatchSummary:
-    """Classify every item of ``source`` not yet in ``output``, appending one row per item (see module doc)."""
+    """Classify every item of ``source`` not yet in ``output``, appending one row per item (see module doc).
+
+    ``model_name`` is recorded in ``OUTPUT.meta.json``; an output another model wrote is refused unless
+    ``overwrite`` (start afresh). ``retry_errors`` re-scores the error rows. Under torchrun (``context``
+    distributed) each rank scores every world_size-th input into its shard and rank 0 merges the shards.
+    Raises ``BatchInterrupted`` on Ctrl-C, after syncing what was written.
+    """
     if num_workers < 0:
         raise ValueError(f"num_workers must be >= 0, got {num_workers}")
-    total = count_inputs(source)
-    with ResumableJsonl(output) as out:
-        stream = ImageStream(source, predictor.processor, frozenset(out.done))
-        loader = DataLoader(
-            stream,
-            batch_size=predictor.batch_size,
-            num_workers=num_workers,
-            collate_fn=collate,
-            persistent_workers=False,
+    context = context or DistContext()
+    output = Path(output)
+    if context.is_main:
+        config_hash, fingerprint = model_fingerprint(predictor.model, predictor.labels)
+        meta = {"model": model_name or "", "config_hash": config_hash, "fingerprint": fingerprint}
+        prepare_output(
+            output, {**meta, "labels": list(predictor.labels)}, overwrite=overwrite, retry_errors=retry_errors
         )
-        skipped, written, errors, repeated, first_error = out.resumed, 0, 0, 0, None
-        remaining = None if total is None else max(total - skipped, 0)
-        bar = tqdm(total=remaining, unit="img", disable=not progress, desc="classifying", smoothing=0.1)
-        with bar:
-            for batch in loader:
-                for row in predict_rows(predictor, batch):
-                    if out.write(row):
-                        written += 1
-                        errors += "error" in row
-                        first_error = first_error or row.get("error")
-                    else:  # done ids were skipped before decoding, so this id came twice in this input
-                        repeated += 1
-                out.sync()
-                bar.update(len(batch))
-                if errors:
-                    bar.set_postfix(errors=errors)
-    if repeated:
-        log.warning("%d inputs repeated an id already written in this run; only the first was kept", repeated)
-    log.info("%d rows written (%d errors), %d already present", written, errors, skipped)
-    return BatchSummary(written, errors, skipped, first_error)
+    barrier(context)
+    target = shard_path(output, context.rank, context.world_size) if context.distributed else output
+    done = _done_ids(output) if context.distributed else set()
+    with ResumableJsonl(target) as out:
+        stream = ImageStream(
+            source,
+            predictor.processor,
+            frozenset(done | out.done),
+            chunk=predictor.batch_size,
+            rank=context.rank,
+            world_size=context.world_size,
+        )
+        total = count_inputs(source)
+        remaining = None if total is None or context.distributed else max(total - out.resumed, 0)
+        with tqdm(
+            total=remaining, unit="img", disable=not progress, desc="classifying", smoothing=0.1
+        ) as bar:
+            summary = _score(predictor, stream, out, bar, num_workers)
+    if context.distributed:
+        summary = _merge(output, source, summary, context)
+    log.info(
+        "%d rows written (%d errors), %d already present", summary.written, summary.errors, summary.skipped
+    )
+    return summary
+
+
+def _merge(
+    output: Path, source: str | os.PathLike, summary: BatchSummary, context: DistContext
+) -> BatchSummary:
+    """After every rank is done, rank 0 merges the shards into ``output``; the counts are summed over ranks."""
+    counts = all_reduce_sum(torch.tensor([summary.written, summary.errors, summary.skipped]), context)
+    barrier(context)
+    if context.is_main:
+        merge_shards(output, (item.id for item in iter_inputs(source)), context.world_size)
+    barrier(context)
+    written, errors, skipped = (int(x) for x in counts.tolist())
+    return BatchSummary(written, errors, skipped, summary.first_error)
