@@ -202,3 +202,45 @@ def test_retry_errors_rescores_error_rows_in_place_of_them(tmp_path, model_dir):
     assert (summary.written, summary.errors) == (1, 0)
     assert sorted(row["image"] for row in rows) == [str(p) for p in images]
     assert all("probs" in row for row in rows)
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for task in os.listdir(f"/proc/{pid}/task"):
+        text = open(f"/proc/{pid}/task/{task}/children").read()
+        found |= {int(child) for child in text.split()}
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+def test_ctrl_c_says_how_to_resume_exits_130_and_stops_the_decoders(tmp_path, model_dir):
+    _make_images(tmp_path / "in", 80, size=(160, 120))
+    out = tmp_path / "out.jsonl"
+    process = subprocess.Popen(
+        _batch_command(model_dir, tmp_path / "in", out), start_new_session=True, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not out.exists() or out.read_text().count("\n") < 4):
+        assert process.poll() is None, process.stderr.read().decode()
+        time.sleep(0.02)
+    workers = _children(process.pid)
+    assert len(workers) >= 2
+    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
+    _, stderr = process.communicate(timeout=30)
+    stopped = time.monotonic()
+    rows = out.read_text().count("\n")
+    assert process.returncode == 130, stderr.decode()
+    message = f"interrupted: {rows} rows written to {out}; re-run the same command to resume"
+    assert message in stderr.decode()
+    while any(_alive(pid) for pid in workers) and time.monotonic() < stopped + 2:
+        time.sleep(0.05)
+    assert not any(_alive(pid) for pid in workers)
+    assert "Traceback" not in stderr.decode()
