@@ -226,6 +226,31 @@ def _score(
     return summary
 
 
+def _claim_output(
+    predictor: Predictor,
+    output: Path,
+    model_name: str | None,
+    overwrite: bool,
+    retry_errors: bool,
+    context: DistContext,
+) -> None:
+    """Rank 0 checks and prepares ``output`` (``prepare_output``); every rank learns whether it refused."""
+    refusal = None
+    if context.is_main:
+        config_hash, fingerprint = model_fingerprint(predictor.model, predictor.labels)
+        meta = {"model": model_name or "", "config_hash": config_hash, "fingerprint": fingerprint}
+        try:
+            prepare_output(output, {**meta, "labels": list(predictor.labels)}, overwrite=overwrite,
+                           retry_errors=retry_errors)  # fmt: skip
+        except ValueError as e:
+            refusal = e
+    refused = all_reduce_sum(torch.tensor([int(refusal is not None)]), context)
+    if refusal is not None:
+        raise refusal
+    if refused.item():
+        raise ValueError(f"rank 0 refused {output} (its message says why)")
+
+
 def _done_ids(output: Path) -> set[int]:
     return {id_key(row_id(line, output)) for line in complete_lines(output)}
 
@@ -253,13 +278,7 @@ def run_batch(
         raise ValueError(f"num_workers must be >= 0, got {num_workers}")
     context = context or DistContext()
     output = Path(output)
-    if context.is_main:
-        config_hash, fingerprint = model_fingerprint(predictor.model, predictor.labels)
-        meta = {"model": model_name or "", "config_hash": config_hash, "fingerprint": fingerprint}
-        prepare_output(
-            output, {**meta, "labels": list(predictor.labels)}, overwrite=overwrite, retry_errors=retry_errors
-        )
-    barrier(context)
+    _claim_output(predictor, output, model_name, overwrite, retry_errors, context)
     target = shard_path(output, context.rank, context.world_size) if context.distributed else output
     done = _done_ids(output) if context.distributed else set()
     with ResumableJsonl(target) as out:
