@@ -244,3 +244,15 @@ def test_ctrl_c_says_how_to_resume_exits_130_and_stops_the_decoders(tmp_path, mo
         time.sleep(0.05)
     assert not any(_alive(pid) for pid in workers)
     assert "Traceback" not in stderr.decode()
+
+
+def test_an_output_without_a_meta_file_from_a_model_with_other_labels_is_refused(tmp_path, model_dir):
+    _make_images(tmp_path / "in", 1)
+    out = tmp_path / "old.jsonl"
+    out.write_text(json.dumps({"image": "a.jpg", "probs": [0.5, 0.5], "labels": ["can", "carton"]}) + "\n")
+    predictor = Predictor.from_pretrained(model_dir)
+    with pytest.raises(ValueError, match=r"labels \['can', 'carton'\], not of 'mine'; pass --overwrite"):
+        run_batch(predictor, tmp_path / "in", out, num_workers=0, progress=False, model_name="mine")
+    assert (
+        run_batch(predictor, tmp_path / "in", out, num_workers=0, progress=False, overwrite=True).written == 1
+    )

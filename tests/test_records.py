@@ -59,3 +59,10 @@ def test_a_label_cell_holding_several_labels_of_other_rows_is_refused(tmp_path):
     assert load_dataset(tmp_path / "fridge.csv").targets == [(0,), (1,), (0, 1)]
     (tmp_path / "dogs.csv").write_text("path,label\na.png,golden retriever\nb.png,retriever\nc.png,pug\n")
     assert load_dataset(tmp_path / "dogs.csv").labels == ("golden retriever", "pug", "retriever")
+
+
+def test_a_headerless_csv_whose_first_label_is_a_column_name_is_still_data(tmp_path):
+    for name in ("a.png", "b.png"):
+        _image(tmp_path / name)
+    (tmp_path / "plain.csv").write_text("a.png,label\nb.png,cat\n")
+    assert load_dataset(tmp_path / "plain.csv").labels == ("cat", "label")

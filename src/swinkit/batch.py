@@ -43,7 +43,6 @@ from swinkit.inference import Predictor
 
 log = logging.getLogger(__name__)
 
-InputItem = ImageRecord  # one image to classify: a file reference or base64 text, and its row's id
 __all__ = [
     "BatchInterrupted",
     "BatchSummary",
@@ -70,7 +69,7 @@ def count_inputs(source: str | os.PathLike) -> int | None:
     return None
 
 
-def load_item(item: InputItem) -> Any:
+def load_item(item: ImageRecord) -> Any:
     """Decode one item into an RGB image; ImageDecodeError naming the item when it cannot be read."""
     if item.error is not None:
         raise ImageDecodeError(item.error)

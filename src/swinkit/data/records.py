@@ -27,6 +27,7 @@ record with ``error`` set: batch writes it as an error row, training refuses it.
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import os
 import re
@@ -184,10 +185,11 @@ def _iter_csv(path: Path) -> Iterator[ImageRecord]:
         first = next(rows, None)
         if first is None:
             return
-        if {cell.strip().lower() for cell in first} & _KNOWN_COLUMNS:
+        cells = [cell.strip().lower() for cell in first]
+        if set(cells) & _KNOWN_COLUMNS and not any(cell.endswith(IMAGE_EXTENSIONS) for cell in cells):
             yield from _csv_rows(rows, first, path)
         else:
-            yield from _headerless_rows([first], rows, path)
+            yield from _headerless_rows(itertools.chain([first], rows), path)
 
 
 def _csv_rows(rows: Iterator[list[str]], header: list[str], path: Path) -> Iterator[ImageRecord]:
@@ -209,8 +211,8 @@ def _csv_rows(rows: Iterator[list[str]], header: list[str], path: Path) -> Itera
         yield make_record(fields, labels, f"{path} row {index}", index, path.parent, listed)
 
 
-def _headerless_rows(first: list[list[str]], rows: Iterator[list[str]], path: Path) -> Iterator[ImageRecord]:
-    for index, row in enumerate([*first, *rows]):
+def _headerless_rows(rows: Iterator[list[str]], path: Path) -> Iterator[ImageRecord]:
+    for index, row in enumerate(rows):
         labels = split_labels(",".join(row[1:])) if len(row) > 1 else None
         yield make_record({"path": row[0].strip()}, labels, f"{path} row {index}", index, path.parent, False)
 
