@@ -14,6 +14,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+import torch
 from image_samples import bad_files, photo
 from PIL import Image
 
@@ -169,7 +170,8 @@ def test_a_run_where_every_input_failed_exits_non_zero(tmp_path, model_dir, caps
 
 def test_output_records_its_model_and_refuses_another_unless_overwrite(tmp_path, model_dir, capsys):
     other = tmp_path / "other"
-    save_pretrained(swinkit.create_model("swin_micro", labels=["cat", "dog", "car"]), other)  # new weights
+    torch.manual_seed(123)  # the same architecture and labels, other weights
+    save_pretrained(swinkit.create_model("swin_micro", labels=["cat", "dog", "car"]), other)
     images = _make_images(tmp_path / "in", 3)
     out = tmp_path / "out.jsonl"
     first = Predictor.from_pretrained(model_dir)
