@@ -258,3 +258,36 @@ def test_an_output_without_a_meta_file_from_a_model_with_other_labels_is_refused
     assert (
         run_batch(predictor, tmp_path / "in", out, num_workers=0, progress=False, overwrite=True).written == 1
     )
+
+
+def test_batch_and_serve_share_the_predictors_grouping_and_azure_row(tmp_path, model_dir, monkeypatch):
+    """One rule per concept: equal-size grouping is Predictor.probabilities, the row is Prediction.to_azure."""
+    from swinkit.batch import predict_rows
+    from swinkit.inference import Prediction
+    from swinkit.serve.service import ClassificationService
+
+    predictor = Predictor.from_pretrained(model_dir)
+    calls = []
+    grouping = Predictor.probabilities
+    monkeypatch.setattr(
+        Predictor, "probabilities", lambda self, px: calls.append(len(px)) or grouping(self, px)
+    )
+    azure = Prediction.to_azure
+    monkeypatch.setattr(
+        Prediction, "to_azure", lambda self: {**azure(self), "probs": [round(p, 3) for p in self.probs]}
+    )
+    pixels = [torch.rand(3, 64, 64), torch.rand(3, 64, 80), torch.rand(3, 64, 64)]
+    rows = predict_rows(predictor, [("a", pixels[0], None), ("bad", None, "broken"), ("b", pixels[1], None),
+                                    ("c", pixels[2], None)])  # fmt: skip
+    served = ClassificationService(predictor).infer(pixels)
+    assert calls == [3, 3]
+    assert [r["image"] for r in rows] == ["a", "bad", "b", "c"] and rows[1] == {
+        "image": "bad",
+        "error": "broken",
+    }
+    expected = [
+        Prediction.to_azure(p) for p in predictor.predict([Image.fromarray(np.zeros((4, 4, 3), np.uint8))])
+    ]
+    assert set(rows[0]) == {"image", *expected[0]}
+    for row, result in zip([rows[0], rows[2], rows[3]], served, strict=True):
+        assert row["probs"] == result.probs == [round(p, 3) for p in row["probs"]]

@@ -134,29 +134,19 @@ def collate(batch: list[tuple[str, torch.Tensor | None, str | None]]) -> list[tu
     return batch
 
 
-def _predict_group(predictor: Predictor, group: list[tuple[str, torch.Tensor]]) -> list[dict[str, Any]]:
-    probs = predictor.predict_pixels(torch.stack([pixels for _, pixels in group])).tolist()  # (B, classes)
-    return [
-        {"image": item_id, "probs": p, "labels": predictor.labels}
-        for (item_id, _), p in zip(group, probs, strict=True)
-    ]
-
-
 def predict_rows(predictor: Predictor, batch: Iterable[tuple[str, Any, str | None]]) -> list[dict[str, Any]]:
-    """Output rows for one collated batch, in batch order; predictions run per group of equal-size images."""
+    """Output rows for one collated batch, in batch order: the Azure result of each image (the predictor's
+    ``to_azure``, run per group of equal-size images by ``Predictor.probabilities``) or its error."""
     batch = list(batch)
-    rows: list[dict[str, Any] | None] = [None] * len(batch)
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for position, (item_id, pixels, error) in enumerate(batch):
+    scored = [i for i, (_, _, error) in enumerate(batch) if error is None]
+    probs = iter(predictor.probabilities([batch[i][1] for i in scored]))
+    rows = []
+    for item_id, _, error in batch:
         if error is not None:
-            rows[position] = {"image": item_id, "error": error}
+            rows.append({"image": item_id, "error": error})
         else:
-            groups.setdefault(tuple(pixels.shape), []).append(position)
-    for members in groups.values():
-        group = [(batch[i][0], batch[i][1]) for i in members]
-        for i, row in zip(members, _predict_group(predictor, group), strict=True):
-            rows[i] = row
-    return [row for row in rows if row is not None]
+            rows.append({"image": item_id, **predictor.make_prediction(next(probs)).to_azure()})
+    return rows
 
 
 @dataclass
