@@ -65,7 +65,17 @@ def decode_base64_text(text: str) -> bytes:
 
 
 class ImageTooLargeError(ImageDecodeError):
-    """An image whose header declares more pixels than allowed (a decompression-bomb guard)."""
+    """An image whose header declares more pixels than allowed (a decompression-bomb guard).
+
+    ``pixels`` is the declared width*height, ``limit`` the bound it exceeds and ``size`` the declared
+    (width, height) when known (Pillow's own guard reports only the pixel count).
+    """
+
+    def __init__(self, message: str, *, pixels: int, limit: int, size: tuple[int, int] | None = None) -> None:
+        super().__init__(message)
+        self.pixels = pixels
+        self.limit = limit
+        self.size = size
 
 
 def _describe(source: str | os.PathLike | bytes | Image.Image, name: str | None) -> str:
@@ -78,7 +88,24 @@ def _describe(source: str | os.PathLike | bytes | Image.Image, name: str | None)
     return "<PIL image>"
 
 
-def _open(source: str | os.PathLike | bytes | Image.Image, label: str) -> Image.Image:
+_PILLOW_BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
+
+
+def _bomb_error(
+    error: Image.DecompressionBombError, label: str, max_pixels: int | None
+) -> ImageTooLargeError:
+    """Pillow's refusal (over twice ``Image.MAX_IMAGE_PIXELS``) restated with the caller's limit."""
+    pillow_limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+    match = _PILLOW_BOMB_PIXELS.search(str(error))
+    pixels = int(match.group(1)) if match else pillow_limit + 1
+    if max_pixels is not None and max_pixels < pillow_limit:
+        message = f"{label}: {pixels:,} pixels exceed the limit of {max_pixels:,}"
+        return ImageTooLargeError(message, pixels=pixels, limit=max_pixels)
+    message = f"{label}: {pixels:,} pixels exceed Pillow's limit of {pillow_limit:,} (2 * PIL.Image.MAX_IMAGE_PIXELS)"
+    return ImageTooLargeError(message, pixels=pixels, limit=pillow_limit)
+
+
+def _open(source: str | os.PathLike | bytes | Image.Image, label: str, max_pixels: int | None) -> Image.Image:
     if isinstance(source, Image.Image):
         return source
     if isinstance(source, (bytes, bytearray)):
@@ -94,7 +121,7 @@ def _open(source: str | os.PathLike | bytes | Image.Image, label: str) -> Image.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             return Image.open(stream, formats=ALLOWED_FORMATS)
     except Image.DecompressionBombError as e:
-        raise ImageTooLargeError(f"{label}: {e}") from None
+        raise _bomb_error(e, label, max_pixels) from None
     except UnidentifiedImageError:
         raise ImageDecodeError(
             f"{label}: not an image in a supported format ({', '.join(ALLOWED_FORMATS)})"
@@ -161,12 +188,13 @@ def decode_image(
     Raises ``ImageDecodeError`` for a missing, truncated or non-image input, or one with too many pixels.
     """
     label = _describe(source, name)
-    image = _open(source, label)
+    image = _open(source, label, max_pixels)
     width, height = image.size
     if max_pixels is not None and width * height > max_pixels:
         if image is not source:
             image.close()
-        raise ImageTooLargeError(f"{label}: {width}x{height} pixels exceed the limit of {max_pixels}")
+        message = f"{label}: {width}x{height} pixels exceed the limit of {max_pixels:,}"
+        raise ImageTooLargeError(message, pixels=width * height, limit=max_pixels, size=(width, height))
     if max_aspect_ratio is not None and max(width, height) > max_aspect_ratio * max(1, min(width, height)):
         if image is not source:
             image.close()

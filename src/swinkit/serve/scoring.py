@@ -173,11 +173,17 @@ class Scorer:
         return pixels
 
     def _decode(self, data: bytes, index: int) -> Image.Image:
-        """The RGB image of item ``index``; 400 for anything that is not a sane image."""
+        """The RGB image of item ``index``, its size and elongation checked from the header; 400/413 for
+        anything that is not a sane image."""
         try:
-            image = decode_image(data, name=f"item {index}", max_pixels=self.settings.max_pixels)
+            return decode_image(
+                data,
+                name=f"item {index}",
+                max_pixels=self.settings.max_pixels,
+                max_aspect_ratio=self.settings.max_aspect_ratio,
+            )
         except ImageTooLargeError as e:
-            raise ServeError(413, "image_too_large", str(e), index=index) from None
+            raise ServeError(413, "image_too_large", self._too_large(e, index), index=index) from None
         except ImageDecodeError as e:
             raise ServeError(400, "invalid_image", str(e), index=index) from None
         except Exception as e:  # hostile bytes must not become a 500, whatever the decoder trips on
@@ -185,15 +191,16 @@ class Scorer:
             raise ServeError(
                 400, "invalid_image", f"item {index}: not a readable image", index=index
             ) from None
-        width, height = image.size
-        if max(width, height) > self.settings.max_aspect_ratio * min(width, height):
-            raise ServeError(
-                400,
-                "invalid_image",
-                f"item {index}: {width}x{height} is too elongated to classify",
-                index=index,
-            )
-        return image
+
+    def _too_large(self, error: ImageTooLargeError, index: int) -> str:
+        """The refusal of an image over the pixel limit, naming the setting that sets it."""
+        size = f"{error.size[0]}x{error.size[1]} = " if error.size else ""
+        if error.limit < self.settings.max_pixels:  # Pillow's own bound is the lower one
+            return str(error)
+        return (
+            f"item {index}: image is {size}{error.pixels:,} pixels; this server accepts at most "
+            f"{self.settings.max_pixels:,} (SWINKIT_MAX_PIXELS)"
+        )
 
     def _overloaded(self, reason: str) -> ServeError:
         return ServeError(
