@@ -4,6 +4,7 @@ the access log."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from serve_helpers import b64, make_images, make_model_dir, png_header, ready_client
@@ -59,3 +60,21 @@ def test_aspect_ratio_is_refused_from_the_header_before_any_decoding(client, mon
     response = score_json(client, [png_header(3000, 40)])  # 75:1 (server limit 50:1), no pixel data at all
     assert response.status_code == 400
     assert response.json()["error"]["message"] == "item 0: 3000x40 is too elongated (more than 50:1)"
+
+
+_EXPECTED_TYPES = {".js": "javascript", ".css": "text/css", ".png": "image/png", ".json": "application/json"}
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_docs_pages_load_everything_from_this_server(client, page):
+    html = client.get(page)
+    assert html.status_code == 200 and html.headers["content-type"].startswith("text/html")
+    urls = re.findall(r"""(?:src|href|url|spec-url)\s*[=:]\s*["']([^"']+)["']""", html.text)
+    assert len(urls) >= 3, html.text  # script, stylesheet or icon, and the schema
+    for url in urls:
+        assert url.startswith("/") and not url.startswith("//"), f"{page} loads {url} from elsewhere"
+        asset = client.get(url)
+        assert asset.status_code == 200, url
+        suffix = url[url.rfind(".") :]
+        assert _EXPECTED_TYPES[suffix] in asset.headers["content-type"], (url, asset.headers["content-type"])
+    assert not re.search(r"https?://", html.text), "the page names another host"

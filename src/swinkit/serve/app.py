@@ -2,9 +2,10 @@
 
 Routes: ``POST /score`` (Azure ML schema, see ``swinkit.serve.schemas``), ``GET /health`` (the process
 answers), ``GET /ready`` (model loaded and warmed up), ``GET /metrics`` (Prometheus), ``GET /info`` (model,
-labels, preprocessing); OpenAPI at ``/docs``. The lifespan loads the model in the background
-(``swinkit.serve.state``) and, at its end, drains the batcher, so uvicorn's graceful shutdown lets
-in-flight requests finish.
+labels, preprocessing); OpenAPI at ``/openapi.json``, browsable at ``/docs`` (Swagger UI) and ``/redoc``,
+whose scripts and styles ``fastapi-offline`` ships and ``/docs-assets`` serves, so they work offline. The
+lifespan loads the model in the background (``swinkit.serve.state``) and, at its end, drains the batcher, so
+uvicorn's graceful shutdown lets in-flight requests finish.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi_offline import FastAPIOffline
 
 from swinkit import __version__
 from swinkit.serve.errors import ServeError, install_error_handlers
@@ -27,6 +29,7 @@ from swinkit.serve.service import ScoringService
 from swinkit.serve.settings import ServeSettings
 from swinkit.serve.state import FailureHandler, ServeState
 
+DOCS_ASSETS = "/docs-assets"  # Swagger UI and ReDoc scripts, styles and icon
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": text}
     for status, text in {
@@ -128,7 +131,8 @@ def create_app(
                 await loading
             await state.stop()
 
-    app = FastAPI(
+    app = FastAPIOffline(
+        static_url=DOCS_ASSETS,
         title="swinkit",
         version=__version__,
         description="Swin Transformer real-time endpoint (Azure ML scoring schema).",
