@@ -78,3 +78,26 @@ def test_docs_pages_load_everything_from_this_server(client, page):
         suffix = url[url.rfind(".") :]
         assert _EXPECTED_TYPES[suffix] in asset.headers["content-type"], (url, asset.headers["content-type"])
     assert not re.search(r"https?://", html.text), "the page names another host"
+
+
+@pytest.mark.parametrize(
+    "media", ["image/jpeg", "image/png", "image/webp", "image/bmp", "application/octet-stream"]
+)
+def test_a_raw_image_body_scores_like_its_json_form(client, files, media):
+    data = files[1][1].read_bytes() if media == "image/jpeg" else files[1][0].read_bytes()
+    raw = client.post("/score", content=data, headers={"content-type": media})
+    assert raw.status_code == 200, raw.text
+    assert raw.json() == score_json(client, [data]).json()
+
+
+def test_raw_bodies_that_are_not_images_or_of_another_type(client):
+    garbage = client.post("/score", content=b"not an image", headers={"content-type": "image/png"})
+    assert garbage.status_code == 400 and garbage.json()["error"]["code"] == "invalid_image"
+    other = client.post("/score", content=b"GIF89a", headers={"content-type": "text/plain"})
+    assert other.status_code == 415
+    assert other.json()["error"]["message"] == (
+        "the body must be application/json or one image "
+        "(image/jpeg, image/png, image/webp, image/bmp, application/octet-stream), not text/plain"
+    )
+    too_big = client.post("/score", content=b"\0" * 300_000, headers={"content-type": "image/jpeg"})
+    assert too_big.status_code == 413 and too_big.json()["error"]["code"] == "body_too_large"

@@ -25,6 +25,7 @@ from swinkit.serve.errors import ServeError, install_error_handlers
 from swinkit.serve.fetch import Resolver, system_resolver
 from swinkit.serve.metrics import CONTENT_TYPE, MetricsMiddleware, ServeMetrics
 from swinkit.serve.schemas import ErrorResponse, InfoResponse, ScoreRequest, ScoreResult
+from swinkit.serve.scoring import RAW_IMAGE_TYPES
 from swinkit.serve.service import ScoringService
 from swinkit.serve.settings import ServeSettings
 from swinkit.serve.state import FailureHandler, ServeState
@@ -36,15 +37,20 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         400: "malformed JSON or an unusable image (index names it)",
         408: "the body did not arrive in time",
         413: "body, image count or download over its limit",
-        415: "the body is not JSON",
+        415: "the body is neither JSON nor one of the image types",
         422: "the body does not follow the schema",
         503: "overloaded or shutting down (see Retry-After)",
     }.items()
 }
+_RAW_IMAGE = {"schema": {"type": "string", "format": "binary"}}
 _REQUEST_BODY = {
     "requestBody": {
         "required": True,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ScoreRequest"}}},
+        "description": "the Azure ML JSON body, or one encoded image as the raw body",
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/ScoreRequest"}},
+            **{media: _RAW_IMAGE for media in RAW_IMAGE_TYPES},
+        },
     }
 }
 

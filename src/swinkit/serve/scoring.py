@@ -26,6 +26,8 @@ from swinkit.serve.settings import ServeSettings
 
 log = logging.getLogger(__name__)
 
+IMAGE_COUNT = "swinkit.images"  # ASGI scope key: how many images a /score request holds (for the access log)
+
 
 def _declared_length(request: Request) -> int | None:
     declared = request.headers.get("content-length")
@@ -83,14 +85,25 @@ async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
     raise ServeError(413, "body_too_large", message, close=not complete)
 
 
-def check_content_type(request: Request) -> None:
-    """415 unless the body is declared as JSON (a missing Content-Type is taken as JSON)."""
+RAW_IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/bmp", "application/octet-stream")
+
+
+def is_raw_image(request: Request) -> bool:
+    """Whether the body is one encoded image (a ``RAW_IMAGE_TYPES`` Content-Type, as TorchServe clients
+    send) rather than JSON (``application/json``, ``*+json`` or no Content-Type); 415 for anything else."""
     content_type = request.headers.get("content-type")
     if content_type is None:
-        return
+        return False
     media = content_type.split(";", 1)[0].strip().lower()
+    if media in RAW_IMAGE_TYPES:
+        return True
     if media != "application/json" and not media.endswith("+json"):
-        raise ServeError(415, "unsupported_media_type", f"the body must be application/json, not {media}")
+        raise ServeError(
+            415,
+            "unsupported_media_type",
+            f"the body must be application/json or one image ({', '.join(RAW_IMAGE_TYPES)}), not {media}",
+        )
+    return False
 
 
 def parse_request(body: bytes, max_images: int) -> list[str]:
@@ -146,15 +159,18 @@ class Scorer:
             self.active -= 1
 
     async def _score(self, request: Request) -> list[dict]:
-        check_content_type(request)
+        raw = is_raw_image(request)
         body = await read_body(request, self.settings.max_body_bytes, self.settings.body_timeout_s)
-        limit = self.settings.max_images_per_request
-        images = await anyio.to_thread.run_sync(parse_request, body, limit, limiter=self._limiter)
-        del body
-        check_items(images, allow_urls=self.settings.allow_urls)
-        fetched = await fetch_urls(images, self.fetcher)
-        pixels = await anyio.to_thread.run_sync(self._prepare, images, fetched, limiter=self._limiter)
-        del images, fetched
+        if raw:
+            request.scope[IMAGE_COUNT] = 1
+            pixels = await anyio.to_thread.run_sync(self._prepare_raw, body, limiter=self._limiter)
+            del body
+        else:
+            limit = self.settings.max_images_per_request
+            images = await anyio.to_thread.run_sync(parse_request, body, limit, limiter=self._limiter)
+            del body
+            request.scope[IMAGE_COUNT] = len(images)
+            pixels = await self._prepare_items(images)
         try:
             results = await self.batcher.submit(pixels)
         except QueueFullError as e:
@@ -162,6 +178,16 @@ class Scorer:
         except BatcherClosedError as e:
             raise ServeError(503, "shutting_down", str(e), retry_after=self.settings.retry_after_s) from None
         return [result.model_dump() for result in results]
+
+    async def _prepare_items(self, images: Sequence[str]) -> list[torch.Tensor]:
+        """Model inputs of a JSON body's images (base64, data URIs, downloaded URLs)."""
+        check_items(images, allow_urls=self.settings.allow_urls)
+        fetched = await fetch_urls(images, self.fetcher)
+        return await anyio.to_thread.run_sync(self._prepare, images, fetched, limiter=self._limiter)
+
+    def _prepare_raw(self, body: bytes) -> list[torch.Tensor]:
+        """The model input of a body that is one encoded image (runs in a worker thread)."""
+        return [self.service.prepare(self._decode(body, 0))]
 
     def _prepare(self, images: Sequence[str], fetched: dict[int, bytes]) -> list[torch.Tensor]:
         """Decode and preprocess every image (runs in a worker thread)."""
