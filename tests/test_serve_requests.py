@@ -4,6 +4,7 @@ the access log."""
 from __future__ import annotations
 
 import json
+import logging
 import re
 
 import pytest
@@ -101,3 +102,33 @@ def test_raw_bodies_that_are_not_images_or_of_another_type(client):
     )
     too_big = client.post("/score", content=b"\0" * 300_000, headers={"content-type": "image/jpeg"})
     assert too_big.status_code == 413 and too_big.json()["error"]["code"] == "body_too_large"
+
+
+def _access_lines(caplog) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "swinkit.serve.access" and r.levelno == logging.INFO
+    ]
+
+
+def test_every_request_gets_an_access_log_line(client, files, caplog):
+    caplog.set_level(logging.INFO, logger="swinkit.serve.access")
+    image = files[1][0].read_bytes()
+    client.get("/health")
+    score_json(client, [image, image])
+    client.post("/score", content=image, headers={"content-type": "image/png"})
+    client.post("/score", content=b"{oops")
+    client.get("/nope")
+    line = re.compile(r"^(GET|POST) (\S+) (\d{3}) (\d+\.\d) ms (\d+) images$")
+    parsed = [line.match(text) for text in _access_lines(caplog)]
+    assert all(parsed), _access_lines(caplog)
+    summary = [(m[1], m[2], int(m[3]), int(m[5])) for m in parsed]
+    assert summary == [
+        ("GET", "/health", 200, 0),
+        ("POST", "/score", 200, 2),
+        ("POST", "/score", 200, 1),
+        ("POST", "/score", 400, 0),
+        ("GET", "/nope", 404, 0),
+    ]
+    assert float(parsed[1][4]) > 0  # scoring two images takes measurable time

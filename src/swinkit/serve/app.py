@@ -11,6 +11,7 @@ uvicorn's graceful shutdown lets in-flight requests finish.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from typing import Any
@@ -23,7 +24,13 @@ from fastapi_offline import FastAPIOffline
 from swinkit import __version__
 from swinkit.serve.errors import ServeError, install_error_handlers
 from swinkit.serve.fetch import Resolver, system_resolver
-from swinkit.serve.metrics import CONTENT_TYPE, MetricsMiddleware, ServeMetrics
+from swinkit.serve.metrics import (
+    ACCESS_LOGGER,
+    CONTENT_TYPE,
+    AccessLogMiddleware,
+    MetricsMiddleware,
+    ServeMetrics,
+)
 from swinkit.serve.schemas import ErrorResponse, InfoResponse, ScoreRequest, ScoreResult
 from swinkit.serve.scoring import RAW_IMAGE_TYPES
 from swinkit.serve.service import ScoringService
@@ -105,6 +112,11 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     return app.openapi_schema
 
 
+def _log_level(name: str) -> int:
+    """The ``logging`` level of a uvicorn level name (uvicorn's ``trace`` is below DEBUG)."""
+    return logging.getLevelNamesMapping().get(name.upper(), logging.DEBUG)
+
+
 def _register_gauges(app: FastAPI, metrics: ServeMetrics) -> None:
     def reader(name: str) -> Callable[[], float]:
         return lambda: app.state.serve.gauges()[name] if hasattr(app.state, "serve") else 0.0
@@ -127,6 +139,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        logging.getLogger(ACCESS_LOGGER).setLevel(_log_level(settings.log_level))
         state = app.state.serve = ServeState(settings, metrics)
         loading = asyncio.create_task(state.load(service, resolver, on_failure))
         try:
@@ -145,6 +158,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(AccessLogMiddleware)
     install_error_handlers(app)
     _add_routes(app, metrics)
     _register_gauges(app, metrics)

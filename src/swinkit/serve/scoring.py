@@ -20,13 +20,12 @@ from swinkit.serve.batching import Batcher, BatcherClosedError, QueueFullError
 from swinkit.serve.errors import ServeError
 from swinkit.serve.fetch import Fetcher
 from swinkit.serve.inputs import check_items, fetch_urls, item_bytes
+from swinkit.serve.metrics import IMAGE_COUNT
 from swinkit.serve.schemas import ScoreRequest
 from swinkit.serve.service import ScoringService
 from swinkit.serve.settings import ServeSettings
 
 log = logging.getLogger(__name__)
-
-IMAGE_COUNT = "swinkit.images"  # ASGI scope key: how many images a /score request holds (for the access log)
 
 
 def _declared_length(request: Request) -> int | None:
