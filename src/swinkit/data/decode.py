@@ -22,6 +22,7 @@ import io
 import logging
 import os
 import re
+import struct
 import warnings
 from pathlib import Path
 
@@ -45,6 +46,19 @@ class ImageDecodeError(ValueError):
 # Raster formats decoded. Others are refused unopened: Pillow hands EPS/PostScript to Ghostscript, which
 # would run an untrusted program on a public endpoint.
 ALLOWED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "TIFF", "BMP", "PPM", "ICO")  # JPEG covers MPO
+
+# What Pillow's plugins raise on corrupt data, beyond OSError: a cut or garbled GIF frame gives IndexError or
+# struct.error, a TIFF frame without dimensions TypeError (found by tests/test_decode_fuzz.py).
+_CORRUPT_DATA_ERRORS = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    IndexError,
+    KeyError,
+    TypeError,
+    struct.error,
+)
 
 _WHITESPACE = re.compile(r"\s+")
 _URL_SAFE = bytes.maketrans(b"-_", b"+/")
@@ -126,7 +140,7 @@ def _open(source: str | os.PathLike | bytes | Image.Image, label: str, max_pixel
         raise ImageDecodeError(
             f"{label}: not an image in a supported format ({', '.join(ALLOWED_FORMATS)})"
         ) from None
-    except (OSError, SyntaxError, ValueError) as e:
+    except _CORRUPT_DATA_ERRORS as e:
         raise ImageDecodeError(f"{label}: not a readable image ({e})") from None
 
 
@@ -203,7 +217,7 @@ def decode_image(
         )
     try:
         rgb = _first_frame_rgb(image, label)
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
+    except _CORRUPT_DATA_ERRORS as e:
         if image is not source:
             image.close()
         raise ImageDecodeError(f"{label}: could not decode the image ({e})") from None
