@@ -16,7 +16,7 @@ from PIL import Image
 from swinkit.data.decode import ImageDecodeError, decode_image
 
 MAX_PIXELS = 200_000  # keeps a mutated header from declaring a large (slow) image
-EXAMPLES = int(os.environ.get("SWINKIT_FUZZ_EXAMPLES", "150"))
+EXAMPLES = int(os.environ.get("SWINKIT_FUZZ_EXAMPLES", "300"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
