@@ -42,6 +42,14 @@ def test_decompression_bomb_names_the_configured_limit_not_pillows():
     assert (info.value.pixels, info.value.limit) == (400_000_000, 89_478_485)
 
 
+def test_a_limit_above_pillows_own_guard_names_pillows():
+    with pytest.raises(ImageTooLargeError) as info:
+        decode_image(png_header(20_000, 20_000), name="bomb.png", max_pixels=10**9)
+    assert str(info.value) == (
+        "bomb.png: 400,000,000 pixels exceed Pillow's limit of 178,956,970 (2 * PIL.Image.MAX_IMAGE_PIXELS)"
+    )
+
+
 def test_server_refuses_a_bomb_with_its_pixel_setting(client):
     response = score_json(client, [png_header(20_000, 20_000)])
     assert response.status_code == 413
