@@ -140,3 +140,10 @@ def test_every_request_gets_an_access_log_line(client, files, caplog):
         ("GET", "/nope", 404, 0),
     ]
     assert float(parsed[1][4]) > 0  # scoring two images takes measurable time
+
+
+def test_access_log_lines_cannot_be_forged_through_the_path(client, caplog):
+    caplog.set_level(logging.INFO, logger="swinkit.serve.access")
+    client.get("/a%0AGET%20/health%20200?x=%0A")
+    (line,) = _access_lines(caplog)
+    assert "\n" not in line and line.startswith("GET /a%0AGET%20/health%20200 404 ")

@@ -156,6 +156,14 @@ class MetricsMiddleware:
             self.metrics.latency.observe(time.perf_counter() - start, route=path)
 
 
+def _logged_path(scope: Scope) -> str:
+    """The path as the client sent it (still percent-encoded, so ``%0A`` cannot forge a log line)."""
+    raw = scope.get("raw_path")
+    if raw:
+        return raw.decode("latin-1")
+    return scope["path"].encode("unicode_escape").decode("ascii")
+
+
 class AccessLogMiddleware:
     """ASGI middleware logging every HTTP answer: ``POST /score 200 12.3 ms 2 images`` (0 when none were read)."""
 
@@ -182,7 +190,7 @@ class AccessLogMiddleware:
             access_log.info(
                 "%s %s %d %.1f ms %d images",
                 scope["method"],
-                scope["path"],
+                _logged_path(scope),
                 status["code"],
                 latency_ms,
                 images,
