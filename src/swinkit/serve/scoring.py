@@ -1,5 +1,8 @@
 """The ``POST /score`` pipeline: admit, read the body (bounded), parse, load and decode the images in
 worker threads, run them through the batcher, answer one result per image in input order.
+
+The body is the Azure ML JSON (``swinkit.serve.schemas``) or, with an image Content-Type
+(``RAW_IMAGE_TYPES``), one encoded image, scored exactly as the same bytes in base64 would be.
 """
 
 from __future__ import annotations
