@@ -6,8 +6,6 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -23,6 +21,7 @@ from serve_helpers import (
     make_model_dir,
     png_bomb,
     png_bytes,
+    ready_client,
 )
 
 from swinkit.cli import build_parser
@@ -50,17 +49,6 @@ def client(files, service):
     settings = ServeSettings(model=str(files[0]), max_images_per_request=4, max_body_bytes=200_000)
     with ready_client(create_app(settings, service=service)) as c:
         yield c
-
-
-@contextmanager
-def ready_client(app) -> Iterator[TestClient]:
-    """A TestClient once the app's model is loaded and warmed up."""
-    with TestClient(app) as client:
-        deadline = time.monotonic() + 60
-        while client.get("/ready").status_code != 200:
-            assert time.monotonic() < deadline, client.get("/ready").text
-            time.sleep(0.02)
-        yield client
 
 
 def post(client, body, **kwargs):
@@ -172,7 +160,10 @@ def test_hostile_input_gets_its_4xx(client, files, body, headers, status, code, 
 
 def test_bomb_is_refused_from_its_header(client):
     message = post(client, {"input_data": [b64(png_bomb())]}).json()["error"]["message"]
-    assert "10000x10000 pixels exceed the limit" in message
+    assert message == (
+        "item 0: image is 10000x10000 = 100,000,000 pixels; this server accepts at most 89,478,485 "
+        "(SWINKIT_MAX_PIXELS)"
+    )
 
 
 def test_streamed_body_over_the_limit_is_cut_off(client):
