@@ -70,13 +70,14 @@ def test_results_follow_the_input_order_and_match_the_predictor(client, files):
     np.testing.assert_allclose([r["probs"] for r in flat], [r.probs for r in results], atol=1e-5)
 
 
-def test_operations_routes(client):
+def test_operations_routes(client, files):
     assert client.get("/health").json() == {"status": "ok"}
     assert client.get("/ready").json() == {"status": "ready"}
     info = client.get("/info").json()
     assert info["labels"] == LABELS and info["task"] == "image-classification"
     assert info["preprocessing"]["size"] == {"height": 64, "width": 64}
     post(client, {"input_data": ["@@"]})
+    assert post(client, {"input_data": [b64(files[1][0].read_bytes())]}).status_code == 200  # one batch run
     metrics = client.get("/metrics")
     assert metrics.headers["content-type"].startswith("text/plain; version=0.0.4")
     text = metrics.text
