@@ -295,6 +295,66 @@ def _build_presets() -> dict[str, Preset]:
 PRESETS: dict[str, Preset] = _build_presets()
 
 
+def _mim_preset(name: str, hub_id: str | None, description: str, **arch: Any) -> Preset:
+    """A SimMIM pre-training preset: headless, evaluated by plain resizing to the native size."""
+    return _preset(name, hub_id, description, crop_pct=None, num_classes=0, drop_path_rate=0.0, **arch)
+
+
+def _build_mim_presets() -> dict[str, Preset]:
+    """The published SimMIM models (microsoft/SimMIM README; SwinV2 ones from "On Data Scaling in MIM")."""
+    base, large = _V1_SIZES["base"], _V1_SIZES["large"]
+    no_drop = {"drop_path_rate"}
+    presets = [
+        _mim_preset(
+            "swin_base_simmim_window6_192",
+            "microsoft/swin-base-simmim-window6-192",
+            "SimMIM Swin-B, 192, window 6, ImageNet-1k 800 epochs",
+            window_size=6,
+            image_size=192,
+            **{k: v for k, v in base.items() if k not in no_drop},
+        ),
+        _mim_preset(
+            "swin_large_simmim_window12_192",
+            None,
+            "SimMIM Swin-L, 192, window 12, ImageNet-1k 800 epochs; official download "
+            "simmim_pretrain__swin_large__img192_window12__800ep.pth (microsoft/SimMIM README)",
+            window_size=12,
+            image_size=192,
+            **{k: v for k, v in large.items() if k not in no_drop},
+        ),
+    ]
+    for size in ("small", "base", "large"):
+        presets.append(
+            _mim_preset(
+                f"swinv2_{size}_simmim_1k_500k",
+                None,
+                f"SimMIM SwinV2-{size[0].upper()}, 192, window 12, ImageNet-1k 500k iterations; official "
+                f"download swinv2/pretrain/swinv2_{size}_1k_500k.pth (microsoft/SimMIM data-scaling release)",
+                version=2,
+                window_size=12,
+                image_size=192,
+                **{k: v for k, v in _V1_SIZES[size].items() if k not in no_drop},
+            )
+        )
+    micro = dict(embed_dim=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8), window_size=4, image_size=64)
+    presets.append(_mim_preset("swin_micro_simmim", None, "small SimMIM model for tests", **micro))
+    presets.append(
+        _mim_preset("swinv2_micro_simmim", None, "small SimMIM model for tests", version=2, **micro)
+    )
+    return {p.name: p for p in presets}
+
+
+# Masked-image-modeling presets, apart from PRESETS: SwinConfig describes the trunk, not the task.
+MIM_PRESETS: dict[str, Preset] = _build_mim_presets()
+
+
+def get_mim_preset(name: str) -> Preset:
+    """The SimMIM preset called ``name``; a ValueError lists the known ones when it does not exist."""
+    if name not in MIM_PRESETS:
+        raise ValueError(f"unknown SimMIM preset {name!r}; known: {', '.join(sorted(MIM_PRESETS))}")
+    return MIM_PRESETS[name]
+
+
 def list_models() -> list[str]:
     """Names of every preset, sorted."""
     return sorted(PRESETS)
