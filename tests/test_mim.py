@@ -267,3 +267,25 @@ def test_simmim_presets_name_their_published_weights():
             assert "official download" in preset.description
     with pytest.raises(ValueError, match="unknown SimMIM preset"):
         get_mim_preset("swin_base_simmim")
+
+
+def test_a_simmim_preset_without_hub_weights_names_its_official_download():
+    with pytest.raises(ValueError, match="swinv2_base_1k_500k.pth"):
+        load_mim("swinv2_base_simmim_1k_500k")
+
+
+def test_a_folder_whose_encoder_stride_disagrees_is_refused(tmp_path):
+    model = build_mim_model(get_mim_preset("swinv2_micro_simmim").config)
+    save_mim_pretrained(model, tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "encoder_stride": 16}))
+    with pytest.raises(ValueError, match="encoder_stride 16"):
+        load_mim(tmp_path)
+
+
+def test_an_official_v2_checkpoint_tells_its_window_by_its_buffers(tmp_path):
+    config = get_mim_preset("swinv2_micro_simmim").config.replace(window_size=2)
+    state = build_mim_model(config).state_dict()
+    state["encoder.layers.0.blocks.0.attn.relative_position_index"] = torch.zeros(4, 4, dtype=torch.long)
+    torch.save({"model": state}, tmp_path / "simmim.pth")
+    assert load_mim(tmp_path / "simmim.pth").config.window_size == 2

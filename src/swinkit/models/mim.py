@@ -17,9 +17,11 @@ Parameter names are the official SimMIM checkpoint's (``encoder.*``, ``encoder.m
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -28,8 +30,11 @@ from torch import nn
 from swinkit import layouts
 from swinkit.checkpoint_io import atomic_write_json, load_state_file, save_safetensors, save_torch
 from swinkit.layouts import common, hf, official
+from swinkit.loading import load_into, resolve_source
 from swinkit.models.swin import SwinTransformer
-from swinkit.presets import SwinConfig, get_mim_preset
+from swinkit.presets import MIM_PRESETS, SwinConfig, get_mim_preset
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -147,24 +152,41 @@ def mim_state_dict_from(raw: dict[str, torch.Tensor]) -> tuple[str, dict[str, to
     raise ValueError(f"masked-image-modeling weights come in the hf or official layout, not {layout!r}")
 
 
-def load_mim(source: str | os.PathLike, *, preset: str | None = None) -> SwinForMaskedImageModeling:
-    """A SimMIM model from a transformers MIM folder (config.json + weights) or an official SimMIM file.
+def _resolve(source: str | os.PathLike) -> Path:
+    """A local path for ``source``: a file or folder, or the hub snapshot of a MIM preset or hub id."""
+    text = str(source)
+    if text in MIM_PRESETS and not Path(source).exists():
+        preset = MIM_PRESETS[text]
+        if preset.hub_id is None:
+            raise ValueError(
+                f"SimMIM preset {text!r} has no Hugging Face weights ({preset.description}); "
+                "download that file and pass its path"
+            )
+        text = preset.hub_id
+    return resolve_source(text)
 
-    The architecture comes from config.json, else from the MIM ``preset``, else from the tensor shapes.
-    """
-    path = Path(source)
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist")
+
+def _read(path: Path) -> tuple[dict[str, Any] | None, dict[str, torch.Tensor]]:
+    """(config.json of a folder or None, the raw tensors of the folder's weights or of the file)."""
     hf_config = None
     if path.is_dir():
         if (path / "config.json").is_file():
             hf_config = json.loads((path / "config.json").read_text())
-        path = next(
-            (path / n for n in ("model.safetensors", "pytorch_model.bin") if (path / n).is_file()), path
-        )
-        if path.is_dir():
-            raise FileNotFoundError(f"{path} holds no model.safetensors or pytorch_model.bin")
-    raw = layouts.unwrap(load_state_file(path))
+        names = ("model.safetensors", "pytorch_model.bin")
+        weights = next((path / n for n in names if (path / n).is_file()), None)
+        if weights is None:
+            raise FileNotFoundError(f"{path} holds none of {', '.join(names)}")
+        path = weights
+    return hf_config, layouts.unwrap(load_state_file(path))
+
+
+def load_mim(source: str | os.PathLike, *, preset: str | None = None) -> SwinForMaskedImageModeling:
+    """A SimMIM model from a transformers MIM folder or hub id, an official SimMIM file, or a MIM preset name.
+
+    The architecture comes from config.json, else from the MIM ``preset``, else from the tensor shapes
+    (official files keep the index and coordinate buffers that tell the windows).
+    """
+    hf_config, raw = _read(_resolve(source))
     layout, state_dict = mim_state_dict_from(raw)
     if hf_config is not None:
         config = hf.config_from_hf(hf_config)
@@ -172,21 +194,28 @@ def load_mim(source: str | os.PathLike, *, preset: str | None = None) -> SwinFor
         config = get_mim_preset(preset).config
     else:
         encoder = {k[len("encoder.") :]: v for k, v in state_dict.items() if k.startswith("encoder.")}
-        window = official.window_size_hint(raw) if layout == "official" else None
-        config = common.infer_config(encoder, window_size=window)
+        hints = (official.window_size_hint(raw), official.pretrained_window_sizes_hint(raw))
+        config = common.infer_config(encoder, window_size=hints[0], pretrained_window_sizes=hints[1])
     model = SwinForMaskedImageModeling(config)
-    _load_exactly(model, state_dict)
-    return model
-
-
-def _load_exactly(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
-    from swinkit.loading import load_into  # imported here: loading builds the classifiers on this package
-
+    stride = (hf_config or {}).get("encoder_stride", model.encoder_stride)
+    if stride != model.encoder_stride:
+        raise ValueError(
+            f"config.json has encoder_stride {stride}, but a {config.num_stages}-stage patch-{config.patch_size} "
+            f"encoder has stride {model.encoder_stride}"
+        )
     load_into(model, state_dict)
+    return model
 
 
 def save_mim_pretrained(model: SwinForMaskedImageModeling, directory: str | os.PathLike) -> Path:
     """Write ``model`` as transformers' ``Swin(v2)ForMaskedImageModeling`` (config.json + model.safetensors)."""
+    if not hf.transformers_can_run(model.config):
+        log.warning(
+            "transformers cannot run this architecture (stage windows %s for window_size %d): swinkit reads "
+            "this folder, transformers' Swin does not",
+            model.config.stage_window_sizes,
+            model.config.window_size,
+        )
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = hf.mim_from_canonical(model.state_dict(), model.config)
