@@ -231,11 +231,19 @@ def test_mask_generator_follows_the_official_algorithm(size):
 
 
 def test_mask_generator_is_reproducible_with_a_seed():
-    first = [MaskGenerator(rng=7)() for _ in range(1)] + [MaskGenerator(rng=7)()]
+    first = [MaskGenerator(rng=7)(), MaskGenerator(rng=7)()]
     np.testing.assert_array_equal(first[0], first[1])
     other = MaskGenerator(rng=8)()
     assert not np.array_equal(first[0], other)
     assert first[0].shape == (48, 48) and first[0].sum() == math.ceil(36 * 0.6) * 64
+
+
+def test_mask_generator_takes_a_torch_generator():
+    first = MaskGenerator(64, rng=torch.Generator().manual_seed(3))()
+    again = MaskGenerator(64, rng=torch.Generator().manual_seed(3))()
+    np.testing.assert_array_equal(first, again)
+    expected = torch.randperm(4, generator=torch.Generator().manual_seed(3)).numpy()
+    np.testing.assert_array_equal(first, MaskGenerator(64).mask_from_permutation(expected))
 
 
 def test_mask_generator_refuses_sizes_it_cannot_tile():

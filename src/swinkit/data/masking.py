@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
 
 
 class MaskGenerator:
@@ -12,8 +13,8 @@ class MaskGenerator:
 
     Each call masks ``ceil(cells * mask_ratio)`` cells of the (H/mask_patch, W/mask_patch) grid, chosen by a
     random permutation, and returns the (H/model_patch, W/model_patch) 0/1 mask (1 = masked patch).
-    ``input_size`` is an int (square) or (height, width). ``rng`` (a numpy Generator or seed) makes the masks
-    reproducible.
+    ``input_size`` is an int (square) or (height, width). ``rng`` (a numpy Generator, a torch Generator or a
+    seed) makes the masks reproducible.
     """
 
     def __init__(
@@ -22,7 +23,7 @@ class MaskGenerator:
         mask_patch_size: int = 32,
         model_patch_size: int = 4,
         mask_ratio: float = 0.6,
-        rng: np.random.Generator | int | None = None,
+        rng: np.random.Generator | torch.Generator | int | None = None,
     ) -> None:
         height, width = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
         if height % mask_patch_size or width % mask_patch_size:
@@ -39,7 +40,9 @@ class MaskGenerator:
         self.scale = mask_patch_size // model_patch_size
         self.token_count = self.grid[0] * self.grid[1]
         self.mask_count = int(math.ceil(self.token_count * mask_ratio))
-        self.rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+        self.rng = (
+            rng if isinstance(rng, np.random.Generator | torch.Generator) else np.random.default_rng(rng)
+        )
 
     def mask_from_permutation(self, permutation: np.ndarray) -> np.ndarray:
         """The mask that masks the first ``mask_count`` cells of ``permutation`` (a permutation of the cells)."""
@@ -49,4 +52,8 @@ class MaskGenerator:
         return mask.repeat(self.scale, axis=0).repeat(self.scale, axis=1)  # (H/model_patch, W/model_patch)
 
     def __call__(self) -> np.ndarray:
-        return self.mask_from_permutation(self.rng.permutation(self.token_count))
+        if isinstance(self.rng, torch.Generator):
+            permutation = torch.randperm(self.token_count, generator=self.rng).numpy()
+        else:
+            permutation = self.rng.permutation(self.token_count)
+        return self.mask_from_permutation(permutation)
