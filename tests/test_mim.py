@@ -9,7 +9,7 @@ import torch
 import transformers
 
 from swinkit.data.masking import MaskGenerator
-from swinkit.layouts import hf, official
+from swinkit.layouts import common, hf, official
 from swinkit.models.mim import (
     SwinForMaskedImageModeling,
     build_mim_model,
@@ -297,3 +297,17 @@ def test_an_official_v2_checkpoint_tells_its_window_by_its_buffers(tmp_path):
     state["encoder.layers.0.blocks.0.attn.relative_position_index"] = torch.zeros(4, 4, dtype=torch.long)
     torch.save({"model": state}, tmp_path / "simmim.pth")
     assert load_mim(tmp_path / "simmim.pth").config.window_size == 2
+
+
+@pytest.mark.parametrize("name", ["swin_base_simmim_window6_192", "swinv2_base_simmim_1k_500k"])
+def test_a_published_preset_has_the_tensors_transformers_builds_for_it(name):
+    config = get_mim_preset(name).config
+    with torch.device("meta"):
+        model = SwinForMaskedImageModeling(config)
+        hf_config = hf.mim_config_to_hf(config, model.encoder_stride)
+        cls = transformers.SwinConfig if config.version == 1 else transformers.Swinv2Config
+        hf_model_cls = getattr(transformers, hf.MIM_ARCHITECTURES[config.version])
+        reference = hf_model_cls(cls(**{k: v for k, v in hf_config.items() if k != "architectures"}))
+    ours = {k: v for k, v in model.state_dict().items() if not common.DROPPED_BUFFERS.search(k)}
+    theirs = hf.mim_to_canonical(reference.state_dict())  # transformers 5 keeps other names in memory
+    assert {k: tuple(v.shape) for k, v in ours.items()} == {k: tuple(v.shape) for k, v in theirs.items()}
