@@ -235,6 +235,22 @@ def test_mask_generator_is_reproducible_with_a_seed():
     assert first[0].shape == (48, 48) and first[0].sum() == math.ceil(36 * 0.6) * 64
 
 
+def test_a_random_state_draws_the_official_masks():
+    state = np.random.get_state()
+    try:
+        np.random.seed(11)
+        official = []
+        for _ in range(3):  # the official __call__, drawing from the global numpy state
+            cells = np.zeros(36, dtype=int)
+            cells[np.random.permutation(36)[: math.ceil(36 * 0.6)]] = 1
+            official.append(cells.reshape(6, 6).repeat(8, axis=0).repeat(8, axis=1))
+    finally:
+        np.random.set_state(state)
+    generator = MaskGenerator(rng=np.random.RandomState(11))
+    for expected in official:
+        np.testing.assert_array_equal(generator(), expected)
+
+
 def test_mask_generator_takes_a_torch_generator():
     first = MaskGenerator(64, rng=torch.Generator().manual_seed(3))()
     again = MaskGenerator(64, rng=torch.Generator().manual_seed(3))()

@@ -14,7 +14,8 @@ class MaskGenerator:
     Each call masks ``ceil(cells * mask_ratio)`` cells of the (H/mask_patch, W/mask_patch) grid, chosen by a
     random permutation, and returns the (H/model_patch, W/model_patch) 0/1 mask (1 = masked patch).
     ``input_size`` is an int (square) or (height, width). ``rng`` (a numpy Generator, a torch Generator or a
-    seed) makes the masks reproducible.
+    seed) makes the masks reproducible; a ``numpy.random.RandomState`` draws exactly the masks the official
+    code draws from the global numpy state seeded alike.
     """
 
     def __init__(
@@ -23,7 +24,7 @@ class MaskGenerator:
         mask_patch_size: int = 32,
         model_patch_size: int = 4,
         mask_ratio: float = 0.6,
-        rng: np.random.Generator | torch.Generator | int | None = None,
+        rng: np.random.Generator | np.random.RandomState | torch.Generator | int | None = None,
     ) -> None:
         height, width = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
         if height % mask_patch_size or width % mask_patch_size:
