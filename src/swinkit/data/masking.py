@@ -41,9 +41,8 @@ class MaskGenerator:
         self.scale = mask_patch_size // model_patch_size
         self.token_count = self.grid[0] * self.grid[1]
         self.mask_count = int(math.ceil(self.token_count * mask_ratio))
-        self.rng = (
-            rng if isinstance(rng, np.random.Generator | torch.Generator) else np.random.default_rng(rng)
-        )
+        own = isinstance(rng, np.random.Generator | np.random.RandomState | torch.Generator)
+        self.rng = rng if own else np.random.default_rng(rng)
 
     def mask_from_permutation(self, permutation: np.ndarray) -> np.ndarray:
         """The mask that masks the first ``mask_count`` cells of ``permutation`` (a permutation of the cells)."""
