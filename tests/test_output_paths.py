@@ -144,3 +144,13 @@ def test_predict_output_fifo_streams_jsonl(model_and_images, tmp_path):
     fifo, data = _write_to_fifo(tmp_path, lambda d: main([*argv, str(d)]))
     assert len(data.decode().splitlines()) == len(images)
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+
+@pytest.mark.parametrize(
+    "argv", [["evaluate", "--model", "m", "--data", "d", "--output", "-"], ["convert", "m", "-"]]
+)
+def test_folder_outputs_refuse_dash(argv, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    assert "'-' (standard output)" in capsys.readouterr().err
+    assert not (tmp_path / "-").exists()
