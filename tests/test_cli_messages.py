@@ -23,3 +23,15 @@ def test_unknown_flag_prints_the_subcommand_usage(capsys):
     err = capsys.readouterr().err
     assert err.startswith("usage: swinkit predict ")
     assert "swinkit predict: error: unrecognized arguments: --bogus" in err
+
+
+def test_typo_in_local_path_says_the_path_does_not_exist(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    assert main(["predict", "--model", "runs/nope", "x.jpg"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("swinkit predict: error: no file or folder runs/nope, and no Hugging Face hub id")
+    assert len(err.splitlines()) == 1
+    assert main(["predict", "--model", "runs/a/nope", "x.jpg"]) == 2
+    err = capsys.readouterr().err
+    assert "no file or folder runs/a/nope" in err and "cache" not in err
