@@ -136,8 +136,57 @@ def save_torch(obj: Any, destination: str | os.PathLike) -> None:
         torch.save(obj, f)
 
 
+# Leading bytes of files people pass by mistake, and what to call them.
+NOT_CHECKPOINTS: tuple[tuple[bytes, str], ...] = (
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (b"GIF8", "a GIF image"),
+    (b"BM", "a BMP image"),
+    (b"II*\x00", "a TIFF image"),
+    (b"MM\x00*", "a TIFF image"),
+    (b"%PDF", "a PDF document"),
+    (b"\x1f\x8b", "a gzip archive"),
+    (b"\x7fELF", "an executable"),
+)
+
+
+def _looks_like(head: bytes) -> str | None:
+    """What ``head`` (a file's first bytes) looks like when it cannot start a PyTorch zip or pickle; else None."""
+    if head.startswith((b"PK\x03\x04", b"\x80")):  # torch.save's zip archive, a (legacy) pickle
+        return None
+    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        return "it looks like a WebP image"
+    for magic, kind in NOT_CHECKPOINTS:
+        if head.startswith(magic):
+            return f"it looks like {kind}"
+    if not head:
+        return "it is empty"
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return "it is neither a PyTorch zip or pickle nor safetensors"
+    return "it looks like a text file"
+
+
+def _is_safetensors(head: bytes, size: int) -> bool:
+    """A safetensors file starts with its JSON header's length (little-endian uint64) and the header's ``{``."""
+    return len(head) > 8 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") <= size - 8
+
+
+def _check_is_checkpoint(path: Path) -> None:
+    """ValueError naming what ``path`` looks like when it is not a checkpoint file at all."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if _is_safetensors(head, path.stat().st_size):
+        return
+    kind = _looks_like(head)
+    if kind is not None:
+        raise ValueError(f"{path} is not a checkpoint file ({kind})")
+
+
 def load_torch(path: str | os.PathLike) -> Any:
     """``torch.load`` with ``weights_only=True``; a file carrying pickled code raises UnsafeCheckpointError."""
+    _check_is_checkpoint(Path(path))
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -157,6 +206,7 @@ def load_state_file(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such checkpoint file: {path}")
+    _check_is_checkpoint(path)
     if path.suffix == ".safetensors":
         try:
             return dict(load_file(str(path)))
