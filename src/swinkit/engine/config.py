@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from swinkit.checkpoint_io import atomic_write_text
+from swinkit.presets import get_preset
 
 
 @dataclass
@@ -118,6 +119,11 @@ class TrainConfig:
             raise ValueError("no run folder: pass --output RUN")
         if not self.model.preset and not self.model.pretrained:
             raise ValueError("pass --preset NAME (architecture) and/or --pretrained SRC (weights)")
+        if self.model.preset:
+            get_preset(self.model.preset)  # an unknown name fails here, before any data is read
+        for name, source in (("--data", self.data.train), ("--val-data", self.data.val)):
+            if source and not Path(source).exists():
+                raise ValueError(f"{name} {source} does not exist")
         if not 0.0 < self.data.val_split < 1.0 and not self.data.val:
             raise ValueError(f"val_split must be in (0, 1), got {self.data.val_split}")
         for name, value in (
