@@ -115,11 +115,13 @@ def finished_run(tmp_path_factory):
     return root / "run", fitted
 
 
+@pytest.mark.slow
 def test_first_epoch_throughput_excludes_loader_start_up(finished_run):
     _, fitted = finished_run
     assert fitted.images_per_second > 100  # counting the 1000 s start-up it would be below 1 img/s
 
 
+@pytest.mark.slow
 def test_resume_of_a_finished_run_says_so_and_rewrites_nothing(finished_run, capsys):
     run, _ = finished_run
     outputs = [run / "metrics.json", run / "model.safetensors", run / "checkpoints" / "last.pt"]
@@ -165,3 +167,20 @@ def test_wrong_preset_is_reported_before_the_data_is_read(tmp_path, capsys, monk
         == 2
     )
     assert capsys.readouterr().err == f"swinkit train: error: --data {tmp_path / 'nope'} does not exist\n"
+
+
+def test_serve_with_a_bad_model_is_one_error_line_before_any_server_start(tmp_path, capsys, monkeypatch):
+    import uvicorn
+
+    def refuse(self, *args, **kwargs):
+        raise AssertionError("uvicorn started although the model cannot be loaded")
+
+    monkeypatch.setattr(uvicorn.Server, "run", refuse)
+    bad = tmp_path / "weights.pt"
+    bad.write_text("not weights\n")
+    assert main(["serve", "--model", str(bad), "--port", "1"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.splitlines() == [
+        f"swinkit serve: error: could not load {bad}: {bad} is not a checkpoint file (it looks like a text file)"
+    ]
