@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -154,3 +156,15 @@ def test_folder_outputs_refuse_dash(argv, capsys, tmp_path, monkeypatch):
     assert main(argv) == 2
     assert "'-' (standard output)" in capsys.readouterr().err
     assert not (tmp_path / "-").exists()
+
+
+def test_dev_stdout_redirected_to_a_file_writes_into_that_file(tmp_path):
+    out = tmp_path / "redirected.txt"
+    code = (
+        "from swinkit.checkpoint_io import atomic_write_text; atomic_write_text('/dev/stdout', 'via stdout')"
+    )
+    with open(out, "w") as f:
+        inode = os.fstat(f.fileno()).st_ino
+        subprocess.run([sys.executable, "-c", code], stdout=f, check=True, timeout=60)
+    assert out.read_text() == "via stdout"
+    assert out.stat().st_ino == inode  # the shell's file, not a replacement

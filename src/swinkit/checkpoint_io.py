@@ -34,7 +34,11 @@ STDOUT = "-"  # the output destination that means standard output
 
 
 def _is_stream(path: Path) -> bool:
-    """True for an existing path (or a symlink to one) that is not a regular file or folder: a device, FIFO."""
+    """True for an existing path (or a symlink to one) that is not a regular file or folder (a device, FIFO),
+    and for any existing path under /dev or /proc: ``/dev/stdout`` redirected to a file resolves to that file,
+    which the shell holds open, so it is written through too."""
+    if str(path.absolute()).startswith(("/dev/", "/proc/")) and path.exists():
+        return True
     try:
         mode = path.stat().st_mode  # follows symlinks
     except OSError:
