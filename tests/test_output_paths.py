@@ -93,7 +93,29 @@ def test_safetensors_and_torch_state_go_through_a_fifo(tmp_path):
     assert torch.equal(load_state_file(copy)["w"], tensors["w"])
 
 
-def test_dev_null_stays_a_character_device():
+# Writers must never rename over or unlink anything in /dev; a regression fails here instead of, as root,
+# replacing the machine's /dev/null or /dev/stdout.
+GUARD = """
+import os
+def _guarded(real):
+    def call(*args, **kwargs):
+        if any(str(a).startswith("/dev/") for a in args):
+            raise AssertionError(f"{real.__name__} of {args} in /dev")
+        return real(*args, **kwargs)
+    return call
+os.replace, os.unlink, os.rename = _guarded(os.replace), _guarded(os.unlink), _guarded(os.rename)
+"""
+
+
+@pytest.fixture
+def guard_dev():
+    saved = os.replace, os.unlink, os.rename
+    exec(GUARD, {})
+    yield
+    os.replace, os.unlink, os.rename = saved
+
+
+def test_dev_null_stays_a_character_device(guard_dev):
     save_safetensors({"w": torch.zeros(3)}, "/dev/null")
     atomic_write_text("/dev/null", "discarded")
     assert stat.S_ISCHR(os.lstat("/dev/null").st_mode)
@@ -161,7 +183,8 @@ def test_folder_outputs_refuse_dash(argv, capsys, tmp_path, monkeypatch):
 def test_dev_stdout_redirected_to_a_file_writes_into_that_file(tmp_path):
     out = tmp_path / "redirected.txt"
     code = (
-        "from swinkit.checkpoint_io import atomic_write_text; atomic_write_text('/dev/stdout', 'via stdout')"
+        GUARD
+        + "from swinkit.checkpoint_io import atomic_write_text\natomic_write_text('/dev/stdout', 'via stdout')"
     )
     with open(out, "w") as f:
         inode = os.fstat(f.fileno()).st_ino
