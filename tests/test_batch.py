@@ -291,3 +291,32 @@ def test_batch_and_serve_share_the_predictors_grouping_and_azure_row(tmp_path, m
     assert set(rows[0]) == {"image", *expected[0]}
     for row, result in zip([rows[0], rows[2], rows[3]], served, strict=True):
         assert row["probs"] == result.probs == [round(p, 3) for p in row["probs"]]
+
+
+def test_batch_writes_through_stdout_and_fifos_without_replacing_them(tmp_path, model_dir):
+    """The output rule of every writer: '-' is standard output; a FIFO stays a FIFO and gets the rows."""
+    import stat
+    import threading
+
+    images = _make_images(tmp_path / "images", 3)
+    command = _batch_command(model_dir, tmp_path / "images", "-")
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert sorted(r["image"] for r in rows) == sorted(str(p) for p in images)
+    assert not (tmp_path / "-").exists() and not (tmp_path / "images" / "-").exists()
+
+    fifo = tmp_path / "rows.fifo"
+    os.mkfifo(fifo)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_text()), daemon=True)
+    reader.start()
+    done = subprocess.run(
+        _batch_command(model_dir, tmp_path / "images", fifo), capture_output=True, timeout=300
+    )
+    reader.join(timeout=30)
+    assert done.returncode == 0 and not reader.is_alive()
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and len(received[0].splitlines()) == 3
+    assert not (tmp_path / "rows.fifo.meta.json").exists()
+    assert main(["batch", "--model", str(model_dir), "--input", str(tmp_path / "images"), "--output", "-",
+                 "--retry-errors", "--no-progress"]) == 2  # fmt: skip

@@ -14,6 +14,7 @@ skips every id already there: each input ends up in the output exactly once.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Iterable, Iterator
@@ -27,6 +28,7 @@ from tqdm import tqdm
 
 from swinkit.batch_output import (
     ResumableJsonl,
+    StreamJsonl,
     complete_lines,
     id_key,
     merge_shards,
@@ -35,6 +37,7 @@ from swinkit.batch_output import (
     row_id,
     shard_path,
 )
+from swinkit.checkpoint_io import writes_through
 from swinkit.data.decode import ImageDecodeError, decode_base64_text, decode_image
 from swinkit.data.preprocess import ImageProcessor
 from swinkit.data.records import ImageRecord, iter_image_files, iter_records, resolve_path
@@ -267,10 +270,8 @@ def run_batch(
         raise ValueError(f"num_workers must be >= 0, got {num_workers}")
     context = context or DistContext()
     output = Path(output)
-    _claim_output(predictor, output, model_name, overwrite, retry_errors, context)
-    target = shard_path(output, context.rank, context.world_size) if context.distributed else output
-    done = _done_ids(output) if context.distributed else set()
-    with ResumableJsonl(target) as out:
+    with _open_log(predictor, output, model_name, overwrite, retry_errors, context) as out:
+        done = _done_ids(output) if context.distributed else set()
         stream = ImageStream(
             source,
             predictor.processor,
@@ -291,6 +292,29 @@ def run_batch(
         "%d rows written (%d errors), %d already present", summary.written, summary.errors, summary.skipped
     )
     return summary
+
+
+@contextlib.contextmanager
+def _open_log(
+    predictor: Predictor,
+    output: Path,
+    model_name: str | None,
+    overwrite: bool,
+    retry_errors: bool,
+    context: DistContext,
+) -> Iterator[ResumableJsonl]:
+    """This rank's output log: the claimed, resumable file (or rank shard), or a stream written through."""
+    if writes_through(output):  # '-', a FIFO, a device: rows go out as they come, nothing to resume
+        if context.distributed or retry_errors:
+            what = "merging rank shards" if context.distributed else "--retry-errors"
+            raise ValueError(f"{what} needs an output file to read back; {output} is a stream")
+        with StreamJsonl(output) as out:
+            yield out
+        return
+    _claim_output(predictor, output, model_name, overwrite, retry_errors, context)
+    target = shard_path(output, context.rank, context.world_size) if context.distributed else output
+    with ResumableJsonl(target) as out:
+        yield out
 
 
 def _merge(

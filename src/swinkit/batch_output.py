@@ -12,13 +12,14 @@ import hashlib
 import json
 import logging
 import os
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from swinkit.checkpoint_io import atomic_path, atomic_write_json
+from swinkit.checkpoint_io import STDOUT, atomic_path, atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,23 @@ class ResumableJsonl:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class StreamJsonl(ResumableJsonl):
+    """The rows of one run written through a stream (``-``, a FIFO, a device): nothing to resume, no fsync."""
+
+    def __init__(self, destination: str | os.PathLike, key: str = "image") -> None:
+        self.path, self.key, self.done, self.resumed = Path(destination), key, set(), 0
+        self._owned = str(destination) != STDOUT
+        self._file = open(destination, "a", encoding="utf-8") if self._owned else sys.stdout
+
+    def sync(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        self.sync()
+        if self._owned and not self._file.closed:
+            self._file.close()
 
 
 def complete_lines(path: Path) -> list[bytes]:

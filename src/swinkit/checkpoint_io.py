@@ -46,6 +46,12 @@ def _is_stream(path: Path) -> bool:
     return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
+def writes_through(destination: str | os.PathLike) -> bool:
+    """Whether ``destination`` is a stream written through (``-``, a device, a FIFO, a symlink to one)
+    rather than a regular file replaced atomically: such an output cannot be read back or resumed."""
+    return str(destination) == STDOUT or _is_stream(Path(destination))
+
+
 @contextlib.contextmanager
 def atomic_path(destination: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """A path to write ``destination`` through, following the output rule of ``open_output``.

@@ -27,7 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         help="a folder, a .jsonl (path/image_url/image/id) or a .csv (path or base64 image)",
     )
-    parser.add_argument("--output", required=True, type=Path, help="JSONL file; an existing one is resumed")
+    parser.add_argument(
+        "--output",
+        required=True,
+        type=Path,
+        help="JSONL file (an existing one is resumed), or - / a FIFO / a device: written through, not resumable",
+    )
     parser.add_argument(
         "--batch-size", type=int, default=16, help="images per forward pass (memory grows with it)"
     )
