@@ -110,3 +110,15 @@ def test_postscript_is_refused_without_being_interpreted():
     eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nnewpath 0 0 moveto 10 10 lineto stroke\nshowpage\n"
     with pytest.raises(ImageDecodeError, match="not an image in a supported format"):
         decode_image(eps, name="evil.eps")
+
+
+def test_importing_the_decoder_does_not_load_the_model_stack():
+    """A data-loader or server worker that only decodes must not pay for torch and the models."""
+    import subprocess
+    import sys
+
+    probe = "import sys, swinkit.data.decode; print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers') or m.startswith('swinkit.')))"
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.strip() == "['swinkit.data', 'swinkit.data.decode']"

@@ -1,8 +1,20 @@
-"""Reading images: decoding files into RGB (``decode``) and the checkpoint's preprocessing (``preprocess``)."""
+"""Reading images: decoding files into RGB (``decode``) and the checkpoint's preprocessing (``preprocess``).
 
-from swinkit.data.decode import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image
-from swinkit.data.preprocess import ImageProcessor, processor_for_checkpoint
+Imported on first use: ``swinkit.data.decode`` needs only Pillow and numpy.
+"""
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "DEFAULT_MAX_PIXELS": "swinkit.data.decode",
+    "ImageDecodeError": "swinkit.data.decode",
+    "decode_image": "swinkit.data.decode",
+    "ImageProcessor": "swinkit.data.preprocess",
+    "processor_for_checkpoint": "swinkit.data.preprocess",
+}
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "ImageDecodeError",
@@ -10,3 +22,16 @@ __all__ = [
     "decode_image",
     "processor_for_checkpoint",
 ]
+
+if TYPE_CHECKING:
+    from swinkit.data.decode import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image
+    from swinkit.data.preprocess import ImageProcessor, processor_for_checkpoint
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'swinkit.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
