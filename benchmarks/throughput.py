@@ -1,13 +1,14 @@
 """Inference throughput of swinkit against transformers' Swin on the same Swin-T weights (CPU, fp32).
 
 Both models are built from one random-init ``transformers.SwinForImageClassification(SwinConfig())``
-checkpoint (transformers keeps its default SDPA attention), run in eval mode under
+checkpoint (``--version 2``: ``Swinv2ForImageClassification(Swinv2Config())``, the same tiny shape) (transformers keeps its default SDPA attention), run in eval mode under
 ``torch.inference_mode``, warmed up, then timed in many short rounds that alternate the two
 implementations (the order flips every round) inside this one process. Other work on the machine
 slows both alike; the medians over rounds and their ratio are what to read.
 
     python benchmarks/throughput.py            # batch 1 and 8 at 224, 30 rounds
     python benchmarks/throughput.py --quick    # smoke test: few short rounds
+    python benchmarks/throughput.py --version 2 --batch-sizes 8
 """
 
 from __future__ import annotations
@@ -26,10 +27,13 @@ import swinkit
 Runner = Callable[[torch.Tensor], torch.Tensor]
 
 
-def load_pair() -> dict[str, Runner]:
+def load_pair(version: int = 1) -> dict[str, Runner]:
     """Name to a function (B, 3, H, W) pixels -> (B, 1000) logits; both share the same Swin-T weights."""
     torch.manual_seed(0)
-    reference = transformers.SwinForImageClassification(transformers.SwinConfig()).eval()
+    if version == 1:
+        reference = transformers.SwinForImageClassification(transformers.SwinConfig()).eval()
+    else:
+        reference = transformers.Swinv2ForImageClassification(transformers.Swinv2Config()).eval()
     with tempfile.TemporaryDirectory() as folder:
         reference.save_pretrained(folder)
         ours = swinkit.from_pretrained(folder).eval()
@@ -77,14 +81,16 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=0, help="forward passes per round (0: 8/batch)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--version", type=int, choices=(1, 2), default=1, help="Swin v1 or v2 (tiny)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     rounds = 3 if args.quick else args.rounds
-    runners = load_pair()
+    runners = load_pair(args.version)
     print(
-        f"torch {torch.__version__}, transformers {transformers.__version__}, {torch.get_num_threads()} threads"
+        f"Swin v{args.version}, torch {torch.__version__}, transformers {transformers.__version__}, "
+        f"{torch.get_num_threads()} threads"
     )
     print(f"max |logit difference| = {check_same_outputs(runners, args.image_size):.2e}")
     print(f"{'batch':>5}  {'swinkit img/s':>13}  {'transformers img/s':>18}  {'ratio (median)':>14}")

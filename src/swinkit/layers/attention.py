@@ -1,9 +1,12 @@
 """Window multi-head self-attention for Swin v1 (relative position bias) and v2 (cosine attention + CPB).
 
+Every projection is called as a module (``self.qkv(x)``, ``self.proj(x)``, ``self.cpb_mlp(table)``), never
+through its weight, so tools that swap or wrap ``nn.Linear`` (``quantize_dynamic``, PEFT LoRA) see them all.
 Attention runs through ``F.scaled_dot_product_attention`` on 4-D (B*nW, nH, N, hd) views of the qkv
 projection (the fused CPU path, no copies). The additive bias (position bias, plus the shift mask where
 there is one) is a function of parameters only, so outside autograd it is built once per (padded size,
 shift, dtype, device) and reused until the parameters change; so are v2's qkv bias and temperature.
+Under ``torch.compile`` they are built inside the graph instead (the cache is Python state).
 """
 
 from __future__ import annotations
@@ -79,9 +82,7 @@ class WindowAttention(nn.Module):
         if self.version == 1:
             table = self.relative_position_bias_table
         else:
-            table = 16 * torch.sigmoid(
-                self.cpb_mlp(self.relative_coords_table.to(self.cpb_mlp[0].weight.dtype))
-            )
+            table = 16 * torch.sigmoid(self.cpb_mlp(self.relative_coords_table))  # (N_table, nH)
         bias = table[self.relative_position_index].view(n, n, self.num_heads)
         return bias.permute(2, 0, 1)  # (nH, N, N)
 
@@ -90,8 +91,11 @@ class WindowAttention(nn.Module):
     ) -> torch.Tensor:
         """``build()``, computed once and reused while ``parameters`` are unchanged and autograd is off.
 
-        Under autograd (training) it is rebuilt on every call so gradients reach the parameters.
+        Under autograd (training) it is rebuilt on every call so gradients reach the parameters; under
+        ``torch.compile`` too, so the graph neither breaks nor recompiles on the cache's Python state.
         """
+        if torch.compiler.is_compiling():
+            return build()
         if torch.is_grad_enabled() and any(p.requires_grad for p in parameters):
             return build()
         key = (*key, tuple((p.data_ptr(), p._version) for p in parameters))
@@ -109,7 +113,7 @@ class WindowAttention(nn.Module):
     def _bias_parameters(self) -> list[torch.Tensor]:
         if self.version == 1:
             return [self.relative_position_bias_table]
-        return [self.cpb_mlp[0].weight, self.cpb_mlp[0].bias, self.cpb_mlp[2].weight]
+        return list(self.cpb_mlp.parameters())  # empty once quantized: packed weights never change
 
     def attention_bias(
         self, padded_size: tuple[int, int], shift: tuple[int, int], dtype: torch.dtype, device: torch.device
@@ -134,9 +138,10 @@ class WindowAttention(nn.Module):
         shift_mask = cached_shift_mask(padded_size, self.window_size, shift, device)  # (nW, N, N)
         return (bias + shift_mask.unsqueeze(1).to(bias.dtype)).to(dtype)  # (nW, nH, N, N)
 
-    def _qkv_bias(self) -> torch.Tensor | None:
+    def _v2_qkv_bias(self) -> torch.Tensor | None:
+        """v2's (3C,) qkv bias: q_bias, zeros for k, v_bias; None without biases or for v1 (in ``qkv``)."""
         if self.version == 1 or self.q_bias is None:
-            return self.qkv.bias
+            return None
         return self._cached(
             ("qkv_bias",),
             [self.q_bias, self.v_bias],
@@ -161,7 +166,10 @@ class WindowAttention(nn.Module):
         Returns (B, nW, N, C).
         """
         B, nW, N, C = windows.shape
-        qkv = F.linear(windows, self.qkv.weight, self._qkv_bias())  # (B, nW, N, 3C)
+        qkv = self.qkv(windows)  # (B, nW, N, 3C)
+        qkv_bias = self._v2_qkv_bias()
+        if qkv_bias is not None:  # in place: the projection's output is not needed by its backward
+            qkv = qkv.add_(qkv_bias)
         # a view, no copy: (B*nW, N, 3, nH, hd) -> (3, B*nW, nH, N, hd)
         qkv = qkv.view(B * nW, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
