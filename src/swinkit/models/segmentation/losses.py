@@ -13,17 +13,17 @@ import torch
 import torch.nn.functional as F
 
 
-def check_labels(labels: torch.Tensor, logits: torch.Tensor, ignore_index: int) -> None:
-    """ValueError unless ``labels`` is a (B, H, W) integer map of class indices (or ``ignore_index``) for ``logits``."""
+def check_labels(labels: torch.Tensor, num_classes: int, images: torch.Size, ignore_index: int) -> None:
+    """ValueError unless ``labels`` is a (B, H, W) integer map of class indices (or ``ignore_index``) for
+    images of shape ``images`` (B, C, H, W)."""
     if labels.dtype.is_floating_point or labels.dtype == torch.bool:
         raise ValueError(f"labels must be integer class indices, got dtype {labels.dtype}")
-    if labels.ndim != 3 or labels.shape[0] != logits.shape[0] or labels.shape[1:] != logits.shape[2:]:
+    if labels.ndim != 3 or labels.shape[0] != images[0] or labels.shape[1:] != images[2:]:
         raise ValueError(
             f"labels of shape {tuple(labels.shape)} do not fit images of shape "
-            f"{(logits.shape[0], *logits.shape[2:])}: one (H, W) label map per image is needed"
+            f"{(images[0], *images[2:])}: one (H, W) label map per image is needed"
         )
     valid = labels[labels != ignore_index]
-    num_classes = logits.shape[1]
     if valid.numel() and (valid.min() < 0 or valid.max() >= num_classes):
         bad = valid.max() if valid.max() >= num_classes else valid.min()
         raise ValueError(
@@ -36,7 +36,7 @@ def segmentation_cross_entropy(
     logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = 255, avg_non_ignore: bool = False
 ) -> torch.Tensor:
     """Mean cross entropy of (B, K, H, W) logits against (B, H, W) labels (see the module docstring)."""
-    check_labels(labels, logits, ignore_index)
+    check_labels(labels, logits.shape[1], logits.shape, ignore_index)
     loss = F.cross_entropy(logits.float(), labels.long(), reduction="none", ignore_index=ignore_index)
     if avg_non_ignore:
         return loss.sum() / (labels != ignore_index).sum().clamp(min=1)

@@ -15,7 +15,7 @@ from torch import nn
 
 from swinkit.models.segmentation.config import UperNetConfig, get_segmentation_preset
 from swinkit.models.segmentation.heads import FCNHead, UPerHead, resize
-from swinkit.models.segmentation.losses import segmentation_cross_entropy
+from swinkit.models.segmentation.losses import check_labels, segmentation_cross_entropy
 from swinkit.models.swin import SwinBackbone
 
 
@@ -70,6 +70,12 @@ class UperNet(nn.Module):
         The cross entropy is reduced as mmseg's (see :mod:`swinkit.models.segmentation.losses`).
         """
         c = self.config
+        check_labels(labels, c.num_classes, pixel_values.shape, c.ignore_index)
+        if self.training and pixel_values.shape[0] < 2:
+            raise ValueError(
+                "training needs at least 2 images per batch: BatchNorm after the 1x1 pyramid pooling "
+                "branch has a single value per channel for one image"
+            )
         output = self.forward(pixel_values)
         losses = {
             "loss_ce": segmentation_cross_entropy(output.logits, labels, c.ignore_index, c.avg_non_ignore)
