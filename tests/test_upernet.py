@@ -84,6 +84,16 @@ def test_logits_match_transformers(hf_folder, size):
     _assert_same_logits(model, reference, size, auxiliary=True)
 
 
+def test_hub_folder_with_pytorch_model_bin_loads(hf_folder, tmp_path):
+    folder, reference = hf_folder
+    (tmp_path / "config.json").write_text((folder / "config.json").read_text())
+    torch.save(reference.state_dict(), tmp_path / "pytorch_model.bin")  # transformers' in-memory names
+    _assert_same_logits(ck.load_hf(tmp_path).eval(), reference, (64, 64))
+    (tmp_path / "pytorch_model.bin").unlink()
+    with pytest.raises(ValueError, match="needs config.json and one of model.safetensors, pytorch_model.bin"):
+        ck.load_hf(tmp_path)
+
+
 def test_saved_folder_loads_in_transformers_with_the_same_logits(tmp_path):
     model = _perturb(create_upernet("upernet_swin_micro", num_classes=5), seed=3)
     ck.save_hf(model, tmp_path)

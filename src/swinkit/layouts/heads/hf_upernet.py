@@ -27,8 +27,11 @@ log = logging.getLogger(__name__)
 
 NAME = "hf_upernet"
 
-_HEAD_RULES = [(".batch_norm.", ".bn."), ("decode_head.classifier.", "decode_head.conv_seg."),
-               ("auxiliary_head.classifier.", "auxiliary_head.conv_seg.")]  # fmt: skip
+_HEAD_RULES = [  # (transformers, canonical) substrings
+    (".batch_norm.", ".bn."),
+    ("decode_head.classifier.", "decode_head.conv_seg."),
+    ("auxiliary_head.classifier.", "auxiliary_head.conv_seg."),
+]
 _HF_AUX_INDEX = 2  # UperNetFCNHead always reads the third feature map
 _STAGE_NORM = re.compile(r"^norm(\d+)\.")
 

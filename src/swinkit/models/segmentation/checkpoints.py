@@ -24,6 +24,7 @@ from swinkit.models.segmentation.config import UperNetConfig
 from swinkit.models.segmentation.upernet import UperNet, build_upernet
 
 _BN_COUNTER = "num_batches_tracked"
+_HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 
 
 def config_from_state_dict(
@@ -109,12 +110,14 @@ def save_hf(model: UperNet, folder: str | os.PathLike) -> None:
 
 
 def load_hf(folder: str | os.PathLike) -> UperNet:
-    """An UperNet from a transformers UperNet folder (``config.json`` and ``model.safetensors``)."""
+    """An UperNet from a transformers UperNet folder (``config.json`` and ``model.safetensors`` or, as the
+    ``openmmlab/upernet-swin-*`` hub repositories, ``pytorch_model.bin``)."""
     folder = Path(folder)
-    config_file, weights = folder / "config.json", folder / "model.safetensors"
-    if not config_file.is_file() or not weights.is_file():
+    config_file = folder / "config.json"
+    weights = next((folder / n for n in _HF_WEIGHTS if (folder / n).is_file()), None)
+    if not config_file.is_file() or weights is None:
         raise ValueError(
-            f"{folder} is not a transformers model folder: config.json or model.safetensors is missing"
+            f"{folder} is not a transformers model folder: it needs config.json and one of {', '.join(_HF_WEIGHTS)}"
         )
     config = hf_upernet.config_from_hf(json.loads(config_file.read_text()))
     state_dict = load_state_file(weights)
