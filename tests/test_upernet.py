@@ -17,6 +17,7 @@ from swinkit.models.segmentation import (
     build_upernet,
     create_upernet,
     get_segmentation_preset,
+    upernet_flops,
 )
 from swinkit.models.segmentation import checkpoints as ck
 
@@ -194,6 +195,23 @@ def test_swin_tiny_parameter_count_equals_transformers():
     assert unused == 2 * 768
     assert ours == sum(p.numel() for p in reference.parameters()) - unused
     assert 59.5e6 < ours < 60.5e6  # the paper's 60M
+
+
+@pytest.mark.parametrize(
+    "preset, params, gflops",
+    [
+        ("upernet_swin_tiny_patch4_window7_224_1k_ade20k_512", 60, 945),
+        ("upernet_swin_small_patch4_window7_224_1k_ade20k_512", 81, 1038),
+        ("upernet_swin_base_patch4_window7_224_1k_ade20k_512", 121, 1188),
+    ],
+)
+def test_parameters_and_flops_match_the_swin_paper_table(preset, params, gflops):
+    """Swin paper, Table 3 (ADE20K val, UperNet, 512x2048 input): 60M/945G, 81M/1038G, 121M/1188G."""
+    config = get_segmentation_preset(preset).config
+    with torch.device("meta"):
+        count = sum(p.numel() for p in build_upernet(config).parameters())
+    assert round(count / 1e6) == params
+    assert abs(upernet_flops(config, (512, 2048)) / 1e9 - gflops) < 0.002 * gflops
 
 
 @pytest.mark.slow

@@ -9,7 +9,13 @@ from swinkit.models.segmentation.config import (
 )
 from swinkit.models.segmentation.heads import FCNHead, UPerHead
 from swinkit.models.segmentation.losses import segmentation_cross_entropy
-from swinkit.models.segmentation.upernet import SegmentationOutput, UperNet, build_upernet, create_upernet
+from swinkit.models.segmentation.upernet import (
+    SegmentationOutput,
+    UperNet,
+    build_upernet,
+    create_upernet,
+    upernet_flops,
+)
 
 __all__ = [
     "ADE20K_CLASSES",
@@ -24,4 +30,5 @@ __all__ = [
     "create_upernet",
     "get_segmentation_preset",
     "segmentation_cross_entropy",
+    "upernet_flops",
 ]

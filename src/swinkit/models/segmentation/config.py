@@ -54,6 +54,11 @@ class UperNetConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
     @property
+    def in_channels(self) -> int:
+        """Channels of the input image."""
+        return self.backbone.in_channels
+
+    @property
     def label_names(self) -> tuple[str, ...]:
         return (
             self.labels if self.labels is not None else tuple(f"LABEL_{i}" for i in range(self.num_classes))

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from swinkit.flops import count_flops
 from swinkit.models.segmentation.config import UperNetConfig, get_segmentation_preset
 from swinkit.models.segmentation.heads import FCNHead, UPerHead, resize
 from swinkit.models.segmentation.losses import check_labels, segmentation_cross_entropy
@@ -109,6 +110,14 @@ def build_upernet(config: UperNetConfig) -> UperNet:
     model = UperNet(config, backbone, decode_head, auxiliary_head)
     model.init_weights()
     return model
+
+
+def upernet_flops(config: UperNetConfig, image_size: tuple[int, int] = (512, 2048)) -> int:
+    """Multiply-adds of one inference pass (no auxiliary head, as mmseg's ``get_flops.py`` and the Swin paper's
+    table count it) at ``image_size`` (H, W); the model is built on the ``meta`` device, nothing is computed."""
+    with torch.device("meta"):
+        model = build_upernet(config.replace(use_auxiliary_head=False)).eval()
+    return count_flops(model, image_size)
 
 
 def create_upernet(name: str, **overrides: object) -> UperNet:
