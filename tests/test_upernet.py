@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import transformers
+from safetensors.torch import load_file
 
 from swinkit.layouts.heads import hf_upernet, mmseg
 from swinkit.loading import CheckpointMismatchError
@@ -166,6 +167,60 @@ def test_round_trip_mmseg_to_swinkit_to_hf_gives_transformers_logits(hf_folder, 
         torch.testing.assert_close(
             again(pixel_values=pixels).logits, reference(pixel_values=pixels).logits, atol=1e-4, rtol=0
         )
+
+
+# transformers' convert_swin_upernet_to_pytorch.py (mmseg -> transformers, checked there on the real mmseg
+# checkpoints), run backwards: an mmseg file made without swinkit's layouts.
+_HF_TO_MMSEG = [
+    ("embeddings.patch_embeddings.projection.", "patch_embed.projection."),
+    ("embeddings.norm.", "patch_embed.norm."),
+    ("layernorm_before.", "norm1."),
+    ("layernorm_after.", "norm2."),
+    ("attention.self.relative_position_bias_table", "attn.w_msa.relative_position_bias_table"),
+    ("attention.output.dense.", "attn.w_msa.proj."),
+    ("intermediate.dense.", "ffn.layers.0.0."),
+    ("output.dense.", "ffn.layers.1."),
+    ("encoder.layers.", "stages."),
+]
+
+
+def _mmseg_from_transformers(hf_state: dict) -> dict:
+    out = {}
+    for key, value in hf_state.items():
+        key = key.replace("batch_norm", "bn").replace("head.classifier.", "head.conv_seg.")
+        if m := re.match(r"backbone\.hidden_states_norms\.stage(\d)\.(.+)", key):
+            key = f"backbone.norm{int(m.group(1)) - 1}.{m.group(2)}"
+        elif re.search(r"attention\.self\.(key|value)\.", key):
+            continue
+        elif m := re.match(r"(.+)\.attention\.self\.query\.(weight|bias)", key):
+            parts = [
+                hf_state[f"{m.group(1)}.attention.self.{w}.{m.group(2)}"] for w in ("query", "key", "value")
+            ]
+            key, value = f"{m.group(1)}.attn.w_msa.qkv.{m.group(2)}", torch.cat(parts)
+        if "downsample.reduction" in key:  # correct_unfold_reduction_order
+            out_c, in_c = value.shape
+            value = (
+                value.reshape(out_c, 4, in_c // 4)[:, [0, 2, 1, 3], :].transpose(1, 2).reshape(out_c, in_c)
+            )
+        elif "downsample.norm" in key:  # correct_unfold_norm_order
+            value = value.reshape(4, -1)[[0, 2, 1, 3], :].transpose(0, 1).reshape(-1)
+        for source, target in _HF_TO_MMSEG:
+            key = key.replace(source, target)
+        out[key] = value
+    return out
+
+
+def test_mmseg_file_converted_as_transformers_converts_gives_its_logits(hf_folder, tmp_path):
+    folder, reference = hf_folder
+    hf_state = load_file(str(folder / "model.safetensors"))
+    state_dict = {k: v for k, v in _mmseg_from_transformers(hf_state).items() if "swin.layernorm" not in k}
+    assert "backbone.stages.1.blocks.0.attn.w_msa.qkv.weight" in state_dict
+    torch.save(
+        {"state_dict": state_dict, "meta": {"CLASSES": ["a", "b", "c", "d", "bed "]}}, tmp_path / "seg.pth"
+    )
+    model = ck.load_mmseg(tmp_path / "seg.pth").eval()
+    assert model.config.labels == ("a", "b", "c", "d", "bed")
+    _assert_same_logits(model, reference, (64, 96), auxiliary=True)
 
 
 def test_a_missing_tensor_is_named(tmp_path):
