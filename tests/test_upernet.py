@@ -371,5 +371,9 @@ def test_hf_config_round_trips_and_refuses_what_transformers_cannot_hold():
     assert hf_upernet.config_from_hf(hf_upernet.config_to_hf(config)) == config
     with pytest.raises(ValueError, match="auxiliary head reads stage 2; this model's reads 1"):
         hf_upernet.config_to_hf(config.replace(aux_in_index=1))
+    with pytest.raises(ValueError, match="always normalises the patch embedding"):
+        hf_upernet.config_to_hf(config.replace(backbone=config.backbone.replace(patch_norm=False)))
     with pytest.raises(ValueError, match="names no stage"):
         UperNetConfig(backbone=config.backbone, num_classes=3, aux_in_index=4)
+    with pytest.raises(ValueError, match="on a Swin v1 backbone; the config is Swin v2"):
+        UperNetConfig(backbone=config.backbone.replace(version=2), num_classes=3)

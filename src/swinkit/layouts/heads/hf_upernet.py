@@ -89,6 +89,10 @@ def config_to_hf(config: UperNetConfig) -> dict[str, Any]:
         raise ValueError(
             f"transformers' UperNet auxiliary head reads stage {_HF_AUX_INDEX}; this model's reads {config.aux_in_index}"
         )
+    if not config.backbone.patch_norm:
+        raise ValueError(
+            "transformers' Swin always normalises the patch embedding; this backbone has no patch norm"
+        )
     backbone = hf.config_to_hf(config.backbone)
     for key in ("architectures", "id2label", "label2id", "problem_type"):
         backbone.pop(key, None)

@@ -76,9 +76,7 @@ def _backbone_from_canonical(name: str, tensor: torch.Tensor) -> dict[str, torch
 
 
 def from_canonical(state_dict: Mapping[str, torch.Tensor], config: UperNetConfig) -> dict[str, torch.Tensor]:
-    """Canonical UperNet names to mmseg's ``state_dict`` names (Swin v1 backbones only)."""
-    if config.backbone.version != 1:
-        raise ValueError("mmsegmentation's Swin backbone is Swin v1; this model's backbone is Swin v2")
+    """Canonical UperNet names to mmseg's ``state_dict`` names (UperNetConfig admits Swin v1 backbones only)."""
     out: dict[str, torch.Tensor] = {}
     for name, tensor in state_dict.items():
         if name.startswith("backbone."):

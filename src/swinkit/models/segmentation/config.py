@@ -36,6 +36,8 @@ class UperNetConfig:
     labels: tuple[str, ...] | None = None  # class names in output order
 
     def __post_init__(self) -> None:
+        if self.backbone.version != 1:
+            raise ValueError("UperNet here is mmsegmentation's, on a Swin v1 backbone; the config is Swin v2")
         if self.num_classes < 2:
             raise ValueError(
                 f"a segmentation model needs at least 2 classes, got num_classes={self.num_classes}"
