@@ -317,6 +317,28 @@ def test_losses_average_as_mmseg_over_every_pixel_ignored_ones_as_zero():
     assert pytorch_losses["loss_ce"] > losses["loss_ce"]
 
 
+def test_every_parameter_gets_a_gradient_and_checkpointing_keeps_them():
+    micro = get_segmentation_preset("upernet_swin_micro").config
+    deterministic = micro.replace(
+        num_classes=4, dropout=0.0, backbone=micro.backbone.replace(drop_path_rate=0.0)
+    )
+    model = _perturb(build_upernet(deterministic), seed=5).train()
+    pixels = torch.randn(2, 3, 64, 64)
+    labels = torch.randint(0, 4, (2, 64, 64))
+
+    def gradients():
+        model.zero_grad()
+        sum(model.losses(pixels, labels).values()).backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    plain = gradients()
+    assert set(plain) == {n for n, _ in model.named_parameters()}
+    assert all(g.abs().sum() > 0 for g in plain.values())
+    model.set_grad_checkpointing()
+    for name, grad in gradients().items():
+        torch.testing.assert_close(grad, plain[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
 def test_losses_reject_bad_labels_with_the_cause():
     model = create_upernet("upernet_swin_micro", num_classes=4)
     pixels = torch.randn(1, 3, 64, 64)

@@ -55,6 +55,10 @@ class UperNet(nn.Module):
         if self.auxiliary_head is not None:
             self.auxiliary_head.init_weights()
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute the backbone's blocks in the backward pass instead of keeping their activations."""
+        self.backbone.set_grad_checkpointing(enable)
+
     def forward(self, pixel_values: torch.Tensor, auxiliary: bool = True) -> SegmentationOutput:
         """Logits at the input size; ``auxiliary=False`` skips the auxiliary head (its logits are None)."""
         features = self.backbone(pixel_values)  # [(B, C_i, H/4/2^i, W/4/2^i)]
