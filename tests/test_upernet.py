@@ -223,12 +223,19 @@ def test_mmseg_file_converted_as_transformers_converts_gives_its_logits(hf_folde
     _assert_same_logits(model, reference, (64, 96), auxiliary=True)
 
 
-def test_a_missing_tensor_is_named(tmp_path):
+def test_a_missing_tensor_and_an_unreadable_architecture_are_named(tmp_path):
     model = create_upernet("upernet_swin_micro")
     checkpoint = mmseg.to_checkpoint(model.state_dict(), model.config)
     del checkpoint["state_dict"]["decode_head.fpn_convs.1.conv.weight"]
     torch.save(checkpoint, tmp_path / "seg.pth")
     with pytest.raises(CheckpointMismatchError, match=r"missing: decode_head\.fpn_convs\.1\.conv\.weight"):
+        ck.load_mmseg(tmp_path / "seg.pth")
+    del checkpoint["meta"]  # the architecture now comes from the shapes
+    checkpoint["state_dict"]["auxiliary_head.convs.0.conv.weight"] = torch.zeros(16, 100, 3, 3)
+    torch.save(checkpoint, tmp_path / "seg.pth")
+    with pytest.raises(
+        ValueError, match=r"auxiliary head reads 100 channels, the width of no backbone stage"
+    ):
         ck.load_mmseg(tmp_path / "seg.pth")
 
 

@@ -49,6 +49,10 @@ def config_from_state_dict(
     head = dict(num_classes=num_classes, channels=channels, labels=labels, use_auxiliary_head=False)
     aux = state_dict.get("auxiliary_head.convs.0.conv.weight")
     if aux is not None:
+        if aux.shape[1] not in backbone.stage_dims:
+            raise ValueError(
+                f"the auxiliary head reads {aux.shape[1]} channels, the width of no backbone stage {backbone.stage_dims}"
+            )
         convs = {m.group(1) for k in state_dict if (m := re.match(r"auxiliary_head\.convs\.(\d+)\.", k))}
         head.update(
             use_auxiliary_head=True,
