@@ -104,9 +104,9 @@ def load_mmseg(path: str | os.PathLike, config: UperNetConfig | None = None) -> 
 
 def save_hf(model: UperNet, folder: str | os.PathLike) -> None:
     """Write ``model`` as a folder ``transformers.UperNetForSemanticSegmentation.from_pretrained`` loads."""
+    config = hf_upernet.config_to_hf(model.config)  # raises before anything is written
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    config = hf_upernet.config_to_hf(model.config)  # raises before any file is written
     save_safetensors(
         hf_upernet.from_canonical(model.state_dict(), model.config), folder / "model.safetensors"
     )
