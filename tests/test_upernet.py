@@ -292,11 +292,11 @@ def test_swin_tiny_logits_match_transformers_at_512(tmp_path):
 
 def test_output_type_does_not_change_with_training_mode():
     model = create_upernet("upernet_swin_micro", num_classes=3)
-    pixels = torch.randn(2, 3, 64, 64)
+    pixels = torch.randn(2, 3, 32, 32)
     train = model.train()(pixels)
     evaluated = model.eval()(pixels)
     assert type(train) is type(evaluated)
-    assert train.logits.shape == evaluated.auxiliary_logits.shape == (2, 3, 64, 64)
+    assert train.logits.shape == evaluated.auxiliary_logits.shape == (2, 3, 32, 32)
     assert model(pixels, auxiliary=False).auxiliary_logits is None
     without = create_upernet("upernet_swin_micro", num_classes=3, use_auxiliary_head=False)
     assert without.auxiliary_head is None and without(pixels).auxiliary_logits is None
@@ -330,8 +330,8 @@ def test_every_parameter_gets_a_gradient_and_checkpointing_keeps_them():
         num_classes=4, dropout=0.0, backbone=micro.backbone.replace(drop_path_rate=0.0)
     )
     model = _perturb(build_upernet(deterministic), seed=5).train()
-    pixels = torch.randn(2, 3, 64, 64)
-    labels = torch.randint(0, 4, (2, 64, 64))
+    pixels = torch.randn(2, 3, 32, 32)
+    labels = torch.randint(0, 4, (2, 32, 32))
 
     def gradients():
         model.zero_grad()
