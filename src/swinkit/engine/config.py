@@ -92,6 +92,7 @@ class RunConfig:
 
 @dataclass
 class TrainConfig:
+    task: str = "classification"  # the task trained (see swinkit.tasks): classification, ...
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -110,6 +111,9 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise ValueError for settings no run can use."""
+        from swinkit.tasks import get_task  # the tasks import this module
+
+        get_task(self.task)
         if not self.data.train:
             raise ValueError(
                 "no training data: pass --data (a class-per-folder directory, a CSV or a JSONL file)"
@@ -203,13 +207,20 @@ def _parse_scalar(text: str, hint: Any) -> Any:
     return yaml.safe_load(text)
 
 
+TOP_LEVEL = ("task",)  # keys outside the sections
+
+
 def apply_overrides(config: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
     """Set dotted keys (``optim.lr``) on ``config`` in place, converting values to the field types."""
     for key, value in overrides.items():
+        if key in TOP_LEVEL:
+            setattr(config, key, _coerce(value, str, key))
+            continue
         parts = key.split(".")
         if len(parts) != 2 or not hasattr(config, parts[0]) or parts[0].startswith("_"):
             raise ValueError(
-                f"unknown config key {key!r}; sections: data, model, optim, schedule, augment, run"
+                f"unknown config key {key!r}; keys: task, and the sections data, model, optim, schedule, "
+                "augment, run"
             )
         section = getattr(config, parts[0])
         hints = typing.get_type_hints(type(section))
