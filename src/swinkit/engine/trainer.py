@@ -1,8 +1,8 @@
-"""The fine-tuning loop: recipe, per-epoch validation, best and early stopping, exact resumption, DDP.
+"""The training loop of any task: recipe, per-epoch validation, best and early stopping, exact resumption, DDP.
 
 Exactness: the data order is a pure function of (seed, epoch) and each sample's augmentation of (seed,
-epoch, index); the global torch generator (stochastic depth, dropout) and the Mixup/CutMix generator are
-reseeded from (seed, epoch, step, rank) before every optimizer step. A checkpoint therefore needs only the
+epoch, index); the global torch generator (stochastic depth, dropout) and the generator handed to the task's
+batch augmentation (Mixup/CutMix) are reseeded from (seed, epoch, step, rank) before every optimizer step. A checkpoint therefore needs only the
 weights, optimizer, schedule, EMA and the position (epoch, step) to continue bit for bit.
 """
 
@@ -38,7 +38,6 @@ from swinkit.engine.ema import ModelEma
 from swinkit.engine.evaluation import run_evaluation
 from swinkit.engine.optim import build_optimizer, freeze_stages
 from swinkit.engine.schedule import WarmupCosine
-from swinkit.loading import description_metadata
 from swinkit.tasks import get_task
 from swinkit.tasks.base import batch_length, to_device
 
@@ -200,7 +199,7 @@ class Trainer:
 
     def _description(self) -> dict[str, str]:
         """What makes a checkpoint file load as exactly this model: its config.json and preprocessing."""
-        return description_metadata(self.model.config, self.processor.to_preprocessor_config())
+        return self.task.description(self.model, self.processor)
 
     def _train_epoch(self) -> None:
         cfg, p = self.config, self.progress

@@ -119,6 +119,13 @@ class Task(ABC):
     def export(self, model: nn.Module, directory: str | os.PathLike, processor: Any) -> None:
         """The trained model as a saved model (config.json, weights, preprocessing) in ``directory``."""
 
+    def description(self, model: nn.Module, processor: Any) -> dict[str, str]:
+        """What makes a checkpoint file load as exactly this model (safetensors metadata and training state):
+        by default the Swin model's config.json and the preprocessing."""
+        from swinkit.loading import description_metadata
+
+        return description_metadata(model.config, processor.to_preprocessor_config())
+
     def predictor(self) -> Callable[..., Any]:
         """The class whose ``from_pretrained(source)`` runs a saved model of this task."""
         raise NotImplementedError(f"the {self.name} task has no predictor yet")
