@@ -1,5 +1,6 @@
 """The task interface: the registry, and a second task (mean colour regression) trained by the unchanged Trainer."""
 
+import argparse
 import contextlib
 import inspect
 import json
@@ -14,6 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from swinkit.checkpoint_io import atomic_write_json
+from swinkit.cli.train import add_arguments, resolve_config
 from swinkit.engine import trainer as trainer_module
 from swinkit.engine.config import TrainConfig, apply_overrides
 from swinkit.engine.distributed import ShardedSampler, all_reduce_sum, eval_shard
@@ -59,6 +61,13 @@ def test_config_carries_the_task_through_yaml_and_validation(tmp_path):
     assert TrainConfig.from_dict(yaml.safe_load(yaml.safe_dump(config.to_dict()))).task == "mean_colour"
     with pytest.raises(ValueError, match="unknown task 'mean_colour'"):
         config.validate()
+
+
+def test_train_command_takes_a_task():
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert resolve_config(parser.parse_args(["--output", "r"])).task == "classification"
+    assert resolve_config(parser.parse_args(["--task", "mean_colour", "--output", "r"])).task == "mean_colour"
 
 
 def test_the_trainer_names_no_task():
