@@ -295,6 +295,74 @@ def _build_presets() -> dict[str, Preset]:
 PRESETS: dict[str, Preset] = _build_presets()
 
 
+def _mim_preset(name: str, hub_id: str | None, description: str, **arch: Any) -> Preset:
+    """A SimMIM pre-training preset: headless, evaluated by plain resizing to the native size."""
+    return _preset(name, hub_id, description, crop_pct=None, num_classes=0, **arch)
+
+
+def _build_mim_presets() -> dict[str, Preset]:
+    """The published SimMIM models: microsoft/SimMIM README and microsoft/Swin-Transformer MODELHUB.md.
+
+    Architectures follow the official pre-training configs (``simmim_pretrain__swin_base__img192_window6``,
+    ``..._swin_large__img192_window12``, ``..._swinv2_base__img192_window12``): image 192, drop path 0.0 (v1)
+    and 0.1 (v2).
+    """
+    v1 = {size: {**arch, "drop_path_rate": 0.0} for size, arch in _V1_SIZES.items()}
+    presets = [
+        _mim_preset(
+            "swin_base_simmim_window6_192",
+            "microsoft/swin-base-simmim-window6-192",
+            "SimMIM Swin-B, 192, window 6 (transformers' SwinForMaskedImageModeling example)",
+            window_size=6,
+            image_size=192,
+            **v1["base"],
+        )
+    ]
+    for size, window, epochs in (("base", 6, 100), ("base", 6, 800), ("large", 12, 800)):
+        tag = f"simmim_pretrain__swin_{size}__img192_window{window}__{epochs}ep"
+        presets.append(
+            _mim_preset(
+                f"swin_{size}_simmim_window{window}_192_{epochs}ep",
+                None,
+                f"SimMIM Swin-{size[0].upper()}, 192, window {window}, ImageNet-1k {epochs} epochs; official "
+                f"download: the {tag} pre-trained model of the microsoft/SimMIM README (Google Drive)",
+                window_size=window,
+                image_size=192,
+                **v1[size],
+            )
+        )
+    for size in ("small", "base", "large"):
+        presets.append(
+            _mim_preset(
+                f"swinv2_{size}_simmim_1k_500k",
+                None,
+                f"SimMIM SwinV2-{size[0].upper()}, 192, window 12, ImageNet-1k 500k iterations; official "
+                f"download: simmim-release/swinv2/pretrain/swinv2_{size}_1k_500k.pth (Swin-Transformer MODELHUB)",
+                version=2,
+                window_size=12,
+                image_size=192,
+                **{**_V1_SIZES[size], "drop_path_rate": 0.1},
+            )
+        )
+    micro = dict(embed_dim=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8), window_size=4, image_size=64)
+    presets.append(_mim_preset("swin_micro_simmim", None, "small SimMIM model for tests", **micro))
+    presets.append(
+        _mim_preset("swinv2_micro_simmim", None, "small SimMIM model for tests", version=2, **micro)
+    )
+    return {p.name: p for p in presets}
+
+
+# Masked-image-modeling presets, apart from PRESETS: SwinConfig describes the trunk, not the task.
+MIM_PRESETS: dict[str, Preset] = _build_mim_presets()
+
+
+def get_mim_preset(name: str) -> Preset:
+    """The SimMIM preset called ``name``; a ValueError lists the known ones when it does not exist."""
+    if name not in MIM_PRESETS:
+        raise ValueError(f"unknown SimMIM preset {name!r}; known: {', '.join(sorted(MIM_PRESETS))}")
+    return MIM_PRESETS[name]
+
+
 def list_models() -> list[str]:
     """Names of every preset, sorted."""
     return sorted(PRESETS)

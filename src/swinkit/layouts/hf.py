@@ -241,3 +241,36 @@ def transformers_can_run(config: SwinConfig) -> bool:
     """
     windows_fit = config.version == 2 or all(w == config.window_size for w in config.stage_window_sizes)
     return windows_fit and config.patch_norm
+
+
+# Masked image modeling (Swin(v2)ForMaskedImageModeling): the encoder as above, the decoder kept as is.
+# Canonical MIM names are the official SimMIM ones: ``encoder.`` + trunk names, ``decoder.0.*``.
+MIM_ARCHITECTURES = {1: "SwinForMaskedImageModeling", 2: "Swinv2ForMaskedImageModeling"}
+
+
+def mim_to_canonical(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A ``Swin(v2)ForMaskedImageModeling`` state dict to canonical MIM names (mask token and decoder kept)."""
+    if not any(k.startswith("decoder.") for k in state_dict):
+        raise ValueError("this checkpoint has no decoder: it is not a masked-image-modeling model")
+    encoder = to_canonical({k: v for k, v in state_dict.items() if not k.startswith("decoder.")})
+    out = {"encoder." + k: v for k, v in encoder.items()}
+    out.update({k: v for k, v in state_dict.items() if k.startswith("decoder.")})
+    return out
+
+
+def mim_from_canonical(state_dict: Mapping[str, torch.Tensor], config: SwinConfig) -> dict[str, torch.Tensor]:
+    """Canonical MIM names to the on-disk names of ``Swin(v2)ForMaskedImageModeling``."""
+    encoder = {k[len("encoder.") :]: v for k, v in state_dict.items() if k.startswith("encoder.")}
+    rest = {k: v for k, v in state_dict.items() if not k.startswith("encoder.")}
+    unknown = [k for k in rest if not k.startswith("decoder.")]
+    if unknown:
+        raise ValueError(f"{unknown[0]}: neither an encoder nor a decoder tensor of a SimMIM model")
+    return {**from_canonical(encoder, config), **rest}
+
+
+def mim_config_to_hf(config: SwinConfig, encoder_stride: int) -> dict[str, Any]:
+    """A transformers ``config.json`` dict for ``Swin(v2)ForMaskedImageModeling``."""
+    hf = config_to_hf(config.replace(num_classes=0, labels=None))
+    hf["architectures"] = [MIM_ARCHITECTURES[config.version]]
+    hf["encoder_stride"] = encoder_stride
+    return hf

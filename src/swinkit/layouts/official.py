@@ -59,3 +59,21 @@ def to_canonical(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tens
             continue
         out[name] = tensor
     return out
+
+
+def mim_to_canonical(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """An official SimMIM checkpoint (``encoder.*`` with ``encoder.mask_token``, ``decoder.0.*``) to canonical
+    MIM names, which are the same names without the buffers the model rebuilds."""
+    if "encoder.patch_embed.proj.weight" not in state_dict or "decoder.0.weight" not in state_dict:
+        raise ValueError(
+            "not an official SimMIM checkpoint: it needs encoder.patch_embed and decoder.0 tensors"
+        )
+    unknown = [k for k in state_dict if not k.startswith(("encoder.", "decoder."))]
+    if unknown:
+        raise ValueError(f"{unknown[0]}: neither an encoder nor a decoder tensor of a SimMIM checkpoint")
+    return {k: v for k, v in state_dict.items() if not _DROPPED.search(k)}
+
+
+def mim_from_canonical(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Canonical MIM names to an official SimMIM state dict (the file holds ``{"model": this}``)."""
+    return dict(state_dict)
