@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -18,13 +19,16 @@ from swinkit.checkpoint_io import atomic_write_json
 from swinkit.cli.train import add_arguments, resolve_config
 from swinkit.engine import trainer as trainer_module
 from swinkit.engine.config import TrainConfig, apply_overrides
-from swinkit.engine.distributed import ShardedSampler, all_reduce_sum, eval_shard
+from swinkit.engine.distributed import DistContext, ShardedSampler, all_reduce_sum, eval_shard
+from swinkit.engine.evaluation import run_evaluation
 from swinkit.engine.trainer import Trainer
 from swinkit.layouts.hf import config_to_hf
 from swinkit.models.factory import create_model
+from swinkit.models.mim import load_mim
 from swinkit.tasks import (
     ClassificationTask,
     Evaluator,
+    MaskedImageModelingTask,
     Task,
     TrainLoader,
     get_task,
@@ -258,3 +262,60 @@ def test_classification_losses_are_named_and_computed_by_the_task():
     assert list(losses) == ["loss_cls"]
     torch.testing.assert_close(losses["loss_cls"], F.cross_entropy(model(pixels), targets), rtol=0, atol=1e-6)
     assert isinstance(model(pixels), torch.Tensor)  # the model's output type is logits, in any mode
+
+
+def make_tree(root, count, size=32):
+    """Unlabelled images spread over nested folders (no class structure), some of them two levels deep."""
+    g = torch.Generator().manual_seed(0)
+    for i in range(count):
+        folder = root / f"part{i % 3}" / ("deep" if i % 2 else "")
+        folder.mkdir(parents=True, exist_ok=True)
+        colour = (torch.rand(3, 1, 1, generator=g) * 255).expand(3, size, size)
+        pixels = (colour + 20 * torch.randn(3, size, size, generator=g)).clamp(0, 255).byte()
+        Image.fromarray(pixels.permute(1, 2, 0).numpy()).save(folder / f"{i}.png")
+    return root
+
+
+def mim_config(data, output, epochs=2):
+    return apply_overrides(TrainConfig(), {
+        "task": "masked_image_modeling", "data.train": str(data), "model.preset": "swinv2_micro_simmim",
+        "model.image_size": 32, "mim.mask_patch_size": 8, "data.crop_pct": None, "run.output": str(output),
+        "run.batch_size": 8, "optim.lr": 2e-3, "schedule.epochs": epochs, "schedule.warmup_epochs": 0.5,
+        "run.progress": False,
+    })  # fmt: skip
+
+
+@pytest.mark.slow
+def test_masked_image_modeling_pretrains_a_micro_model(tmp_path):
+    data = make_tree(tmp_path / "images", 30)
+    report = Trainer(mim_config(data, tmp_path / "run")).fit()
+    history = report["history"]
+    assert report["primary_metric"] == "masked_l1" and report["train_size"] == 24
+    assert history[-1]["masked_l1"] < history[0]["masked_l1"] and "loss_mim" in history[0]
+    assert report["best_epoch"] == 2 and report["masked_l1"] == history[-1]["masked_l1"]
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["architectures"] == ["Swinv2ForMaskedImageModeling"]
+    assert task_of_saved_model(saved) is MaskedImageModelingTask
+    model = load_mim(tmp_path / "run").eval()  # the exported model is the best epoch's
+    task = MaskedImageModelingTask(mim_config(data, tmp_path / "run"))
+    data_sets = task.load_data()
+    task.build_model(data_sets)
+    context = DistContext()
+    loader = task.eval_loader(data_sets.val, task.processor(model), 4, context)
+    metrics = run_evaluation(model, loader, task, task.evaluator(context), context)
+    assert metrics["masked_l1"] == pytest.approx(report["masked_l1"], rel=1e-6)
+
+
+def test_masked_image_modeling_masks_are_fixed_per_held_out_image(tmp_path):
+    task = MaskedImageModelingTask(mim_config(make_tree(tmp_path / "images", 10), tmp_path / "run"))
+    data = task.load_data()
+    model = task.build_model(data)
+    full = task.eval_loader(data.val, task.processor(model), 4, DistContext()).dataset
+    second_rank = full.shard([1])
+    torch.testing.assert_close(second_rank[0][1], full[1][1], rtol=0, atol=0)
+    masks = torch.stack([full[i][1] for i in range(len(full))])  # (N, 8, 8) patch masks, 1 = masked
+    assert masks.float().mean() == pytest.approx(10 / 16) and not torch.equal(masks[0], masks[1])
+    with pytest.raises(ValueError, match="not a multiple of the mask patch 12"):
+        MaskedImageModelingTask(
+            apply_overrides(mim_config(tmp_path, tmp_path), {"mim.mask_patch_size": 12})
+        ).build_model(None)

@@ -1,6 +1,7 @@
 """The typed configuration tree of a training run, filled from defaults, a YAML file and command-line flags.
 
-Sections mirror the recipe: ``data``, ``model``, ``optim``, ``schedule``, ``augment`` and ``run``. A YAML file
+Sections mirror the recipe: ``data``, ``model``, ``optim``, ``schedule``, ``augment``, ``mim`` (the masked image
+modeling task's) and ``run``; the top-level ``task`` names the task. A YAML file
 holds the same nested keys; ``apply_overrides`` takes dotted keys (``optim.lr``) as flags give them.
 """
 
@@ -75,6 +76,17 @@ class AugmentConfig:
 
 
 @dataclass
+class MimConfig:
+    """The masked-image-modeling task's settings (SimMIM recipe); other tasks ignore them."""
+
+    mask_patch_size: int = 32  # side of a masked square, in pixels (a multiple of the model's patch)
+    mask_ratio: float = 0.6  # fraction of mask squares masked per image
+    scale: tuple[float, float] = (0.67, 1.0)  # random resized crop: area fraction
+    ratio: tuple[float, float] = (0.75, 1.3333333333333333)  # random resized crop: aspect ratio
+    hflip: float = 0.5  # probability of a horizontal flip
+
+
+@dataclass
 class RunConfig:
     output: str | None = None  # the run folder
     batch_size: int = 32  # per process and micro-batch
@@ -98,6 +110,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    mim: MimConfig = field(default_factory=MimConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -220,7 +233,7 @@ def apply_overrides(config: TrainConfig, overrides: dict[str, Any]) -> TrainConf
         if len(parts) != 2 or not hasattr(config, parts[0]) or parts[0].startswith("_"):
             raise ValueError(
                 f"unknown config key {key!r}; keys: task, and the sections data, model, optim, schedule, "
-                "augment, run"
+                "augment, mim, run"
             )
         section = getattr(config, parts[0])
         hints = typing.get_type_hints(type(section))

@@ -44,12 +44,15 @@ def task_of_saved_model(config_dict: dict[str, Any]) -> type[Task]:
 
 
 from swinkit.tasks.classification import ClassificationTask  # noqa: E402
+from swinkit.tasks.masked_image_modeling import MaskedImageModelingTask  # noqa: E402
 
 register(ClassificationTask)
+register(MaskedImageModelingTask)
 
 __all__ = [
     "ClassificationTask",
     "Evaluator",
+    "MaskedImageModelingTask",
     "Task",
     "TrainLoader",
     "get_task",
