@@ -4,6 +4,7 @@ import argparse
 import contextlib
 import inspect
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from swinkit.checkpoint_io import atomic_write_json
+from swinkit.checkpoint_io import atomic_write_json, load_torch, save_torch
 from swinkit.cli.train import add_arguments, resolve_config
 from swinkit.engine import trainer as trainer_module
 from swinkit.engine.config import TrainConfig, apply_overrides
@@ -237,7 +238,7 @@ class Interrupted(Trainer):
         return super()._step(micro)
 
 
-def test_resume_mid_epoch_keeps_the_task_and_its_named_losses(tmp_path, mean_colour_task):
+def test_resume_mid_epoch_keeps_the_task_and_its_named_losses(tmp_path, mean_colour_task, caplog):
     def config(output):
         return apply_overrides(TrainConfig(), {
             "task": "mean_colour", "data.train": "-", "model.preset": "-", "run.output": str(output),
@@ -248,7 +249,13 @@ def test_resume_mid_epoch_keeps_the_task_and_its_named_losses(tmp_path, mean_col
     whole = Trainer(config(tmp_path / "whole")).fit()
     with pytest.raises(RuntimeError, match="interrupted"):
         Interrupted(config(tmp_path / "parts")).fit()
-    resumed = Trainer(config(tmp_path / "parts"), resume=True).fit()
+    last = tmp_path / "parts" / "checkpoints" / "last.pt"
+    state = load_torch(last)
+    del state["config"]["mim"]  # a checkpoint written before the setting existed: it holds the defaults
+    save_torch(state, last)
+    with caplog.at_level(logging.WARNING, logger="swinkit.engine.trainer"):
+        resumed = Trainer(config(tmp_path / "parts"), resume=True).fit()
+    assert not caplog.records, caplog.text
     assert resumed["history"] == whole["history"] and "loss_l1" in whole["history"][1]
 
 

@@ -165,7 +165,9 @@ class Trainer:
 
     def _restore(self) -> Progress:
         state = load_training_state(self.run_dir)
-        saved, now = flatten(state["config"]), flatten(self.config.to_dict())
+        # keys the saved config lacks (a checkpoint older than the setting) hold their defaults
+        saved = flatten(TrainConfig.from_dict(state["config"]).to_dict())
+        now = flatten(self.config.to_dict())
         changed = sorted(k for k in now if saved.get(k) != now[k] and k not in NEUTRAL_SETTINGS)
         if changed:
             log.warning(
