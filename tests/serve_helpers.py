@@ -15,6 +15,8 @@ from pathlib import Path
 
 import httpcore
 import numpy as np
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 from PIL import Image
 
 import swinkit
@@ -42,12 +44,31 @@ def make_images(root: Path) -> list[Path]:
     return paths
 
 
+@contextmanager
+def ready_client(app: FastAPI) -> Iterator[TestClient]:
+    """A TestClient once the app's model is loaded and warmed up."""
+    with TestClient(app) as client:
+        deadline = time.monotonic() + 60
+        while client.get("/ready").status_code != 200:
+            assert time.monotonic() < deadline, client.get("/ready").text
+            time.sleep(0.02)
+        yield client
+
+
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG declaring width x height RGB pixels, cut off after the first row (under 100 bytes): its
+    header is valid, decoding it fails."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    first_row = zlib.compressobj().compress(b"\0" * (1 + 3 * width))
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", first_row)
 
 
 def png_bomb(side: int = 10_000) -> bytes:

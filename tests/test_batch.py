@@ -14,11 +14,13 @@ from collections import Counter
 
 import numpy as np
 import pytest
+import torch
 from image_samples import bad_files, photo
 from PIL import Image
 
 import swinkit
 from swinkit.batch import ResumableJsonl, iter_inputs, run_batch
+from swinkit.cli import main
 from swinkit.inference import Predictor
 from swinkit.loading import save_pretrained
 
@@ -133,7 +135,7 @@ def test_output_recovery_and_input_errors(tmp_path):
     out.write_text('{"image": "a"}\nnot json\n{"image": "c"}\n')
     with pytest.raises(ValueError, match="line 2"):
         ResumableJsonl(out)
-    (tmp_path / "in.csv").write_text("name,label\nx,y\n")
+    (tmp_path / "in.csv").write_text("picture,label\nx,y\n")
     with pytest.raises(ValueError, match="'path' or an 'image'"):
         list(iter_inputs(tmp_path / "in.csv"))
     with pytest.raises(ValueError, match=r"\.jsonl or a \.csv"):
@@ -152,3 +154,169 @@ def test_spreadsheet_csv_with_mime_base64_bad_records_and_repeated_ids(tmp_path,
     assert [row for row in out if "error" in row][0]["image"].endswith("row 1")  # the empty record
     assert summary.written == 3
     assert "1 inputs repeated an id" in caplog.text
+
+
+def test_a_run_where_every_input_failed_exits_non_zero(tmp_path, model_dir, capsys):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.jpg").write_text("not an image")
+    (tmp_path / "in" / "b.png").write_bytes(b"\x89PNG\r\n")
+    command = ["batch", "--model", str(model_dir), "--input", str(tmp_path / "in")]
+    command += ["--output", str(tmp_path / "out.jsonl"), "--workers", "0", "--no-progress"]
+    assert main(command) == 1
+    assert "every one of the 2 inputs failed (first: " in capsys.readouterr().err
+    _make_images(tmp_path / "in", 1)
+    assert main(command) == 0  # one image read: the run did something
+
+
+def test_output_records_its_model_and_refuses_another_unless_overwrite(tmp_path, model_dir, capsys):
+    other = tmp_path / "other"
+    torch.manual_seed(123)  # the same architecture and labels, other weights
+    save_pretrained(swinkit.create_model("swin_micro", labels=["cat", "dog", "car"]), other)
+    images = _make_images(tmp_path / "in", 3)
+    out = tmp_path / "out.jsonl"
+    first = Predictor.from_pretrained(model_dir)
+    run_batch(first, tmp_path / "in", out, num_workers=0, progress=False, model_name=str(model_dir))
+    meta = json.loads((tmp_path / "out.jsonl.meta.json").read_text())
+    assert meta["model"] == str(model_dir) and len(meta["config_hash"]) == 16 and meta["fingerprint"]
+    command = ["batch", "--model", str(other), "--input", str(tmp_path / "in"), "--output", str(out)]
+    command += ["--workers", "0", "--no-progress"]
+    assert main(command) == 2
+    assert f"holds rows of model '{model_dir}'" in capsys.readouterr().err and len(_rows(out)) == 3
+    assert main([*command, "--overwrite"]) == 0
+    reference = Predictor.from_pretrained(other).predict([str(images[0])])[0].probs
+    rows = _rows(out)
+    assert len(rows) == 3 and max(abs(a - b) for a, b in zip(rows[0]["probs"], reference)) < 1e-6
+    assert json.loads((tmp_path / "out.jsonl.meta.json").read_text())["model"] == str(other)
+
+
+def test_retry_errors_rescores_error_rows_in_place_of_them(tmp_path, model_dir):
+    predictor = Predictor.from_pretrained(model_dir)
+    images = _make_images(tmp_path / "in", 3)
+    good = images[1].read_bytes()
+    images[1].write_text("not yet an image")
+    out = tmp_path / "out.jsonl"
+    run_batch(predictor, tmp_path / "in", out, num_workers=0, progress=False)
+    assert ["error" in row for row in _rows(out)] == [False, True, False]
+    images[1].write_bytes(good)
+    assert run_batch(predictor, tmp_path / "in", out, num_workers=0, progress=False).written == 0
+    summary = run_batch(predictor, tmp_path / "in", out, num_workers=0, progress=False, retry_errors=True)
+    rows = _rows(out)
+    assert (summary.written, summary.errors) == (1, 0)
+    assert sorted(row["image"] for row in rows) == [str(p) for p in images]
+    assert all("probs" in row for row in rows)
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for task in os.listdir(f"/proc/{pid}/task"):
+        text = open(f"/proc/{pid}/task/{task}/children").read()
+        found |= {int(child) for child in text.split()}
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+def test_ctrl_c_says_how_to_resume_exits_130_and_stops_the_decoders(tmp_path, model_dir):
+    _make_images(tmp_path / "in", 80, size=(160, 120))
+    out = tmp_path / "out.jsonl"
+    process = subprocess.Popen(
+        _batch_command(model_dir, tmp_path / "in", out), start_new_session=True, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not out.exists() or out.read_text().count("\n") < 4):
+        assert process.poll() is None, process.stderr.read().decode()
+        time.sleep(0.02)
+    workers = _children(process.pid)
+    assert len(workers) >= 2
+    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
+    _, stderr = process.communicate(timeout=30)
+    stopped = time.monotonic()
+    rows = out.read_text().count("\n")
+    assert process.returncode == 130, stderr.decode()
+    message = f"interrupted: {rows} rows written to {out}; re-run the same command to resume"
+    assert message in stderr.decode()
+    while any(_alive(pid) for pid in workers) and time.monotonic() < stopped + 2:
+        time.sleep(0.05)
+    assert not any(_alive(pid) for pid in workers)
+    assert "Traceback" not in stderr.decode()
+
+
+def test_an_output_without_a_meta_file_from_a_model_with_other_labels_is_refused(tmp_path, model_dir):
+    _make_images(tmp_path / "in", 1)
+    out = tmp_path / "old.jsonl"
+    out.write_text(json.dumps({"image": "a.jpg", "probs": [0.5, 0.5], "labels": ["can", "carton"]}) + "\n")
+    predictor = Predictor.from_pretrained(model_dir)
+    with pytest.raises(ValueError, match=r"labels \['can', 'carton'\], not of 'mine'; pass --overwrite"):
+        run_batch(predictor, tmp_path / "in", out, num_workers=0, progress=False, model_name="mine")
+    assert (
+        run_batch(predictor, tmp_path / "in", out, num_workers=0, progress=False, overwrite=True).written == 1
+    )
+
+
+def test_batch_and_serve_share_the_predictors_grouping_and_azure_row(tmp_path, model_dir, monkeypatch):
+    """One rule per concept: equal-size grouping is Predictor.probabilities, the row is Prediction.to_azure."""
+    from swinkit.batch import predict_rows
+    from swinkit.inference import Prediction
+    from swinkit.serve.service import ClassificationService
+
+    predictor = Predictor.from_pretrained(model_dir)
+    calls = []
+    grouping = Predictor.probabilities
+    monkeypatch.setattr(
+        Predictor, "probabilities", lambda self, px: calls.append(len(px)) or grouping(self, px)
+    )
+    azure = Prediction.to_azure
+    monkeypatch.setattr(
+        Prediction, "to_azure", lambda self: {**azure(self), "probs": [round(p, 3) for p in self.probs]}
+    )
+    pixels = [torch.rand(3, 64, 64), torch.rand(3, 64, 80), torch.rand(3, 64, 64)]
+    rows = predict_rows(predictor, [("a", pixels[0], None), ("bad", None, "broken"), ("b", pixels[1], None),
+                                    ("c", pixels[2], None)])  # fmt: skip
+    served = ClassificationService(predictor).infer(pixels)
+    assert calls == [3, 3]
+    assert [r["image"] for r in rows] == ["a", "bad", "b", "c"] and rows[1] == {
+        "image": "bad",
+        "error": "broken",
+    }
+    expected = [
+        Prediction.to_azure(p) for p in predictor.predict([Image.fromarray(np.zeros((4, 4, 3), np.uint8))])
+    ]
+    assert set(rows[0]) == {"image", *expected[0]}
+    for row, result in zip([rows[0], rows[2], rows[3]], served, strict=True):
+        assert row["probs"] == result.probs == [round(p, 3) for p in row["probs"]]
+
+
+def test_batch_writes_through_stdout_and_fifos_without_replacing_them(tmp_path, model_dir):
+    """The output rule of every writer: '-' is standard output; a FIFO stays a FIFO and gets the rows."""
+    import stat
+    import threading
+
+    images = _make_images(tmp_path / "images", 3)
+    command = _batch_command(model_dir, tmp_path / "images", "-")
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert sorted(r["image"] for r in rows) == sorted(str(p) for p in images)
+    assert not (tmp_path / "-").exists() and not (tmp_path / "images" / "-").exists()
+
+    fifo = tmp_path / "rows.fifo"
+    os.mkfifo(fifo)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_text()), daemon=True)
+    reader.start()
+    done = subprocess.run(
+        _batch_command(model_dir, tmp_path / "images", fifo), capture_output=True, timeout=300
+    )
+    reader.join(timeout=30)
+    assert done.returncode == 0 and not reader.is_alive()
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and len(received[0].splitlines()) == 3
+    assert not (tmp_path / "rows.fifo.meta.json").exists()
+    assert main(["batch", "--model", str(model_dir), "--input", str(tmp_path / "images"), "--output", "-",
+                 "--retry-errors", "--no-progress"]) == 2  # fmt: skip

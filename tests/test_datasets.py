@@ -129,3 +129,13 @@ def test_an_empty_class_folder_is_named_in_the_error(fridge):
     (fridge / "zebra").mkdir()
     with pytest.raises(ValueError, match="class folders without images: zebra"):
         load_dataset(fridge)
+
+
+def test_a_dataset_none_of_whose_images_decodes_is_refused(tmp_path):
+    for label in ("cat", "dog"):
+        (tmp_path / "bad" / label).mkdir(parents=True)
+        (tmp_path / "bad" / label / "a.jpg").write_text("not an image")
+    with pytest.raises(ValueError, match=r"none of the 2 images tried could be read \(first: .*a\.jpg"):
+        load_dataset(tmp_path / "bad")
+    _image(tmp_path / "bad" / "dog" / "b.png")
+    assert len(load_dataset(tmp_path / "bad")) == 3

@@ -94,7 +94,7 @@ def test_errors_name_the_input_not_python_objects():
     assert str(info.value).startswith("item 3: not an image in a supported format (JPEG, PNG")
     big = io.BytesIO()
     Image.new("L", (200, 200)).save(big, format="PNG")
-    with pytest.raises(ImageTooLargeError, match="200x200 pixels exceed the limit of 1000"):
+    with pytest.raises(ImageTooLargeError, match="200x200 pixels exceed the limit of 1,000"):
         decode_image(big.getvalue(), max_pixels=1000)
 
 

@@ -6,8 +6,6 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -23,6 +21,7 @@ from serve_helpers import (
     make_model_dir,
     png_bomb,
     png_bytes,
+    ready_client,
 )
 
 from swinkit.cli import build_parser
@@ -52,17 +51,6 @@ def client(files, service):
         yield c
 
 
-@contextmanager
-def ready_client(app) -> Iterator[TestClient]:
-    """A TestClient once the app's model is loaded and warmed up."""
-    with TestClient(app) as client:
-        deadline = time.monotonic() + 60
-        while client.get("/ready").status_code != 200:
-            assert time.monotonic() < deadline, client.get("/ready").text
-            time.sleep(0.02)
-        yield client
-
-
 def post(client, body, **kwargs):
     return client.post("/score", content=body if isinstance(body, bytes) else json.dumps(body), **kwargs)
 
@@ -82,13 +70,14 @@ def test_results_follow_the_input_order_and_match_the_predictor(client, files):
     np.testing.assert_allclose([r["probs"] for r in flat], [r.probs for r in results], atol=1e-5)
 
 
-def test_operations_routes(client):
+def test_operations_routes(client, files):
     assert client.get("/health").json() == {"status": "ok"}
     assert client.get("/ready").json() == {"status": "ready"}
     info = client.get("/info").json()
     assert info["labels"] == LABELS and info["task"] == "image-classification"
     assert info["preprocessing"]["size"] == {"height": 64, "width": 64}
     post(client, {"input_data": ["@@"]})
+    assert post(client, {"input_data": [b64(files[1][0].read_bytes())]}).status_code == 200  # one batch run
     metrics = client.get("/metrics")
     assert metrics.headers["content-type"].startswith("text/plain; version=0.0.4")
     text = metrics.text
@@ -172,7 +161,10 @@ def test_hostile_input_gets_its_4xx(client, files, body, headers, status, code, 
 
 def test_bomb_is_refused_from_its_header(client):
     message = post(client, {"input_data": [b64(png_bomb())]}).json()["error"]["message"]
-    assert "10000x10000 pixels exceed the limit" in message
+    assert message == (
+        "item 0: image is 10000x10000 = 100,000,000 pixels; this server accepts at most 89,478,485 "
+        "(SWINKIT_MAX_PIXELS)"
+    )
 
 
 def test_streamed_body_over_the_limit_is_cut_off(client):

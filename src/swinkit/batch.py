@@ -1,15 +1,10 @@
 """Batch classification of any number of images: streamed, parallel decoding, resumable JSONL output.
 
-Inputs (``iter_inputs``):
-
-* a folder: every image file below it (by extension), walked in sorted order; id = the file's path;
-* a ``.jsonl`` file: one record per line, either a JSON string (a path) or an object with ``path`` (a file)
-  or ``image`` (base64-encoded bytes, optionally a ``data:`` URL), and optionally ``id``;
-* a ``.csv`` file with a header: a ``path`` column or an ``image`` column of base64-encoded images (the Azure
-  ML batch-endpoint convention), and optionally an ``id`` column.
-
-Relative paths in a JSONL/CSV file are relative to that file's folder. A record's id is its ``id`` field,
-else its path, else ``row N`` (N counted from 0 among the data rows).
+Inputs (``iter_inputs``) are read by ``swinkit.data.records``, the reader train and evaluate use too: a
+folder (every image file below it, sorted), a ``.csv`` (a ``path`` column, or an ``image`` column of base64
+images as Azure ML batch endpoints take) or a ``.jsonl`` (a path string, or an object with ``path``,
+``image_url`` or base64 ``image``); labels are ignored. A record's id is its ``id`` field, else its path, else
+``row N`` (N counted from 0 among the data rows); relative paths are relative to the listing file's folder.
 
 Output: one JSON object per line, ``{"image": ID, "probs": [...], "labels": [...]}`` or, for an input that
 cannot be read, ``{"image": ID, "error": "..."}``. Rows are appended and flushed as they are computed, and
@@ -19,12 +14,9 @@ skips every id already there: each input ends up in the output exactly once.
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import json
+import contextlib
 import logging
 import os
-import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,101 +26,39 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm import tqdm
 
+from swinkit.batch_output import (
+    ResumableJsonl,
+    StreamJsonl,
+    complete_lines,
+    id_key,
+    merge_shards,
+    model_fingerprint,
+    prepare_output,
+    row_id,
+    shard_path,
+)
+from swinkit.checkpoint_io import writes_through
 from swinkit.data.decode import ImageDecodeError, decode_base64_text, decode_image
 from swinkit.data.preprocess import ImageProcessor
+from swinkit.data.records import ImageRecord, iter_image_files, iter_records, resolve_path
+from swinkit.engine.distributed import DistContext, all_reduce_sum, barrier
 from swinkit.inference import Predictor
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = frozenset(
-    ".jpg .jpeg .jpe .png .gif .webp .bmp .dib .tif .tiff .ppm .pgm .pbm .pnm .ico .jfif .tga".split()
-)
+__all__ = [
+    "BatchInterrupted",
+    "BatchSummary",
+    "ResumableJsonl",
+    "iter_image_files",
+    "iter_inputs",
+    "run_batch",
+]
 
 
-@dataclass(frozen=True)
-class InputItem:
-    """One image to classify: a file path or base64 text, and the id its output row carries."""
-
-    id: str
-    path: str | None = None
-    base64: str | None = None
-    error: str | None = None  # the record itself is unusable: it becomes an error row
-
-
-def id_key(item_id: str) -> int:
-    """A 64-bit digest of an id: sets of these stay small for millions of inputs."""
-    return int.from_bytes(hashlib.blake2b(item_id.encode("utf-8"), digest_size=8).digest(), "little")
-
-
-def iter_image_files(folder: Path) -> Iterator[Path]:
-    """Image files below ``folder`` (by extension, case-insensitive), in sorted order."""
-    for root, dirs, files in os.walk(folder):
-        dirs.sort()
-        for name in sorted(files):
-            if Path(name).suffix.lower() in IMAGE_EXTENSIONS:
-                yield Path(root) / name
-
-
-def _record_item(record: Any, index: int, base: Path, where: str) -> InputItem:
-    if isinstance(record, str):
-        record = {"path": record}
-    if not isinstance(record, dict) or not (record.get("path") or record.get("image")):
-        raise ValueError(f"{where}: expected a path string or an object with 'path' or 'image'")
-    path = record.get("path")
-    if path:
-        path = str(base / path) if not os.path.isabs(path) else path
-    item_id = str(record["id"]) if record.get("id") not in (None, "") else path or f"row {index}"
-    return InputItem(item_id, path=path or None, base64=None if path else record["image"])
-
-
-def _checked_item(record: Any, index: int, base: Path, where: str) -> InputItem:
-    """The item of one record, or an error item (id: ``where``) when the record is unusable."""
-    try:
-        return _record_item(record, index, base, where)
-    except ValueError as e:
-        return InputItem(where, error=str(e))
-
-
-def _iter_jsonl(path: Path) -> Iterator[InputItem]:
-    with open(path, encoding="utf-8-sig") as f:  # -sig: a byte-order mark is not part of the first record
-        index = 0
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path} line {number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                yield InputItem(where, error=f"{where} is not JSON: {e}")
-            else:
-                yield _checked_item(record, index, path.parent, where)
-            index += 1
-
-
-def _iter_csv(path: Path) -> Iterator[InputItem]:
-    csv.field_size_limit(sys.maxsize)  # base64 images are long fields
-    with open(path, newline="", encoding="utf-8-sig") as f:  # spreadsheet exports start with a BOM
-        reader = csv.DictReader(f)
-        if not reader.fieldnames or not {"path", "image"} & set(reader.fieldnames):
-            raise ValueError(
-                f"{path} needs a 'path' or an 'image' (base64) column; it has {reader.fieldnames}"
-            )
-        for index, row in enumerate(reader):
-            yield _checked_item(row, index, path.parent, f"{path} row {index}")
-
-
-def iter_inputs(source: str | os.PathLike) -> Iterator[InputItem]:
-    """The items of a folder, a ``.jsonl`` or a ``.csv`` input (see the module docstring), lazily."""
-    path = Path(source)
-    if path.is_dir():
-        return (InputItem(str(p), path=str(p)) for p in iter_image_files(path))
-    if not path.is_file():
-        raise FileNotFoundError(f"no such input folder or file: {path}")
-    if path.suffix.lower() == ".jsonl":
-        return _iter_jsonl(path)
-    if path.suffix.lower() == ".csv":
-        return _iter_csv(path)
-    raise ValueError(f"{path}: the input must be a folder, a .jsonl or a .csv file")
+def iter_inputs(source: str | os.PathLike) -> Iterator[ImageRecord]:
+    """The records of a folder, a ``.jsonl`` or a ``.csv`` input (``swinkit.data.records``), lazily."""
+    return iter_records(source, labelled=False)
 
 
 def count_inputs(source: str | os.PathLike) -> int | None:
@@ -142,12 +72,15 @@ def count_inputs(source: str | os.PathLike) -> int | None:
     return None
 
 
-def load_item(item: InputItem) -> Any:
+def load_item(item: ImageRecord) -> Any:
     """Decode one item into an RGB image; ImageDecodeError naming the item when it cannot be read."""
     if item.error is not None:
         raise ImageDecodeError(item.error)
-    if item.path is not None:
-        return decode_image(item.path, name=item.id if item.id != item.path else None)
+    if item.reference is not None:
+        path = resolve_path(item)
+        if path is None:
+            raise ImageDecodeError(f"{item.id}: no such file")
+        return decode_image(path, name=item.id if item.id != path else None)
     text = item.base64
     if not isinstance(text, str):
         raise ImageDecodeError(f"{item.id}: the image field must be base64 text, got {type(text).__name__}")
@@ -161,19 +94,37 @@ def load_item(item: InputItem) -> Any:
 
 
 class ImageStream(IterableDataset):
-    """Items of an input, skipping done ids, decoded and preprocessed; each DataLoader worker takes every n-th.
+    """Items of this rank's shard (every ``world_size``-th input) not yet done, decoded and preprocessed.
 
-    Yields ``(id, pixels (3, H, W) or None, error message or None)``.
+    DataLoader worker w takes chunks w, w + workers, ... of ``chunk`` pending items, so that the loader, which
+    takes one batch from each worker in turn, yields the items in input order. Yields ``(id, pixels (3, H, W)
+    or None, error message or None)``.
     """
 
-    def __init__(self, source: str | os.PathLike, processor: ImageProcessor, done: frozenset[int]) -> None:
+    def __init__(
+        self,
+        source: str | os.PathLike,
+        processor: ImageProcessor,
+        done: frozenset[int],
+        *,
+        chunk: int = 1,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
         self.source, self.processor, self.done = source, processor, done
+        self.chunk, self.rank, self.world_size = chunk, rank, world_size
+
+    def pending(self) -> Iterator[ImageRecord]:
+        """This rank's items not in ``done``, in input order."""
+        for index, item in enumerate(iter_inputs(self.source)):
+            if index % self.world_size == self.rank and id_key(item.id) not in self.done:
+                yield item
 
     def __iter__(self) -> Iterator[tuple[str, torch.Tensor | None, str | None]]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        for index, item in enumerate(iter_inputs(self.source)):
-            if index % workers != worker or id_key(item.id) in self.done:
+        for position, item in enumerate(self.pending()):
+            if (position // self.chunk) % workers != worker:
                 continue
             try:
                 yield item.id, self.processor(load_item(item)), None
@@ -186,93 +137,18 @@ def collate(batch: list[tuple[str, torch.Tensor | None, str | None]]) -> list[tu
     return batch
 
 
-class ResumableJsonl:
-    """An append-only JSONL log of rows keyed by ``"image"``: knows which ids it holds, never writes one twice."""
-
-    def __init__(self, path: str | os.PathLike, key: str = "image") -> None:
-        self.path, self.key = Path(path), key
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.done: set[int] = set()
-        self.resumed = self._recover()
-        self._file = open(self.path, "a", encoding="utf-8")  # closed by close()
-
-    def _recover(self) -> int:
-        """Read the ids already written; drop a torn last line. Returns how many rows were there."""
-        if not self.path.exists():
-            return 0
-        keep = 0
-        with open(self.path, "rb") as f:
-            for number, line in enumerate(f, 1):
-                if not line.endswith(b"\n"):
-                    log.warning(
-                        "%s: dropping a torn last line (%d bytes) from an interrupted run",
-                        self.path,
-                        len(line),
-                    )
-                    break
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    row = None
-                if not isinstance(row, dict) or self.key not in row:
-                    raise ValueError(
-                        f"{self.path} line {number} is not a JSON row with {self.key!r}; fix or remove it"
-                    )
-                self.done.add(id_key(str(row[self.key])))
-                keep += len(line)
-        if keep != self.path.stat().st_size:
-            os.truncate(self.path, keep)
-        return len(self.done)
-
-    def __contains__(self, item_id: str) -> bool:
-        return id_key(item_id) in self.done
-
-    def write(self, row: dict[str, Any]) -> bool:
-        """Append ``row`` unless its id is already written; returns whether it was written."""
-        key = id_key(str(row[self.key]))
-        if key in self.done:
-            return False
-        self._file.write(json.dumps(row, ensure_ascii=False) + "\n")
-        self._file.flush()
-        self.done.add(key)
-        return True
-
-    def sync(self) -> None:
-        """Flush and fsync what was written."""
-        self._file.flush()
-        os.fsync(self._file.fileno())
-
-    def close(self) -> None:
-        if not self._file.closed:
-            self.sync()
-            self._file.close()
-
-    def __enter__(self) -> ResumableJsonl:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def _predict_group(predictor: Predictor, group: list[tuple[str, torch.Tensor]]) -> list[dict[str, Any]]:
-    probs = predictor.predict_pixels(torch.stack([pixels for _, pixels in group])).tolist()  # (B, classes)
-    return [
-        {"image": item_id, "probs": p, "labels": predictor.labels}
-        for (item_id, _), p in zip(group, probs, strict=True)
-    ]
-
-
 def predict_rows(predictor: Predictor, batch: Iterable[tuple[str, Any, str | None]]) -> list[dict[str, Any]]:
-    """Output rows for one collated batch: error rows, and predictions run per group of equal-size images."""
-    rows: list[dict[str, Any]] = []
-    groups: dict[tuple[int, ...], list[tuple[str, torch.Tensor]]] = {}
-    for item_id, pixels, error in batch:
+    """Output rows for one collated batch, in batch order: the Azure result of each image (the predictor's
+    ``to_azure``, run per group of equal-size images by ``Predictor.probabilities``) or its error."""
+    batch = list(batch)
+    scored = [i for i, (_, _, error) in enumerate(batch) if error is None]
+    probs = iter(predictor.probabilities([batch[i][1] for i in scored]))
+    rows = []
+    for item_id, _, error in batch:
         if error is not None:
             rows.append({"image": item_id, "error": error})
         else:
-            groups.setdefault(tuple(pixels.shape), []).append((item_id, pixels))
-    for group in groups.values():
-        rows.extend(_predict_group(predictor, group))
+            rows.append({"image": item_id, **predictor.make_prediction(next(probs)).to_azure()})
     return rows
 
 
@@ -283,6 +159,92 @@ class BatchSummary:
     written: int  # rows written by this run
     errors: int  # of which error rows
     skipped: int  # rows already in the output from earlier runs
+    first_error: str | None = None  # the message of this run's first error row
+
+    @property
+    def all_failed(self) -> bool:
+        """This run wrote rows and every one of them is an error."""
+        return self.written > 0 and self.errors == self.written
+
+
+class BatchInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a batch run, once what was scored is safely written: ``rows`` are in ``output``."""
+
+    def __init__(self, output: Path, rows: int) -> None:
+        super().__init__(f"{rows} rows written to {output}")
+        self.output, self.rows = output, rows
+
+
+def _stop_workers(iterator: Any) -> None:
+    """Shut the DataLoader's decoding processes down now (they would otherwise poll for seconds)."""
+    shutdown = getattr(iterator, "_shutdown_workers", None)
+    if shutdown is not None:
+        shutdown()
+
+
+def _score(
+    predictor: Predictor, stream: ImageStream, out: ResumableJsonl, bar: tqdm, workers: int
+) -> BatchSummary:
+    """Write the rows of every item of ``stream`` to ``out``, fsynced per batch."""
+    loader = DataLoader(
+        stream,
+        batch_size=predictor.batch_size,
+        num_workers=workers,
+        collate_fn=collate,
+        persistent_workers=False,
+    )
+    summary, repeated = BatchSummary(0, 0, out.resumed), 0
+    iterator = iter(loader)
+    try:
+        for batch in iterator:
+            for row in predict_rows(predictor, batch):
+                if not out.write(row):  # done ids were skipped before decoding: this id came twice
+                    repeated += 1
+                    continue
+                summary.written += 1
+                summary.errors += "error" in row
+                summary.first_error = summary.first_error or row.get("error")
+            out.sync()
+            bar.update(len(batch))
+            if summary.errors:
+                bar.set_postfix(errors=summary.errors)
+    except KeyboardInterrupt:
+        out.sync()
+        raise BatchInterrupted(out.path, out.resumed + summary.written) from None
+    finally:
+        _stop_workers(iterator)
+    if repeated:
+        log.warning("%d inputs repeated an id already written in this run; only the first was kept", repeated)
+    return summary
+
+
+def _claim_output(
+    predictor: Predictor,
+    output: Path,
+    model_name: str | None,
+    overwrite: bool,
+    retry_errors: bool,
+    context: DistContext,
+) -> None:
+    """Rank 0 checks and prepares ``output`` (``prepare_output``); every rank learns whether it refused."""
+    refusal = None
+    if context.is_main:
+        config_hash, fingerprint = model_fingerprint(predictor.model, predictor.labels)
+        meta = {"model": model_name or "", "config_hash": config_hash, "fingerprint": fingerprint}
+        try:
+            prepare_output(output, {**meta, "labels": list(predictor.labels)}, overwrite=overwrite,
+                           retry_errors=retry_errors)  # fmt: skip
+        except ValueError as e:
+            refusal = e
+    refused = all_reduce_sum(torch.tensor([int(refusal is not None)]), context)
+    if refusal is not None:
+        raise refusal
+    if refused.item():
+        raise ValueError(f"rank 0 refused {output} (its message says why)")
+
+
+def _done_ids(output: Path) -> set[int]:
+    return {id_key(row_id(line, output)) for line in complete_lines(output)}
 
 
 def run_batch(
@@ -292,36 +254,77 @@ def run_batch(
     *,
     num_workers: int = 2,
     progress: bool = True,
+    model_name: str | None = None,
+    overwrite: bool = False,
+    retry_errors: bool = False,
+    context: DistContext | None = None,
 ) -> BatchSummary:
-    """Classify every item of ``source`` not yet in ``output``, appending one row per item (see module doc)."""
+    """Classify every item of ``source`` not yet in ``output``, appending one row per item (see module doc).
+
+    ``model_name`` is recorded in ``OUTPUT.meta.json``; an output another model wrote is refused unless
+    ``overwrite`` (start afresh). ``retry_errors`` re-scores the error rows. Under torchrun (``context``
+    distributed) each rank scores every world_size-th input into its shard and rank 0 merges the shards.
+    Raises ``BatchInterrupted`` on Ctrl-C, after syncing what was written.
+    """
     if num_workers < 0:
         raise ValueError(f"num_workers must be >= 0, got {num_workers}")
-    total = count_inputs(source)
-    with ResumableJsonl(output) as out:
-        stream = ImageStream(source, predictor.processor, frozenset(out.done))
-        loader = DataLoader(
-            stream,
-            batch_size=predictor.batch_size,
-            num_workers=num_workers,
-            collate_fn=collate,
-            persistent_workers=False,
+    context = context or DistContext()
+    output = Path(output)
+    with _open_log(predictor, output, model_name, overwrite, retry_errors, context) as out:
+        done = _done_ids(output) if context.distributed else set()
+        stream = ImageStream(
+            source,
+            predictor.processor,
+            frozenset(done | out.done),
+            chunk=predictor.batch_size,
+            rank=context.rank,
+            world_size=context.world_size,
         )
-        skipped, written, errors, repeated = out.resumed, 0, 0, 0
-        remaining = None if total is None else max(total - skipped, 0)
-        bar = tqdm(total=remaining, unit="img", disable=not progress, desc="classifying", smoothing=0.1)
-        with bar:
-            for batch in loader:
-                for row in predict_rows(predictor, batch):
-                    if out.write(row):
-                        written += 1
-                        errors += "error" in row
-                    else:  # done ids were skipped before decoding, so this id came twice in this input
-                        repeated += 1
-                out.sync()
-                bar.update(len(batch))
-                if errors:
-                    bar.set_postfix(errors=errors)
-    if repeated:
-        log.warning("%d inputs repeated an id already written in this run; only the first was kept", repeated)
-    log.info("%d rows written (%d errors), %d already present", written, errors, skipped)
-    return BatchSummary(written, errors, skipped)
+        total = count_inputs(source)
+        remaining = None if total is None or context.distributed else max(total - out.resumed, 0)
+        with tqdm(
+            total=remaining, unit="img", disable=not progress, desc="classifying", smoothing=0.1
+        ) as bar:
+            summary = _score(predictor, stream, out, bar, num_workers)
+    if context.distributed:
+        summary = _merge(output, source, summary, context)
+    log.info(
+        "%d rows written (%d errors), %d already present", summary.written, summary.errors, summary.skipped
+    )
+    return summary
+
+
+@contextlib.contextmanager
+def _open_log(
+    predictor: Predictor,
+    output: Path,
+    model_name: str | None,
+    overwrite: bool,
+    retry_errors: bool,
+    context: DistContext,
+) -> Iterator[ResumableJsonl]:
+    """This rank's output log: the claimed, resumable file (or rank shard), or a stream written through."""
+    if writes_through(output):  # '-', a FIFO, a device: rows go out as they come, nothing to resume
+        if context.distributed or retry_errors:
+            what = "merging rank shards" if context.distributed else "--retry-errors"
+            raise ValueError(f"{what} needs an output file to read back; {output} is a stream")
+        with StreamJsonl(output) as out:
+            yield out
+        return
+    _claim_output(predictor, output, model_name, overwrite, retry_errors, context)
+    target = shard_path(output, context.rank, context.world_size) if context.distributed else output
+    with ResumableJsonl(target) as out:
+        yield out
+
+
+def _merge(
+    output: Path, source: str | os.PathLike, summary: BatchSummary, context: DistContext
+) -> BatchSummary:
+    """After every rank is done, rank 0 merges the shards into ``output``; the counts are summed over ranks."""
+    counts = all_reduce_sum(torch.tensor([summary.written, summary.errors, summary.skipped]), context)
+    barrier(context)
+    if context.is_main:
+        merge_shards(output, (item.id for item in iter_inputs(source)), context.world_size)
+    barrier(context)
+    written, errors, skipped = (int(x) for x in counts.tolist())
+    return BatchSummary(written, errors, skipped, summary.first_error)

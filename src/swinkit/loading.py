@@ -66,21 +66,23 @@ class Checkpoint:
     path: Path | None = None  # the file or folder it was read from
 
 
-def _hub_download(repo_id: str) -> Path:
+def _hub_download(repo_id: str, *, missing_path: bool = False) -> Path:
+    """The local snapshot of hub repository ``repo_id``; ``missing_path``: it was also looked for as a path."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
+    not_a_path = f"no file or folder {repo_id}, and " if missing_path else ""
     patterns = ["config.json", PREPROCESSOR_FILE, "model.safetensors", "pytorch_model.bin"]
     patterns += ["*.index.json", "model-*-of-*.safetensors", "pytorch_model-*-of-*.bin"]  # sharded
     try:
         return Path(snapshot_download(repo_id, allow_patterns=patterns))
     except LocalEntryNotFoundError:
         raise ValueError(
-            f"{repo_id!r} is not in the local Hugging Face cache and cannot be downloaded "
-            "(offline or unreachable hub); download it once with network access or pass a local path"
+            f"{not_a_path}no Hugging Face hub id {repo_id!r} in the local cache (the hub is offline or "
+            "unreachable); download it once with network access or pass an existing local path"
         ) from None
     except Exception as e:  # huggingface_hub raises many kinds: repository not found, HTTP errors...
-        raise ValueError(f"could not fetch {repo_id!r} from the Hugging Face hub: {e}") from None
+        raise ValueError(f"{not_a_path}could not fetch {repo_id!r} from the Hugging Face hub: {e}") from None
 
 
 def resolve_source(source: str | os.PathLike) -> Path:
@@ -94,9 +96,9 @@ def resolve_source(source: str | os.PathLike) -> Path:
         if hub_id is None:
             raise ValueError(f"preset {text!r} has no published weights; use swinkit.create_model({text!r})")
         return _hub_download(hub_id)
-    if text.count("/") == 1 and not text.startswith((".", "/")):
-        return _hub_download(text)
-    raise FileNotFoundError(f"{text!r} is neither a file, a folder, a preset name nor a hub id")
+    if re.fullmatch(r"[\w.-]+/[\w.-]+", text) and not text.startswith("."):  # owner/name
+        return _hub_download(text, missing_path=True)
+    raise FileNotFoundError(f"no file or folder {text} (nor a preset name or an owner/name hub id)")
 
 
 def _folder_weights(folder: Path) -> tuple[Path, dict[str, Any]]:

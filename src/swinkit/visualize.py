@@ -13,7 +13,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from swinkit.checkpoint_io import atomic_path
+from swinkit.checkpoint_io import open_output
 
 MIN_SIDE = 320  # shorter side the canvas is enlarged to, so the text fits and stays legible
 MIN_FONT = 12  # pixels
@@ -79,8 +79,8 @@ def draw_prediction(image: Image.Image, top: Sequence[tuple[str, float]]) -> Ima
 def save_prediction_image(
     image: Image.Image, top: Sequence[tuple[str, float]], path: str | os.PathLike
 ) -> Path:
-    """Write ``draw_prediction(image, top)`` as a PNG (atomically); returns the path."""
+    """Write ``draw_prediction(image, top)`` as a PNG (by the rule of ``open_output``); returns the path."""
     path = Path(path)
-    with atomic_path(path, ".png") as tmp:
-        draw_prediction(image, top).save(tmp, format="PNG")
+    with open_output(path, "wb", ".png") as f:
+        draw_prediction(image, top).save(f, format="PNG")
     return path

@@ -2,6 +2,7 @@
 
 Re-running the same command after an interruption skips what the output already holds; see
 ``swinkit.batch`` for the input formats (folder, JSONL, CSV with paths or base64 images) and the row schema.
+Under ``torchrun`` each process scores its share of the inputs and rank 0 merges them into ``--output``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import os
 import sys
 from pathlib import Path
 
-from swinkit.batch import run_batch
+from swinkit.batch import BatchInterrupted, BatchSummary, run_batch
+from swinkit.engine.distributed import init_distributed, shutdown
 from swinkit.inference import Predictor
 
 HELP = "classify a folder, JSONL or CSV of images into a resumable JSONL file"
@@ -23,9 +25,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--input",
         required=True,
         type=Path,
-        help="a folder, a .jsonl (path/image/id) or a .csv (path or base64 image)",
+        help="a folder, a .jsonl (path/image_url/image/id) or a .csv (path or base64 image)",
     )
-    parser.add_argument("--output", required=True, type=Path, help="JSONL file; an existing one is resumed")
+    parser.add_argument(
+        "--output",
+        required=True,
+        type=Path,
+        help="JSONL file (an existing one is resumed), or - / a FIFO / a device: written through, not resumable",
+    )
     parser.add_argument(
         "--batch-size", type=int, default=16, help="images per forward pass (memory grows with it)"
     )
@@ -37,18 +44,52 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="start afresh: discard an existing output (any model's)"
+    )
+    parser.add_argument("--retry-errors", action="store_true", help="score again the inputs of error rows")
+
+
+def _report(summary: BatchSummary, output: Path) -> int:
+    print(
+        f"{summary.written} rows written to {output} ({summary.errors} errors); "
+        f"{summary.skipped} were there from an earlier run",
+        file=sys.stderr,
+    )
+    if summary.all_failed:
+        print(
+            f"swinkit batch: error: every one of the {summary.written} inputs failed "
+            f"(first: {summary.first_error})",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
     if not args.input.exists():
         raise FileNotFoundError(f"no such input: {args.input}")
-    predictor = Predictor.from_pretrained(args.model, batch_size=args.batch_size, device=args.device)
-    summary = run_batch(
-        predictor, args.input, args.output, num_workers=args.workers, progress=not args.no_progress
-    )
-    print(
-        f"{summary.written} rows written to {args.output} ({summary.errors} errors); "
-        f"{summary.skipped} were there from an earlier run",
-        file=sys.stderr,
-    )
-    return 0
+    context = init_distributed(args.device)
+    try:
+        device = str(context.device) if context.distributed else args.device
+        predictor = Predictor.from_pretrained(args.model, batch_size=args.batch_size, device=device)
+        summary = run_batch(
+            predictor,
+            args.input,
+            args.output,
+            num_workers=args.workers,
+            progress=not args.no_progress and context.is_main,
+            model_name=str(args.model),
+            overwrite=args.overwrite,
+            retry_errors=args.retry_errors,
+            context=context,
+        )
+    except BatchInterrupted as e:
+        print(
+            f"interrupted: {e.rows} rows written to {e.output}; re-run the same command to resume",
+            file=sys.stderr,
+        )
+        return 130
+    finally:
+        shutdown(context)
+    return _report(summary, args.output) if context.is_main else 0

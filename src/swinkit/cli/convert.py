@@ -39,6 +39,8 @@ def describe(config: SwinConfig) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if str(args.dst) == "-":
+        raise ValueError("DST names the output folder, and '-' (standard output) cannot hold a model folder")
     ckpt = load_checkpoint(args.src, layout=args.format, preset=args.preset)
     print(f"detected layout: {ckpt.layout} ({describe(ckpt.config)})")
     model = model_from_checkpoint(ckpt, num_classes=args.num_classes)

@@ -22,6 +22,10 @@ def run(args: argparse.Namespace) -> int:
     from swinkit.engine.evaluate import evaluate_model
     from swinkit.engine.metrics import summary_line
 
+    if args.output == "-":
+        raise ValueError(
+            "--output names a folder for metrics.json and plots/, and '-' (standard output) is not one"
+        )
     report = evaluate_model(
         args.model,
         args.data,

@@ -1,6 +1,6 @@
 """``swinkit predict``: classify image files (or folders of them) with any Swin checkpoint.
 
-With ``--output FILE.jsonl``: one JSON object per image, in input order, in the Azure ML image-classification
+With ``--output FILE.jsonl`` (``-`` for standard output; a device or FIFO is written through): one JSON object per image, in input order, in the Azure ML image-classification
 schema plus the path: ``{"image": PATH, "probs": [...], "labels": [...]}`` (every label, in label order), or
 ``{"image": PATH, "error": "..."}`` for a file that cannot be read. Without it: the top labels as a table.
 Exit status 1 when some image could not be read (the others are still classified).
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from swinkit.batch import iter_image_files
-from swinkit.checkpoint_io import atomic_path
+from swinkit.checkpoint_io import open_output
 from swinkit.data.decode import ImageDecodeError, decode_image
 from swinkit.inference import Prediction, Predictor
 from swinkit.visualize import save_prediction_image
@@ -32,7 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--threshold", type=float, default=None, help="minimum probability shown (multi-label default 0.5)"
     )
     parser.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
-    parser.add_argument("--output", type=Path, default=None, help="write JSONL here instead of a table")
+    parser.add_argument(
+        "--output", type=Path, default=None, help="write JSONL here instead of a table ('-': standard output)"
+    )
     parser.add_argument("--visualize", type=Path, default=None, help="write an annotated PNG per image here")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
 
@@ -109,7 +111,7 @@ def _print_table(rows: Iterator[tuple[Path, Prediction | None, str | None]], str
 
 def _write_jsonl(rows: Iterator[tuple[Path, Prediction | None, str | None]], output: Path) -> int:
     failures = 0
-    with atomic_path(output, ".jsonl") as tmp, open(tmp, "w", encoding="utf-8") as f:
+    with open_output(output, "w", ".jsonl") as f:
         for path, prediction, error in rows:
             row = (
                 {"image": str(path), "error": error}

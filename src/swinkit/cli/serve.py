@@ -10,7 +10,7 @@ import argparse
 
 from pydantic import ValidationError
 
-from swinkit.serve.server import run_server
+from swinkit.serve.server import load_model, run_server
 from swinkit.serve.settings import ServeSettings
 
 HELP = "serve a model as a real-time HTTP endpoint (POST /score, Azure ML schema)"
@@ -80,7 +80,8 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
+    service = load_model(settings)  # before uvicorn starts: a bad model is one error line, exit 2
     url = f"http://{settings.host}:{settings.port}"
-    print(f"swinkit serve: {settings.model} on {url} (GET /ready answers 200 once the model is loaded)")
-    run_server(settings)
+    print(f"swinkit serve: {settings.model} on {url} (GET /ready answers 200 once it is warmed up)")
+    run_server(settings, service)
     return 0

@@ -1,5 +1,6 @@
 """Labelled image collections: a class-per-folder tree, a CSV (``path,label``) or an Azure ML JSONL file.
 
+The formats and the multi-label separators are those of ``swinkit.data.records`` (shared with batch).
 ``load_dataset`` reads any of them into ``LabeledImages`` (paths and label indices); ``split`` holds out a
 seeded validation fraction; ``TrainImages`` and ``EvalImages`` are the torch datasets the engine iterates.
 Training augmentation draws from a generator seeded by (seed, epoch, index), so every sample of every
@@ -8,32 +9,27 @@ epoch is reproducible whatever the number of DataLoader workers.
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import os
 import re
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
 import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from swinkit.data.decode import decode_image
+from swinkit.data.decode import IMAGE_EXTENSIONS, ImageDecodeError, decode_image
+from swinkit.data.records import ImageRecord, iter_records, resolve_path
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
-_HEADER_NAMES = {"path", "image", "image_path", "image_url", "file", "filename", "file_name", "name"}
-# Between the labels of one cell. Spaces belong to a label, except in a column headed "labels" (the Azure
-# multi-label fridgeObjects CSV: "filename,labels" with "can milk_bottle").
-_LABEL_SEPARATORS = re.compile(r"[;|,]")
-_LIST_SEPARATORS = re.compile(r"[;|,\s]")
+_SPACE = re.compile(r"\s+")
+_READ_CHECKS = 16  # images decoded before training or evaluation to catch a set of unreadable files
+__all__ = ["IMAGE_EXTENSIONS", "EvalImages", "LabeledImages", "TrainImages", "load_dataset", "split"]
 
 
 @dataclass
@@ -71,116 +67,89 @@ class LabeledImages:
         return "\n".join(lines)
 
 
-def _image_folder(root: Path) -> list[tuple[str, list[str]]]:
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not classes:
-        raise ValueError(f"{root} has no class sub-folders (expected one folder of images per class)")
-    items, empty = [], []
-    for name in classes:
-        before = len(items)
-        for dirpath, dirnames, filenames in os.walk(root / name):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for filename in sorted(filenames):
-                if filename.lower().endswith(IMAGE_EXTENSIONS) and not filename.startswith("."):
-                    items.append((str(Path(dirpath) / filename), [name]))
-        if len(items) == before:
-            empty.append(name)
-    if empty:
-        raise ValueError(
-            f"{root}: class folders without images: {', '.join(empty)} (remove them or add images)"
-        )
-    return items
-
-
-def _resolve(reference: str, base: Path, source: Path) -> str:
-    """A local file for a path or URL written in ``source``: absolute, relative to it, or a trailing part."""
-    parsed = urlparse(reference)
-    text = parsed.path if parsed.scheme and len(parsed.scheme) > 1 else reference
-    candidates = [Path(text)] if Path(text).is_absolute() else []
-    parts = Path(text.lstrip("/")).parts
-    candidates += [base.joinpath(*parts[i:]) for i in range(len(parts))]
-    candidates += [base / "images" / parts[-1]] if parts else []
-    for candidate in candidates:
-        if candidate.is_file():
-            return str(candidate)
-    raise FileNotFoundError(f"{source}: image {reference!r} not found (looked relative to {base})")
-
-
-def _split_labels(cell: str, separators: re.Pattern = _LABEL_SEPARATORS) -> list[str]:
-    return [label.strip() for label in separators.split(cell) if label.strip()]
-
-
-def _csv_items(path: Path) -> list[tuple[str, list[str]]]:
-    with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: spreadsheet exports start with a BOM
-        rows = [row for row in csv.reader(f) if row and any(cell.strip() for cell in row)]
-    separators = _LABEL_SEPARATORS
-    if rows and rows[0][0].strip().lower() in _HEADER_NAMES:
-        header, rows = rows[0], rows[1:]
-        if len(header) > 1 and header[1].strip().lower() == "labels":
-            separators = _LIST_SEPARATORS
+def _checked_items(records: Iterable[ImageRecord]) -> list[tuple[str, ImageRecord]]:
+    """(local file, record) of each record; the first unusable, unlabelled or missing one raises."""
     items = []
-    for line, row in enumerate(rows, start=1):
-        if len(row) < 2:
-            raise ValueError(f"{path}: row {line} needs a path and a label, got {row}")
-        labels = _split_labels(",".join(row[1:]), separators)
-        items.append((_resolve(row[0].strip(), path.parent, path), labels))
+    for record in records:
+        if record.error is not None:
+            raise ValueError(record.error)
+        if record.reference is None:
+            raise ValueError(f"{record.where}: training and evaluation read image files, not base64 images")
+        if not record.labels:
+            raise ValueError(f"{record.where}: no label for image {record.reference!r}")
+        path = resolve_path(record)
+        if path is None:
+            raise FileNotFoundError(
+                f"{record.where}: image {record.reference!r} not found (looked relative to {record.base})"
+            )
+        items.append((path, record))
     return items
 
 
-def _jsonl_items(path: Path) -> tuple[list[tuple[str, list[str]]], bool]:
-    items, any_list = [], False
-    for line, text in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
-        if not text.strip():
+def _check_label_cells(records: Sequence[ImageRecord]) -> None:
+    """Refuse a single-label cell that reads as several labels of other rows (``can carton``)."""
+    words = {label for r in records if not r.listed for label in r.labels if not _SPACE.search(label)}
+    for record in records:
+        if record.listed:
             continue
-        try:
-            record = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: line {line} is not JSON: {e}") from None
-        if not isinstance(record, dict) or "image_url" not in record or "label" not in record:
-            raise ValueError(f"{path}: line {line} needs 'image_url' and 'label'")
-        label = record["label"]
-        any_list |= isinstance(label, list)
-        labels = [str(x) for x in label] if isinstance(label, list) else [str(label)]
-        items.append((_resolve(str(record["image_url"]), path.parent, path), labels))
-    return items, any_list
+        for label in record.labels:
+            parts = _SPACE.split(label.strip())
+            if len(parts) > 1 and all(part in words for part in parts):
+                raise ValueError(
+                    f"{record.where}: the label {label!r} reads as several labels ({', '.join(parts)} are "
+                    "labels of other rows) but a 'label' column holds one label per image; for multi-label "
+                    "data head the column 'labels' (space-separated) or separate the labels with ';'"
+                )
 
 
 def load_dataset(
     source: str | os.PathLike, *, labels: Sequence[str] | None = None, multi_label: bool | None = None
 ) -> LabeledImages:
-    """Read a class-per-folder directory, a ``.csv`` or an Azure ``.jsonl`` file.
+    """Read a class-per-folder directory, a ``.csv`` or an Azure ``.jsonl`` file (see ``data.records``).
 
     ``labels`` fixes the label order (a validation set uses the training set's; unknown labels raise);
-    ``multi_label`` None means: multi-label when any item carries several labels or a JSONL label is a list.
+    ``multi_label`` None means: multi-label when any item carries several labels or its labels are a list.
+    FileNotFoundError for a missing source or image, ValueError for anything else unusable.
     """
     path = Path(source)
     if not path.exists():
         raise FileNotFoundError(f"no such dataset: {path}")
-    listed = False
-    if path.is_dir():
-        items = _image_folder(path)
-    elif path.suffix.lower() == ".csv":
-        items = _csv_items(path)
-    elif path.suffix.lower() in (".jsonl", ".json"):
-        items, listed = _jsonl_items(path)
-    else:
-        raise ValueError(f"{path}: expected a folder of class folders, a .csv or a .jsonl file")
-    if not items:
+    checked = _checked_items(iter_records(path, labelled=True))
+    if not checked:
         raise ValueError(f"{path} holds no images")
-    names = tuple(labels) if labels is not None else tuple(sorted({n for _, ls in items for n in ls}))
+    records = [record for _, record in checked]
+    _check_label_cells(records)
+    found = {n for r in records for n in r.labels}
+    names = tuple(labels) if labels is not None else tuple(sorted(found))
     if labels is None and len(names) < 2:
-        found = f"{len(names)} class ({', '.join(names)})" if names else "no labels"
-        raise ValueError(f"{path}: found {found}; a classifier needs at least 2")
+        shown = f"{len(names)} class ({', '.join(names)})" if names else "no labels"
+        raise ValueError(f"{path}: found {shown}; a classifier needs at least 2")
     index = {name: i for i, name in enumerate(names)}
-    unknown = sorted({n for _, ls in items for n in ls} - set(index))
+    unknown = sorted(found - set(index))
     if unknown:
         raise ValueError(f"{path} has labels outside the {len(names)} known ones: {', '.join(unknown[:10])}")
     if multi_label is None:
-        multi_label = listed or any(len(ls) != 1 for _, ls in items)
-    if not multi_label and any(len(ls) != 1 for _, ls in items):
-        raise ValueError(f"{path}: some images have several labels or none, but the task is multi-class")
-    targets = [tuple(sorted({index[n] for n in ls})) for _, ls in items]
-    return LabeledImages([p for p, _ in items], targets, names, multi_label)
+        multi_label = any(r.listed or len(r.labels) != 1 for r in records)
+    if not multi_label and any(len(r.labels) != 1 for r in records):
+        raise ValueError(f"{path}: some images have several labels, but the task is multi-class")
+    targets = [tuple(sorted({index[n] for n in r.labels})) for r in records]
+    paths = [p for p, _ in checked]
+    _check_readable(paths, path)
+    return LabeledImages(paths, targets, names, multi_label)
+
+
+def _check_readable(paths: Sequence[str], source: Path, tries: int = _READ_CHECKS) -> None:
+    """Refuse a dataset none of whose images decodes, trying up to ``tries`` spread over it."""
+    count = min(tries, len(paths))
+    picked = [i * len(paths) // count for i in range(count)]
+    errors = []
+    for i in picked:
+        try:
+            decode_image(paths[i]).close()
+            return
+        except ImageDecodeError as e:
+            errors.append(str(e))
+    raise ValueError(f"{source}: none of the {len(picked)} images tried could be read (first: {errors[0]})")
 
 
 def split(data: LabeledImages, fraction: float, seed: int) -> tuple[LabeledImages, LabeledImages]:

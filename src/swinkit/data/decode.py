@@ -22,6 +22,7 @@ import io
 import logging
 import os
 import re
+import struct
 import warnings
 from pathlib import Path
 
@@ -45,6 +46,23 @@ class ImageDecodeError(ValueError):
 # Raster formats decoded. Others are refused unopened: Pillow hands EPS/PostScript to Ghostscript, which
 # would run an untrusted program on a public endpoint.
 ALLOWED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "TIFF", "BMP", "PPM", "ICO")  # JPEG covers MPO
+# File names taken for images when a folder is listed (lower case): the extensions of ALLOWED_FORMATS.
+IMAGE_EXTENSIONS = tuple(
+    ".jpg .jpeg .jpe .jfif .png .apng .gif .webp .tif .tiff .bmp .ppm .pgm .pbm .pnm .ico".split()
+)
+
+# What Pillow's plugins raise on corrupt data, beyond OSError: a cut or garbled GIF frame gives IndexError or
+# struct.error, a TIFF frame without dimensions TypeError (found by tests/test_decode_fuzz.py).
+_CORRUPT_DATA_ERRORS = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    IndexError,
+    KeyError,
+    TypeError,
+    struct.error,
+)
 
 _WHITESPACE = re.compile(r"\s+")
 _URL_SAFE = bytes.maketrans(b"-_", b"+/")
@@ -65,7 +83,17 @@ def decode_base64_text(text: str) -> bytes:
 
 
 class ImageTooLargeError(ImageDecodeError):
-    """An image whose header declares more pixels than allowed (a decompression-bomb guard)."""
+    """An image whose header declares more pixels than allowed (a decompression-bomb guard).
+
+    ``pixels`` is the declared width*height, ``limit`` the bound it exceeds and ``size`` the declared
+    (width, height) when known (Pillow's own guard reports only the pixel count).
+    """
+
+    def __init__(self, message: str, *, pixels: int, limit: int, size: tuple[int, int] | None = None) -> None:
+        super().__init__(message)
+        self.pixels = pixels
+        self.limit = limit
+        self.size = size
 
 
 def _describe(source: str | os.PathLike | bytes | Image.Image, name: str | None) -> str:
@@ -78,7 +106,24 @@ def _describe(source: str | os.PathLike | bytes | Image.Image, name: str | None)
     return "<PIL image>"
 
 
-def _open(source: str | os.PathLike | bytes | Image.Image, label: str) -> Image.Image:
+_PILLOW_BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
+
+
+def _bomb_error(
+    error: Image.DecompressionBombError, label: str, max_pixels: int | None
+) -> ImageTooLargeError:
+    """Pillow's refusal (over twice ``Image.MAX_IMAGE_PIXELS``) restated with the caller's limit."""
+    pillow_limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+    match = _PILLOW_BOMB_PIXELS.search(str(error))
+    pixels = int(match.group(1)) if match else pillow_limit + 1
+    if max_pixels is not None and max_pixels < pillow_limit:
+        message = f"{label}: {pixels:,} pixels exceed the limit of {max_pixels:,}"
+        return ImageTooLargeError(message, pixels=pixels, limit=max_pixels)
+    message = f"{label}: {pixels:,} pixels exceed Pillow's limit of {pillow_limit:,} (2 * PIL.Image.MAX_IMAGE_PIXELS)"
+    return ImageTooLargeError(message, pixels=pixels, limit=pillow_limit)
+
+
+def _open(source: str | os.PathLike | bytes | Image.Image, label: str, max_pixels: int | None) -> Image.Image:
     if isinstance(source, Image.Image):
         return source
     if isinstance(source, (bytes, bytearray)):
@@ -94,12 +139,12 @@ def _open(source: str | os.PathLike | bytes | Image.Image, label: str) -> Image.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             return Image.open(stream, formats=ALLOWED_FORMATS)
     except Image.DecompressionBombError as e:
-        raise ImageTooLargeError(f"{label}: {e}") from None
+        raise _bomb_error(e, label, max_pixels) from None
     except UnidentifiedImageError:
         raise ImageDecodeError(
             f"{label}: not an image in a supported format ({', '.join(ALLOWED_FORMATS)})"
         ) from None
-    except (OSError, SyntaxError, ValueError) as e:
+    except _CORRUPT_DATA_ERRORS as e:
         raise ImageDecodeError(f"{label}: not a readable image ({e})") from None
 
 
@@ -161,12 +206,13 @@ def decode_image(
     Raises ``ImageDecodeError`` for a missing, truncated or non-image input, or one with too many pixels.
     """
     label = _describe(source, name)
-    image = _open(source, label)
+    image = _open(source, label, max_pixels)
     width, height = image.size
     if max_pixels is not None and width * height > max_pixels:
         if image is not source:
             image.close()
-        raise ImageTooLargeError(f"{label}: {width}x{height} pixels exceed the limit of {max_pixels}")
+        message = f"{label}: {width}x{height} pixels exceed the limit of {max_pixels:,}"
+        raise ImageTooLargeError(message, pixels=width * height, limit=max_pixels, size=(width, height))
     if max_aspect_ratio is not None and max(width, height) > max_aspect_ratio * max(1, min(width, height)):
         if image is not source:
             image.close()
@@ -175,7 +221,7 @@ def decode_image(
         )
     try:
         rgb = _first_frame_rgb(image, label)
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
+    except _CORRUPT_DATA_ERRORS as e:
         if image is not source:
             image.close()
         raise ImageDecodeError(f"{label}: could not decode the image ({e})") from None

@@ -72,8 +72,16 @@ def load_training_state(run: str | os.PathLike) -> dict[str, Any]:
     """The state saved by ``save_training_state`` (FileNotFoundError when the run has none)."""
     path = checkpoint_dir(run) / LAST
     if not path.is_file():
-        raise FileNotFoundError(f"nothing to resume: {path} does not exist")
+        raise FileNotFoundError(f"no checkpoint to resume in {run}: {path} does not exist")
     state = load_torch(path)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"{path} is not a swinkit training checkpoint")
     return state
+
+
+def finished_run(run: str | os.PathLike, epochs: int) -> dict[str, Any] | None:
+    """The saved progress of ``run`` when it is complete: ``epochs`` trained (or stopped early) and its final
+    ``metrics.json`` written; None when there is still something to do."""
+    progress = load_training_state(run)["progress"]
+    done = progress["stopped_early"] or progress["epoch"] >= epochs
+    return progress if done and (Path(run) / "metrics.json").is_file() else None

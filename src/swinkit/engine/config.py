@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from swinkit.checkpoint_io import atomic_write_text
+from swinkit.presets import get_preset
 
 
 @dataclass
@@ -135,6 +136,8 @@ class TrainConfig:
             raise ValueError("no run folder: pass --output RUN")
         if not self.model.preset and not self.model.pretrained:
             raise ValueError("pass --preset NAME (architecture) and/or --pretrained SRC (weights)")
+        if self.model.preset:
+            get_preset(self.model.preset)  # an unknown name fails here, before any data is read
         if not 0.0 < self.data.val_split < 1.0 and not self.data.val:
             raise ValueError(f"val_split must be in (0, 1), got {self.data.val_split}")
         for name, value in (
@@ -146,6 +149,9 @@ class TrainConfig:
                 raise ValueError(f"{name} must be at least 1, got {value}")
         if self.run.patience is not None and self.run.patience < 1:
             raise ValueError(f"patience must be at least 1 epoch, got {self.run.patience}")
+        for name, source in (("--data", self.data.train), ("--val-data", self.data.val)):
+            if source and not Path(source).exists():
+                raise ValueError(f"{name} {source} does not exist")
 
 
 def _plain(value: Any) -> Any:

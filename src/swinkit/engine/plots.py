@@ -12,13 +12,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from swinkit.checkpoint_io import atomic_path  # noqa: E402
+from swinkit.checkpoint_io import open_output  # noqa: E402
 
 
 def _save(figure: Any, path: str | os.PathLike) -> Path:
     path = Path(path)
-    with atomic_path(path, ".png") as tmp:
-        figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    with open_output(path, "wb", ".png") as f:
+        figure.savefig(f, format="png", dpi=110, bbox_inches="tight")
     plt.close(figure)
     return path
 

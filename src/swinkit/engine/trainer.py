@@ -218,8 +218,10 @@ class Trainer:
             mininterval=0.5,
         )
         batches = iter(self.loader)
-        start, images = time.perf_counter(), 0
+        start, images = None, 0
         while micro := list(itertools.islice(batches, cfg.optim.accum_steps)):
+            if start is None:  # timed from the first batch's arrival: worker start-up is not throughput
+                start = time.perf_counter()
             lr = self.schedule.lr
             loss_sum, count, named = self._step(micro)
             p.step, p.global_step = p.step + 1, p.global_step + 1
@@ -237,7 +239,8 @@ class Trainer:
             ):
                 self._save_state()
         bar.close()
-        self.images_per_second = images * self.context.world_size / max(time.perf_counter() - start, 1e-9)
+        elapsed = time.perf_counter() - start if start is not None else 0.0
+        self.images_per_second = images * self.context.world_size / max(elapsed, 1e-9)
 
     def _step(self, micro: list[Any]) -> tuple[float, int, dict[str, float]]:
         """One optimizer step over the micro-batches; (summed loss, samples, summed loss per name)."""

@@ -72,9 +72,8 @@ def masked_l1_loss(
 
     mask: (B, h, w) over patches; it is repeated ``patch_size`` times along both axes to cover pixels.
     """
-    pixel_mask = (
-        mask.repeat_interleave(patch_size, 1).repeat_interleave(patch_size, 2).unsqueeze(1)
-    )  # (B,1,H,W)
+    pixel_mask = mask.repeat_interleave(patch_size, 1).repeat_interleave(patch_size, 2)  # (B, H, W)
+    pixel_mask = pixel_mask.unsqueeze(1)  # (B, 1, H, W)
     error = F.l1_loss(pixel_values, reconstruction, reduction="none")  # (B, C, H, W)
     return (error * pixel_mask).sum() / (pixel_mask.sum() + 1e-5) / pixel_values.shape[1]
 

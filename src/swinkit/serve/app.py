@@ -2,14 +2,16 @@
 
 Routes: ``POST /score`` (Azure ML schema, see ``swinkit.serve.schemas``), ``GET /health`` (the process
 answers), ``GET /ready`` (model loaded and warmed up), ``GET /metrics`` (Prometheus), ``GET /info`` (model,
-labels, preprocessing); OpenAPI at ``/docs``. The lifespan loads the model in the background
-(``swinkit.serve.state``) and, at its end, drains the batcher, so uvicorn's graceful shutdown lets
-in-flight requests finish.
+labels, preprocessing); OpenAPI at ``/openapi.json``, browsable at ``/docs`` (Swagger UI) and ``/redoc``,
+whose scripts and styles ``fastapi-offline`` ships and ``/docs-assets`` serves, so they work offline. The
+lifespan loads the model in the background (``swinkit.serve.state``) and, at its end, drains the batcher, so
+uvicorn's graceful shutdown lets in-flight requests finish.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from typing import Any
@@ -17,31 +19,45 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi_offline import FastAPIOffline
 
 from swinkit import __version__
 from swinkit.serve.errors import ServeError, install_error_handlers
 from swinkit.serve.fetch import Resolver, system_resolver
-from swinkit.serve.metrics import CONTENT_TYPE, MetricsMiddleware, ServeMetrics
+from swinkit.serve.metrics import (
+    ACCESS_LOGGER,
+    CONTENT_TYPE,
+    AccessLogMiddleware,
+    MetricsMiddleware,
+    ServeMetrics,
+)
 from swinkit.serve.schemas import ErrorResponse, InfoResponse, ScoreRequest, ScoreResult
+from swinkit.serve.scoring import RAW_IMAGE_TYPES
 from swinkit.serve.service import ScoringService
 from swinkit.serve.settings import ServeSettings
 from swinkit.serve.state import FailureHandler, ServeState
 
+DOCS_ASSETS = "/docs-assets"  # Swagger UI and ReDoc scripts, styles and icon
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": text}
     for status, text in {
         400: "malformed JSON or an unusable image (index names it)",
         408: "the body did not arrive in time",
         413: "body, image count or download over its limit",
-        415: "the body is not JSON",
+        415: "the body is neither JSON nor one of the image types",
         422: "the body does not follow the schema",
         503: "overloaded or shutting down (see Retry-After)",
     }.items()
 }
+_RAW_IMAGE = {"schema": {"type": "string", "format": "binary"}}
 _REQUEST_BODY = {
     "requestBody": {
         "required": True,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ScoreRequest"}}},
+        "description": "the Azure ML JSON body, or one encoded image as the raw body",
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/ScoreRequest"}},
+            **{media: _RAW_IMAGE for media in RAW_IMAGE_TYPES},
+        },
     }
 }
 
@@ -96,6 +112,11 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     return app.openapi_schema
 
 
+def _log_level(name: str) -> int:
+    """The ``logging`` level of a uvicorn level name (uvicorn's ``trace`` is below DEBUG)."""
+    return logging.getLevelNamesMapping().get(name.upper(), logging.DEBUG)
+
+
 def _register_gauges(app: FastAPI, metrics: ServeMetrics) -> None:
     def reader(name: str) -> Callable[[], float]:
         return lambda: app.state.serve.gauges()[name] if hasattr(app.state, "serve") else 0.0
@@ -118,6 +139,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        logging.getLogger(ACCESS_LOGGER).setLevel(_log_level(settings.log_level))
         state = app.state.serve = ServeState(settings, metrics)
         loading = asyncio.create_task(state.load(service, resolver, on_failure))
         try:
@@ -128,13 +150,15 @@ def create_app(
                 await loading
             await state.stop()
 
-    app = FastAPI(
+    app = FastAPIOffline(
+        static_url=DOCS_ASSETS,
         title="swinkit",
         version=__version__,
         description="Swin Transformer real-time endpoint (Azure ML scoring schema).",
         lifespan=lifespan,
     )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(AccessLogMiddleware)
     install_error_handlers(app)
     _add_routes(app, metrics)
     _register_gauges(app, metrics)

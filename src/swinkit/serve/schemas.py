@@ -3,6 +3,7 @@
 Request: ``{"input_data": {"columns": ["image"], "index": [0, 1], "data": [["<base64>"], ["<base64>"]]}}``
 (pandas "split" orientation; a row may also be the bare string, ``index`` is optional) or the flat
 ``{"input_data": ["<base64>", ...]}``. An image is base64 (plain or a ``data:`` URI) or an http(s) URL.
+A body sent as ``image/jpeg`` (png, webp, bmp, ``application/octet-stream``) is instead one image, raw.
 
 Response: a list in input order with one object per image, whose shape depends on the task:
 classification ``{"probs", "labels"}``; object detection ``{"boxes": [{"box", "label", "score"}]}``;

@@ -1,5 +1,8 @@
 """The ``POST /score`` pipeline: admit, read the body (bounded), parse, load and decode the images in
 worker threads, run them through the batcher, answer one result per image in input order.
+
+The body is the Azure ML JSON (``swinkit.serve.schemas``) or, with an image Content-Type
+(``RAW_IMAGE_TYPES``), one encoded image, scored exactly as the same bytes in base64 would be.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from swinkit.serve.batching import Batcher, BatcherClosedError, QueueFullError
 from swinkit.serve.errors import ServeError
 from swinkit.serve.fetch import Fetcher
 from swinkit.serve.inputs import check_items, fetch_urls, item_bytes
+from swinkit.serve.metrics import IMAGE_COUNT
 from swinkit.serve.schemas import ScoreRequest
 from swinkit.serve.service import ScoringService
 from swinkit.serve.settings import ServeSettings
@@ -83,14 +87,25 @@ async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
     raise ServeError(413, "body_too_large", message, close=not complete)
 
 
-def check_content_type(request: Request) -> None:
-    """415 unless the body is declared as JSON (a missing Content-Type is taken as JSON)."""
+RAW_IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/bmp", "application/octet-stream")
+
+
+def is_raw_image(request: Request) -> bool:
+    """Whether the body is one encoded image (a ``RAW_IMAGE_TYPES`` Content-Type, as TorchServe clients
+    send) rather than JSON (``application/json``, ``*+json`` or no Content-Type); 415 for anything else."""
     content_type = request.headers.get("content-type")
     if content_type is None:
-        return
+        return False
     media = content_type.split(";", 1)[0].strip().lower()
+    if media in RAW_IMAGE_TYPES:
+        return True
     if media != "application/json" and not media.endswith("+json"):
-        raise ServeError(415, "unsupported_media_type", f"the body must be application/json, not {media}")
+        raise ServeError(
+            415,
+            "unsupported_media_type",
+            f"the body must be application/json or one image ({', '.join(RAW_IMAGE_TYPES)}), not {media}",
+        )
+    return False
 
 
 def parse_request(body: bytes, max_images: int) -> list[str]:
@@ -146,15 +161,18 @@ class Scorer:
             self.active -= 1
 
     async def _score(self, request: Request) -> list[dict]:
-        check_content_type(request)
+        raw = is_raw_image(request)
         body = await read_body(request, self.settings.max_body_bytes, self.settings.body_timeout_s)
-        limit = self.settings.max_images_per_request
-        images = await anyio.to_thread.run_sync(parse_request, body, limit, limiter=self._limiter)
-        del body
-        check_items(images, allow_urls=self.settings.allow_urls)
-        fetched = await fetch_urls(images, self.fetcher)
-        pixels = await anyio.to_thread.run_sync(self._prepare, images, fetched, limiter=self._limiter)
-        del images, fetched
+        if raw:
+            request.scope[IMAGE_COUNT] = 1
+            pixels = await anyio.to_thread.run_sync(self._prepare_raw, body, limiter=self._limiter)
+            del body
+        else:
+            limit = self.settings.max_images_per_request
+            images = await anyio.to_thread.run_sync(parse_request, body, limit, limiter=self._limiter)
+            del body
+            request.scope[IMAGE_COUNT] = len(images)
+            pixels = await self._prepare_items(images)
         try:
             results = await self.batcher.submit(pixels)
         except QueueFullError as e:
@@ -162,6 +180,16 @@ class Scorer:
         except BatcherClosedError as e:
             raise ServeError(503, "shutting_down", str(e), retry_after=self.settings.retry_after_s) from None
         return [result.model_dump() for result in results]
+
+    async def _prepare_items(self, images: Sequence[str]) -> list[torch.Tensor]:
+        """Model inputs of a JSON body's images (base64, data URIs, downloaded URLs)."""
+        check_items(images, allow_urls=self.settings.allow_urls)
+        fetched = await fetch_urls(images, self.fetcher)
+        return await anyio.to_thread.run_sync(self._prepare, images, fetched, limiter=self._limiter)
+
+    def _prepare_raw(self, body: bytes) -> list[torch.Tensor]:
+        """The model input of a body that is one encoded image (runs in a worker thread)."""
+        return [self.service.prepare(self._decode(body, 0))]
 
     def _prepare(self, images: Sequence[str], fetched: dict[int, bytes]) -> list[torch.Tensor]:
         """Decode and preprocess every image (runs in a worker thread)."""
@@ -173,11 +201,17 @@ class Scorer:
         return pixels
 
     def _decode(self, data: bytes, index: int) -> Image.Image:
-        """The RGB image of item ``index``; 400 for anything that is not a sane image."""
+        """The RGB image of item ``index``, its size and elongation checked from the header; 400/413 for
+        anything that is not a sane image."""
         try:
-            image = decode_image(data, name=f"item {index}", max_pixels=self.settings.max_pixels)
+            return decode_image(
+                data,
+                name=f"item {index}",
+                max_pixels=self.settings.max_pixels,
+                max_aspect_ratio=self.settings.max_aspect_ratio,
+            )
         except ImageTooLargeError as e:
-            raise ServeError(413, "image_too_large", str(e), index=index) from None
+            raise ServeError(413, "image_too_large", self._too_large(e, index), index=index) from None
         except ImageDecodeError as e:
             raise ServeError(400, "invalid_image", str(e), index=index) from None
         except Exception as e:  # hostile bytes must not become a 500, whatever the decoder trips on
@@ -185,15 +219,16 @@ class Scorer:
             raise ServeError(
                 400, "invalid_image", f"item {index}: not a readable image", index=index
             ) from None
-        width, height = image.size
-        if max(width, height) > self.settings.max_aspect_ratio * min(width, height):
-            raise ServeError(
-                400,
-                "invalid_image",
-                f"item {index}: {width}x{height} is too elongated to classify",
-                index=index,
-            )
-        return image
+
+    def _too_large(self, error: ImageTooLargeError, index: int) -> str:
+        """The refusal of an image over the pixel limit, naming the setting that sets it."""
+        size = f"{error.size[0]}x{error.size[1]} = " if error.size else ""
+        if error.limit < self.settings.max_pixels:  # Pillow's own bound is the lower one
+            return str(error)
+        return (
+            f"item {index}: image is {size}{error.pixels:,} pixels; this server accepts at most "
+            f"{self.settings.max_pixels:,} (SWINKIT_MAX_PIXELS)"
+        )
 
     def _overloaded(self, reason: str) -> ServeError:
         return ServeError(

@@ -7,7 +7,6 @@ protocol, returning ``DetectionResult`` / ``SegmentationResult`` objects.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Any, Protocol
 
 import torch
@@ -63,15 +62,10 @@ class ClassificationService:
 
     def infer(self, pixels: list[torch.Tensor]) -> list[BaseModel]:
         """Probabilities for each image; images of different sizes (aspect-keeping processors) run apart."""
-        groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
-        for i, tensor in enumerate(pixels):
-            groups[tuple(tensor.shape)].append(i)
-        results: list[BaseModel | None] = [None] * len(pixels)
-        for positions in groups.values():
-            probs = self.predictor.predict_pixels(torch.stack([pixels[i] for i in positions]))  # (B, classes)
-            for i, row in zip(positions, probs.tolist()):
-                results[i] = ClassificationResult(**self.predictor.make_prediction(row).to_azure())
-        return [r for r in results if r is not None]
+        return [
+            ClassificationResult(**self.predictor.make_prediction(row).to_azure())
+            for row in self.predictor.probabilities(pixels)
+        ]
 
     def example(self) -> torch.Tensor:
         return self.prepare(Image.new("RGB", (256, 256), (124, 116, 104)))
