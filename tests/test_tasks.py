@@ -148,6 +148,10 @@ class MeanColourTask(Task):
     def matches(cls, config_dict):
         return config_dict.get("architectures") == ["MeanColour"]
 
+    @classmethod
+    def check_preset(cls, name):
+        assert name == "(the task's own)"
+
     def load_data(self):
         return ColourData()
 
@@ -207,7 +211,7 @@ def mean_colour_task():
 
 def test_a_new_task_trains_through_the_unchanged_trainer(tmp_path, mean_colour_task):
     config = apply_overrides(TrainConfig(), {
-        "task": "mean_colour", "data.train": "(the task's own)", "model.preset": "(the task's own)",
+        "task": "mean_colour", "data.train": str(tmp_path), "model.preset": "(the task's own)",
         "run.output": str(tmp_path / "run"), "run.batch_size": 8, "run.progress": False, "optim.lr": 3e-2,
         "optim.weight_decay": 0.0, "schedule.epochs": 4, "schedule.warmup_epochs": 0.0,
         "schedule.min_lr": 3e-2,
@@ -241,7 +245,7 @@ class Interrupted(Trainer):
 def test_resume_mid_epoch_keeps_the_task_and_its_named_losses(tmp_path, mean_colour_task, caplog):
     def config(output):
         return apply_overrides(TrainConfig(), {
-            "task": "mean_colour", "data.train": "-", "model.preset": "-", "run.output": str(output),
+            "task": "mean_colour", "data.train": str(tmp_path), "model.preset": "(the task's own)", "run.output": str(output),
             "run.batch_size": 8, "run.progress": False, "optim.lr": 1e-2, "schedule.epochs": 3,
             "run.checkpoint_every": 2,
         })  # fmt: skip
@@ -311,6 +315,16 @@ def test_masked_image_modeling_pretrains_a_micro_model(tmp_path):
     loader = task.eval_loader(data_sets.val, task.processor(model), 4, context)
     metrics = run_evaluation(model, loader, task, task.evaluator(context), context)
     assert metrics["masked_l1"] == pytest.approx(report["masked_l1"], rel=1e-6)
+
+
+def test_masked_image_modeling_takes_simmim_presets_and_names_them_for_an_unknown_one(tmp_path):
+    config = mim_config(tmp_path, tmp_path / "run")
+    config.validate()
+    config.model.preset = "swinv2_nano_simmim"
+    with pytest.raises(
+        ValueError, match="unknown preset 'swinv2_nano_simmim' for masked image modeling; Sim"
+    ):
+        config.validate()
 
 
 def test_masked_image_modeling_masks_are_fixed_per_held_out_image(tmp_path):

@@ -18,7 +18,6 @@ from typing import Any
 import yaml
 
 from swinkit.checkpoint_io import atomic_write_text
-from swinkit.presets import get_preset
 
 
 @dataclass
@@ -127,7 +126,7 @@ class TrainConfig:
         """Raise ValueError for settings no run can use."""
         from swinkit.tasks import get_task  # the tasks import this module
 
-        get_task(self.task)
+        task = get_task(self.task)
         if not self.data.train:
             raise ValueError(
                 "no training data: pass --data (a class-per-folder directory, a CSV or a JSONL file)"
@@ -137,7 +136,7 @@ class TrainConfig:
         if not self.model.preset and not self.model.pretrained:
             raise ValueError("pass --preset NAME (architecture) and/or --pretrained SRC (weights)")
         if self.model.preset:
-            get_preset(self.model.preset)  # an unknown name fails here, before any data is read
+            task.check_preset(self.model.preset)  # an unknown name fails here, before any data is read
         if not 0.0 < self.data.val_split < 1.0 and not self.data.val:
             raise ValueError(f"val_split must be in (0, 1), got {self.data.val_split}")
         for name, value in (

@@ -60,6 +60,13 @@ class Task(ABC):
     def matches(cls, config_dict: dict[str, Any]) -> bool:
         """Whether a saved model's config.json (as a dict) is a model of this task."""
 
+    @classmethod
+    def check_preset(cls, name: str) -> None:
+        """Raise ValueError when ``model.preset`` names no architecture this task builds."""
+        from swinkit.presets import get_preset
+
+        get_preset(name)
+
     @property
     @abstractmethod
     def primary_metric(self) -> str:

@@ -173,6 +173,18 @@ class MaskedImageModelingTask(Task):
     def matches(cls, config_dict: dict[str, Any]) -> bool:
         return any(a.endswith("ForMaskedImageModeling") for a in config_dict.get("architectures") or [])
 
+    @classmethod
+    def check_preset(cls, name: str) -> None:
+        """A SimMIM preset (``swin_base_simmim_window6_192``...) or any classification preset's trunk."""
+        if name not in MIM_PRESETS:
+            try:
+                get_preset(name)
+            except ValueError:
+                raise ValueError(
+                    f"unknown preset {name!r} for masked image modeling; SimMIM presets: "
+                    f"{', '.join(sorted(MIM_PRESETS))} (or any classification preset's trunk)"
+                ) from None
+
     def load_data(self) -> MimData:
         cfg = self.config
         train = load_images(cfg.data.train)
