@@ -17,6 +17,7 @@ HELP = (
 
 # flag -> config key; flags left out keep the YAML's or the default value
 FLAGS: dict[str, tuple[str, Any, str]] = {
+    "task": ("task", str, "what to train (default classification; the tasks of swinkit.tasks)"),
     "data": ("data.train", str, "training images: a folder of class folders, a CSV (path,label) or a JSONL"),
     "val_data": ("data.val", str, "explicit validation set (same formats)"),
     "val_split": ("data.val_split", float, "fraction of --data held out for validation (default 0.2)"),

@@ -1,24 +1,24 @@
-"""Everything a run is built from its config: datasets and loaders, the model with its head, and the
-evaluation processor (the exact preprocessing ``swinkit predict`` applies to the saved model)."""
+"""What image tasks build from a run's config: datasets and loaders, model overrides, the training transform and
+the evaluation processor (the exact preprocessing ``swinkit predict`` applies to the saved model)."""
 
 from __future__ import annotations
 
 import json
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+from torch import nn
 from torch.utils.data import DataLoader
 
-from swinkit.data.augment import MixupCutmix, TrainTransform
+from swinkit.data.augment import TrainTransform
 from swinkit.data.datasets import EvalImages, LabeledImages, TrainImages, load_dataset, split
 from swinkit.data.preprocess import ImageProcessor
 from swinkit.engine.config import TrainConfig
 from swinkit.engine.distributed import DistContext, ShardedSampler, eval_shard
-from swinkit.loading import PREPROCESSOR_FILE, from_pretrained, resolve_source
-from swinkit.models.factory import create_model
-from swinkit.models.swin import SwinTransformer
-from swinkit.presets import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, get_preset
+from swinkit.loading import PREPROCESSOR_FILE, resolve_source
+from swinkit.presets import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 
 log = logging.getLogger(__name__)
 
@@ -47,52 +47,17 @@ def load_run_data(config: TrainConfig) -> RunData:
     return RunData(train, val)
 
 
-def _fit_head(model: SwinTransformer, labels: tuple[str, ...]) -> None:
-    """Keep the checkpoint's head when it predicts these labels; otherwise a fresh head, said clearly."""
-    current = model.config
-    if current.labels == labels:
-        return
-    if current.labels is None and current.num_classes == len(labels):
-        model.config = current.replace(labels=labels)
-        log.info("the checkpoint's %d unnamed classes are named %s", len(labels), ", ".join(labels))
-        return
-    shown = ", ".join(current.label_names[:5]) + (", ..." if current.num_classes > 5 else "")
-    log.warning(
-        "fresh classification head: the checkpoint predicts %d classes (%s) but the data has %d (%s); "
-        "the head is newly initialised and trained from scratch",
-        current.num_classes,
-        shown or "none",
-        len(labels),
-        ", ".join(labels[:5]) + (", ..." if len(labels) > 5 else ""),
-    )
-    model.reset_classifier(len(labels), labels)
-
-
-def build_model(config: TrainConfig, labels: tuple[str, ...], multi_label: bool) -> SwinTransformer:
-    """The model to fine-tune (or train from scratch), with a head for ``labels`` and the problem type."""
-    overrides = {}
+def model_overrides(config: TrainConfig) -> dict[str, Any]:
+    """The ``model`` section's changes to the preset or checkpoint architecture (size, drop path)."""
+    overrides: dict[str, Any] = {}
     if config.model.image_size is not None:
         overrides["image_size"] = config.model.image_size
     if config.model.drop_path_rate is not None:
         overrides["drop_path_rate"] = config.model.drop_path_rate
-    torch.manual_seed(config.run.seed)
-    if config.model.pretrained:
-        model = from_pretrained(config.model.pretrained, preset=config.model.preset, **overrides)
-        _fit_head(model, labels)
-    else:
-        if get_preset(config.model.preset).hub_id:
-            log.warning(
-                "training %s from scratch; pass --pretrained %s to fine-tune its published weights instead",
-                config.model.preset,
-                config.model.preset,
-            )
-        model = create_model(config.model.preset, labels=labels, **overrides)
-    problem = "multi_label_classification" if multi_label else "single_label_classification"
-    model.config = model.config.replace(problem_type=problem)
-    return model
+    return overrides
 
 
-def eval_processor(config: TrainConfig, model: SwinTransformer) -> ImageProcessor:
+def eval_processor(config: TrainConfig, model: nn.Module) -> ImageProcessor:
     """Evaluation preprocessing at the model's size; mean/std from the pretrained checkpoint's own config."""
     mean, std = IMAGENET_MEAN, IMAGENET_STD
     if config.model.pretrained:
@@ -127,13 +92,6 @@ def train_transform(config: TrainConfig, size: int, processor: ImageProcessor) -
         interpolation=config.data.interpolation,
         mean=tuple(processor.mean),
         std=tuple(processor.std),
-    )
-
-
-def mixer(config: TrainConfig, num_classes: int, multi_label: bool) -> MixupCutmix:
-    a = config.augment
-    return MixupCutmix(
-        num_classes, a.mixup, a.cutmix, a.mix_prob, a.switch_prob, a.label_smoothing, multi_label
     )
 
 

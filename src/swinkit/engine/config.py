@@ -1,6 +1,7 @@
 """The typed configuration tree of a training run, filled from defaults, a YAML file and command-line flags.
 
-Sections mirror the recipe: ``data``, ``model``, ``optim``, ``schedule``, ``augment`` and ``run``. A YAML file
+Sections mirror the recipe: ``data``, ``model``, ``optim``, ``schedule``, ``augment``, ``mim`` (the masked image
+modeling task's) and ``run``; the top-level ``task`` names the task. A YAML file
 holds the same nested keys; ``apply_overrides`` takes dotted keys (``optim.lr``) as flags give them.
 """
 
@@ -17,7 +18,6 @@ from typing import Any
 import yaml
 
 from swinkit.checkpoint_io import atomic_write_text
-from swinkit.presets import get_preset
 
 
 @dataclass
@@ -76,6 +76,17 @@ class AugmentConfig:
 
 
 @dataclass
+class MimConfig:
+    """The masked-image-modeling task's settings (SimMIM recipe); other tasks ignore them."""
+
+    mask_patch_size: int = 32  # side of a masked square, in pixels (a multiple of the model's patch)
+    mask_ratio: float = 0.6  # fraction of mask squares masked per image
+    scale: tuple[float, float] = (0.67, 1.0)  # random resized crop: area fraction
+    ratio: tuple[float, float] = (0.75, 1.3333333333333333)  # random resized crop: aspect ratio
+    hflip: float = 0.5  # probability of a horizontal flip
+
+
+@dataclass
 class RunConfig:
     output: str | None = None  # the run folder
     batch_size: int = 32  # per process and micro-batch
@@ -93,11 +104,13 @@ class RunConfig:
 
 @dataclass
 class TrainConfig:
+    task: str = "classification"  # the task trained (see swinkit.tasks): classification, ...
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    mim: MimConfig = field(default_factory=MimConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -111,6 +124,9 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise ValueError for settings no run can use."""
+        from swinkit.tasks import get_task  # the tasks import this module
+
+        task = get_task(self.task)
         if not self.data.train:
             raise ValueError(
                 "no training data: pass --data (a class-per-folder directory, a CSV or a JSONL file)"
@@ -120,7 +136,7 @@ class TrainConfig:
         if not self.model.preset and not self.model.pretrained:
             raise ValueError("pass --preset NAME (architecture) and/or --pretrained SRC (weights)")
         if self.model.preset:
-            get_preset(self.model.preset)  # an unknown name fails here, before any data is read
+            task.check_preset(self.model.preset)  # an unknown name fails here, before any data is read
         if not 0.0 < self.data.val_split < 1.0 and not self.data.val:
             raise ValueError(f"val_split must be in (0, 1), got {self.data.val_split}")
         for name, value in (
@@ -209,13 +225,20 @@ def _parse_scalar(text: str, hint: Any) -> Any:
     return yaml.safe_load(text)
 
 
+TOP_LEVEL = ("task",)  # keys outside the sections
+
+
 def apply_overrides(config: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
     """Set dotted keys (``optim.lr``) on ``config`` in place, converting values to the field types."""
     for key, value in overrides.items():
+        if key in TOP_LEVEL:
+            setattr(config, key, _coerce(value, str, key))
+            continue
         parts = key.split(".")
         if len(parts) != 2 or not hasattr(config, parts[0]) or parts[0].startswith("_"):
             raise ValueError(
-                f"unknown config key {key!r}; sections: data, model, optim, schedule, augment, run"
+                f"unknown config key {key!r}; keys: task, and the sections data, model, optim, schedule, "
+                "augment, mim, run"
             )
         section = getattr(config, parts[0])
         hints = typing.get_type_hints(type(section))

@@ -6,13 +6,13 @@ import os
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
 
-from swinkit.data.datasets import EvalImages, load_dataset
+from swinkit.data.datasets import load_dataset
+from swinkit.engine.config import TrainConfig
 from swinkit.engine.distributed import DistContext
-from swinkit.engine.evaluation import evaluate_outputs, predict, write_report
-from swinkit.engine.metrics import primary_metric
-from swinkit.inference import Predictor
+from swinkit.engine.evaluation import run_evaluation
+from swinkit.layouts.hf import config_to_hf
+from swinkit.tasks import task_of_saved_model
 
 
 def evaluate_model(
@@ -29,18 +29,19 @@ def evaluate_model(
 
     The data's labels must be among the model's; their order is the model's.
     """
+    from swinkit.inference import Predictor
+
     predictor = Predictor.from_pretrained(model, device=device)
-    multi_label = predictor.multi_label
-    images = load_dataset(data, labels=predictor.labels, multi_label=multi_label)
-    loader = DataLoader(
-        EvalImages(images, predictor.processor), batch_size=batch_size, num_workers=num_workers
-    )
-    outputs = predict(predictor.model, loader, multi_label, DistContext(device=torch.device(device)))
-    report = {
-        "primary_metric": primary_metric(multi_label),
-        "problem_type": "multi_label_classification" if multi_label else "single_label_classification",
-        **evaluate_outputs(outputs, predictor.labels, multi_label, threshold),
-    }
+    task_class = task_of_saved_model(config_to_hf(predictor.model.config))
+    config = TrainConfig()
+    config.run.threshold, config.data.num_workers = threshold, num_workers
+    task = task_class(config, labels=predictor.labels, multi_label=predictor.multi_label)
+    images = load_dataset(data, labels=predictor.labels, multi_label=task.multi_label)
+    context = DistContext(device=torch.device(device))
+    loader = task.eval_loader(images, predictor.processor, batch_size, context)
+    evaluator = task.evaluator(context)
+    metrics = run_evaluation(predictor.model, loader, task, evaluator, context)
+    report = {"primary_metric": task.primary_metric, **task.report_fields(predictor.model), **metrics}
     if output is not None:
-        write_report(output, report, outputs, predictor.labels, multi_label)
+        task.write_report(output, report, evaluator)
     return report

@@ -23,11 +23,6 @@ def _tmf() -> Any:
     return tmf
 
 
-def primary_metric(multi_label: bool) -> str:
-    """The metric that picks the best epoch: Azure's ``iou`` for multi-label, ``accuracy`` otherwise."""
-    return "iou" if multi_label else "accuracy"
-
-
 def _per_class(
     labels: Sequence[str], columns: dict[str, torch.Tensor], support: torch.Tensor
 ) -> dict[str, dict]:

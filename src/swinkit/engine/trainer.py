@@ -1,8 +1,8 @@
-"""The fine-tuning loop: recipe, per-epoch validation, best and early stopping, exact resumption, DDP.
+"""The training loop of any task: recipe, per-epoch validation, best and early stopping, exact resumption, DDP.
 
 Exactness: the data order is a pure function of (seed, epoch) and each sample's augmentation of (seed,
-epoch, index); the global torch generator (stochastic depth, dropout) and the Mixup/CutMix generator are
-reseeded from (seed, epoch, step, rank) before every optimizer step. A checkpoint therefore needs only the
+epoch, index); the global torch generator (stochastic depth, dropout) and the generator handed to the task's
+batch augmentation (Mixup/CutMix) are reseeded from (seed, epoch, step, rank) before every optimizer step. A checkpoint therefore needs only the
 weights, optimizer, schedule, EMA and the position (epoch, step) to continue bit for bit.
 """
 
@@ -21,12 +21,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from swinkit.checkpoint_io import load_state_file, save_safetensors
-from swinkit.engine import build
 from swinkit.engine.checkpoint import (
     BEST,
     checkpoint_dir,
@@ -37,11 +35,11 @@ from swinkit.engine.checkpoint import (
 from swinkit.engine.config import TrainConfig, flatten, save_yaml
 from swinkit.engine.distributed import all_reduce_sum, barrier, init_distributed, shutdown
 from swinkit.engine.ema import ModelEma
-from swinkit.engine.evaluation import Outputs, evaluate_outputs, predict, write_report
-from swinkit.engine.metrics import primary_metric, summary_line
+from swinkit.engine.evaluation import run_evaluation
 from swinkit.engine.optim import build_optimizer, freeze_stages
 from swinkit.engine.schedule import WarmupCosine
-from swinkit.loading import description_metadata, save_pretrained
+from swinkit.tasks import get_task
+from swinkit.tasks.base import batch_length, to_device
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +62,7 @@ class Progress:
     step: int = 0  # optimizer steps done in this epoch
     global_step: int = 0
     loss_sum: float = 0.0  # training loss summed over this epoch's samples so far (this rank)
+    loss_sums: dict[str, float] = field(default_factory=dict)  # the same per named loss
     seen: int = 0  # samples of this epoch so far (this rank)
     best: float | None = None  # best validation value of the primary metric
     best_epoch: int | None = None
@@ -72,22 +71,27 @@ class Progress:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
+def sum_losses(losses: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The training objective: the sum of a task's named losses (one loss is returned as it is)."""
+    if not losses:
+        raise ValueError("the task returned no losses for a training batch")
+    values = list(losses.values())
+    total = values[0]
+    for value in values[1:]:
+        total = total + value
+    return total
+
+
 def step_seed(*parts: int) -> int:
     """A 63-bit seed mixing ``parts`` (seed, epoch, step, rank)."""
     return int(np.random.SeedSequence(list(parts)).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
 
 
-def train_loss(logits: torch.Tensor, soft_targets: torch.Tensor, multi_label: bool) -> torch.Tensor:
-    """Soft-target cross-entropy (multi-class) or binary cross-entropy (multi-label), batch mean."""
-    if multi_label:
-        return F.binary_cross_entropy_with_logits(logits, soft_targets)
-    return torch.sum(-soft_targets * F.log_softmax(logits, dim=-1), dim=-1).mean()
-
-
 class Trainer:
     """``Trainer(config).fit()`` trains, validates each epoch and writes the run folder; returns final metrics.
 
-    ``reporter`` receives the class-count summaries and one line per epoch (default: the logger).
+    The run's task (``config.task``) provides the data, model, losses, evaluation and report; the trainer
+    sums the task's named losses and knows no task. ``reporter`` receives the class-count summaries and one line per epoch (default: the logger).
     """
 
     def __init__(
@@ -97,6 +101,7 @@ class Trainer:
         self.config, self.resume = config, resume
         self.run_dir = Path(config.run.output)
         self.reporter = reporter
+        self.task = get_task(config.task)(config)
 
     def fit(self) -> dict[str, Any]:
         owns_group = not (dist.is_available() and dist.is_initialized())
@@ -117,21 +122,18 @@ class Trainer:
 
     def _setup(self) -> None:
         cfg, ctx = self.config, self.context
-        self.data = build.load_run_data(cfg)
+        task = self.task
+        self.data = task.load_data()
         self._say(self.data.train.summary("training set"))
         self._say(self.data.val.summary("validation set"))
-        self.multi_label, self.labels = self.data.multi_label, self.data.labels
-        self.model = build.build_model(cfg, self.labels, self.multi_label).to(ctx.device)
+        self.model = task.build_model(self.data).to(ctx.device)
         if freeze_stages(self.model, cfg.optim.freeze_stages):
             self._say(f"frozen: patch embedding and the first {cfg.optim.freeze_stages} stage(s)")
-        self.processor = build.eval_processor(cfg, self.model)
-        transform = build.train_transform(cfg, self.model.config.image_size, self.processor)
-        self.loader, self.dataset, self.sampler = build.train_loader(cfg, self.data.train, transform, ctx)
+        self.processor = task.processor(self.model)
+        train = task.train_loader(self.data, self.processor, ctx)
+        self.loader, self.dataset, self.sampler = train.loader, train.dataset, train.sampler
         eval_batch = cfg.run.eval_batch_size or 2 * cfg.run.batch_size
-        self.val_loader = build.eval_loader(
-            self.data.val, self.processor, eval_batch, cfg.data.num_workers, ctx
-        )
-        self.mix = build.mixer(cfg, len(self.labels), self.multi_label)
+        self.val_loader = task.eval_loader(self.data.val, self.processor, eval_batch, ctx)
         self.optimizer = build_optimizer(self.model, cfg.optim)
         batches = -(-self.sampler.shard_length() // cfg.run.batch_size)
         self.steps_per_epoch = -(-batches // cfg.optim.accum_steps)
@@ -163,7 +165,9 @@ class Trainer:
 
     def _restore(self) -> Progress:
         state = load_training_state(self.run_dir)
-        saved, now = flatten(state["config"]), flatten(self.config.to_dict())
+        # keys the saved config lacks (a checkpoint older than the setting) hold their defaults
+        saved = flatten(TrainConfig.from_dict(state["config"]).to_dict())
+        now = flatten(self.config.to_dict())
         changed = sorted(k for k in now if saved.get(k) != now[k] and k not in NEUTRAL_SETTINGS)
         if changed:
             log.warning(
@@ -197,7 +201,7 @@ class Trainer:
 
     def _description(self) -> dict[str, str]:
         """What makes a checkpoint file load as exactly this model: its config.json and preprocessing."""
-        return description_metadata(self.model.config, self.processor.to_preprocessor_config())
+        return self.task.description(self.model, self.processor)
 
     def _train_epoch(self) -> None:
         cfg, p = self.config, self.progress
@@ -219,8 +223,9 @@ class Trainer:
             if start is None:  # timed from the first batch's arrival: worker start-up is not throughput
                 start = time.perf_counter()
             lr = self.schedule.lr
-            loss_sum, count = self._step(micro)
+            loss_sum, count, named = self._step(micro)
             p.step, p.global_step = p.step + 1, p.global_step + 1
+            p.loss_sums = {k: p.loss_sums.get(k, 0.0) + named[k] for k in named}
             p.loss_sum, p.seen, images = p.loss_sum + loss_sum, p.seen + count, images + count
             rate = images * self.context.world_size / max(time.perf_counter() - start, 1e-9)
             bar.set_postfix(
@@ -237,24 +242,25 @@ class Trainer:
         elapsed = time.perf_counter() - start if start is not None else 0.0
         self.images_per_second = images * self.context.world_size / max(elapsed, 1e-9)
 
-    def _step(self, micro: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[float, int]:
-        """One optimizer step over the micro-batches; (summed loss, samples)."""
+    def _step(self, micro: list[Any]) -> tuple[float, int, dict[str, float]]:
+        """One optimizer step over the micro-batches; (summed loss, samples, summed loss per name)."""
         cfg, p, ctx = self.config, self.progress, self.context
         torch.manual_seed(step_seed(cfg.run.seed, p.epoch, p.step, ctx.rank))
         rng = np.random.default_rng([cfg.run.seed, p.epoch, p.step, ctx.rank])
-        total, count = 0.0, 0
-        for i, (pixels, targets) in enumerate(micro):
-            pixels, targets = pixels.to(ctx.device), targets.to(ctx.device)
-            pixels, soft = self.mix(pixels, targets, rng)
+        total, count, named = 0.0, 0, {}
+        for i, batch in enumerate(micro):
+            batch = to_device(batch, ctx.device)
+            size = batch_length(batch)
             last = i == len(micro) - 1
             sync = self.net.no_sync() if ctx.distributed and not last else contextlib.nullcontext()
             with sync:
-                with self.autocast:
-                    logits = self.net(pixels)
-                loss = train_loss(logits.float(), soft, self.multi_label)
+                losses = self.task.losses(self.net, batch, rng, self.autocast)
+                loss = sum_losses(losses)
                 (loss / len(micro)).backward()
-            total += loss.item() * pixels.shape[0]
-            count += pixels.shape[0]
+            total += loss.item() * size
+            count += size
+            for name, value in losses.items():
+                named[name] = named.get(name, 0.0) + value.item() * size
         if cfg.optim.clip_grad:
             torch.nn.utils.clip_grad_norm_(
                 [q for q in self.model.parameters() if q.grad is not None], cfg.optim.clip_grad
@@ -264,31 +270,50 @@ class Trainer:
         self.schedule.step()
         if self.ema is not None:
             self.ema.update(self.model)
-        return total, count
+        return total, count, named
 
     @property
     def eval_model(self) -> torch.nn.Module:
         return self.ema.module if self.ema is not None else self.model
 
+    def _evaluate(self) -> dict[str, Any]:
+        self.evaluator = self.task.evaluator(self.context)
+        return run_evaluation(
+            self.eval_model, self.val_loader, self.task, self.evaluator, self.context, self.config.run.bf16
+        )
+
+    def _better(self, value: float) -> bool:
+        best = self.progress.best
+        return best is None or (value > best if self.task.higher_is_better else value < best)
+
+    def _epoch_entry(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        """The history row: mean training losses over all ranks, validation loss, lr and scalar metrics."""
+        p, names = self.progress, sorted(self.progress.loss_sums)
+        sums = all_reduce_sum(
+            torch.tensor(
+                [p.loss_sum, float(p.seen), *(p.loss_sums[k] for k in names)],
+                dtype=torch.float64,
+                device=self.context.device,
+            ),
+            self.context,
+        )
+        seen = sums[1].clamp(min=1)
+        entry = {"epoch": p.epoch + 1, "train_loss": float(sums[0] / seen)}
+        entry.update({k: float(sums[2 + i] / seen) for i, k in enumerate(names)})
+        if "loss" in metrics:
+            entry["val_loss"] = metrics["loss"]
+        entry["lr"] = self.schedule.lr_at(max(self.schedule.step_count - 1, 0))
+        entry.update({k: v for k, v in metrics.items() if isinstance(v, float) and k != "loss"})
+        return entry
+
     def _end_epoch(self) -> None:
         cfg, p = self.config, self.progress
         started = time.perf_counter()
-        sums = all_reduce_sum(
-            torch.tensor([p.loss_sum, float(p.seen)], dtype=torch.float64, device=self.context.device),
-            self.context,
-        )
-        outputs = predict(self.eval_model, self.val_loader, self.multi_label, self.context, cfg.run.bf16)
-        metrics = evaluate_outputs(outputs, self.labels, self.multi_label, cfg.run.threshold)
-        name = primary_metric(self.multi_label)
-        entry = {
-            "epoch": p.epoch + 1,
-            "train_loss": float(sums[0] / sums[1].clamp(min=1)),
-            "val_loss": outputs.loss,
-            "lr": self.schedule.lr_at(max(self.schedule.step_count - 1, 0)),
-            **{k: v for k, v in metrics.items() if isinstance(v, float) and k != "loss"},
-        }
+        metrics = self._evaluate()
+        name = self.task.primary_metric
+        entry = self._epoch_entry(metrics)
         p.history.append(entry)
-        improved = p.best is None or metrics[name] > p.best
+        improved = self._better(metrics[name])
         if improved:
             p.best, p.best_epoch, p.bad_epochs = metrics[name], p.epoch + 1, 0
             if self.context.is_main:
@@ -299,12 +324,13 @@ class Trainer:
             p.bad_epochs += 1
         if cfg.run.patience is not None and p.bad_epochs >= cfg.run.patience:
             p.stopped_early = True
-        p.epoch, p.step, p.loss_sum, p.seen = p.epoch + 1, 0, 0.0, 0
+        p.epoch, p.step, p.loss_sum, p.loss_sums, p.seen = p.epoch + 1, 0, 0.0, {}, 0
         self._save_state()
         rate = getattr(self, "images_per_second", 0.0)
+        val = f"val_loss {entry['val_loss']:.4f}  " if "val_loss" in entry else ""
         line = (
             f"epoch {entry['epoch']}/{cfg.schedule.epochs}  train_loss {entry['train_loss']:.4f}  "
-            f"val_loss {entry['val_loss']:.4f}  {summary_line(metrics, self.multi_label)}  lr {entry['lr']:.2e}  "
+            f"{val}{self.task.summary_line(metrics)}  lr {entry['lr']:.2e}  "
             f"{rate:.0f} img/s  eval {time.perf_counter() - started:.1f}s" + ("  *best*" if improved else "")
         )
         self._say(line)
@@ -319,14 +345,11 @@ class Trainer:
         best = checkpoint_dir(self.run_dir) / BEST
         if best.is_file():
             self.eval_model.load_state_dict(load_state_file(best))
-        outputs: Outputs = predict(
-            self.eval_model, self.val_loader, self.multi_label, self.context, self.config.run.bf16
-        )
-        metrics = evaluate_outputs(outputs, self.labels, self.multi_label, self.config.run.threshold)
+        metrics = self._evaluate()
         p = self.progress
         report = {
-            "primary_metric": primary_metric(self.multi_label),
-            "problem_type": self.model.config.problem_type,
+            "primary_metric": self.task.primary_metric,
+            **self.task.report_fields(self.model),
             "best_epoch": p.best_epoch,
             "epochs_run": len(p.history),
             "stopped_early": p.stopped_early,
@@ -335,13 +358,11 @@ class Trainer:
         }
         report["history"] = list(p.history)
         if self.context.is_main:
-            write_report(self.run_dir, report, outputs, self.labels, self.multi_label)
-            save_pretrained(
-                self.eval_model, self.run_dir, preprocessing=self.processor.to_preprocessor_config()
-            )
+            self.task.write_report(self.run_dir, report, self.evaluator)
+            self.task.export(self.eval_model, self.run_dir, self.processor)
             self._say(
                 f"final ({'best epoch ' + str(p.best_epoch) if p.best_epoch else 'last'}): "
-                f"{summary_line(metrics, self.multi_label)}; model and report in {self.run_dir}"
+                f"{self.task.summary_line(metrics)}; model and report in {self.run_dir}"
             )
         barrier(self.context)
         return report

@@ -1,0 +1,159 @@
+"""The task interface: what a task (classification, masked image modeling, ...) provides to the trainer.
+
+The trainer holds one ``Task`` and calls only the methods below; it never asks which task it runs. A task
+owns its data, model, augmentation, losses, evaluation, metrics, report and export.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+if TYPE_CHECKING:
+    from swinkit.engine.config import TrainConfig
+    from swinkit.engine.distributed import DistContext
+
+
+class Evaluator(ABC):
+    """detectron2's ``DatasetEvaluator`` contract: ``reset()``, ``process(batch, outputs)`` per batch,
+    then ``compute()`` (on every rank; it gathers across torch.distributed ranks) -> metrics dict."""
+
+    @abstractmethod
+    def reset(self) -> None: ...
+
+    @abstractmethod
+    def process(self, batch: Any, outputs: Any) -> None: ...
+
+    @abstractmethod
+    def compute(self) -> dict[str, Any]: ...
+
+
+@dataclass
+class TrainLoader:
+    """The training loader and the two objects the trainer re-seeds each epoch (``set_epoch``)."""
+
+    loader: DataLoader
+    dataset: Any  # has set_epoch(epoch)
+    sampler: Any  # has set_epoch(epoch, skip=...) and shard_length()
+
+
+class Task(ABC):
+    """One task of swinkit. ``get_task(name)(config)`` gives an instance bound to one run's config."""
+
+    name: ClassVar[str]
+    higher_is_better: ClassVar[bool] = True  # direction of ``primary_metric``
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+
+    @classmethod
+    @abstractmethod
+    def matches(cls, config_dict: dict[str, Any]) -> bool:
+        """Whether a saved model's config.json (as a dict) is a model of this task."""
+
+    @classmethod
+    def check_preset(cls, name: str) -> None:
+        """Raise ValueError when ``model.preset`` names no architecture this task builds."""
+        from swinkit.presets import get_preset
+
+        get_preset(name)
+
+    @property
+    @abstractmethod
+    def primary_metric(self) -> str:
+        """The metric name in ``Evaluator.compute()`` that picks the best epoch."""
+
+    @abstractmethod
+    def load_data(self) -> Any:
+        """The run's data: an object with ``train`` and ``val`` (each with ``len()`` and ``summary(title)``)."""
+
+    @abstractmethod
+    def build_model(self, data: Any) -> nn.Module:
+        """The model to train, on the CPU, initialised from ``config.run.seed``."""
+
+    @abstractmethod
+    def processor(self, model: nn.Module) -> Any:
+        """The evaluation preprocessing (has ``to_preprocessor_config()``), as saved with the model."""
+
+    @abstractmethod
+    def train_loader(self, data: Any, processor: Any, context: DistContext) -> TrainLoader: ...
+
+    @abstractmethod
+    def eval_loader(self, data: Any, processor: Any, batch_size: int, context: DistContext) -> DataLoader: ...
+
+    @abstractmethod
+    def losses(
+        self,
+        model: nn.Module,
+        batch: Any,
+        rng: np.random.Generator,
+        autocast: contextlib.AbstractContextManager,
+    ) -> dict[str, torch.Tensor]:
+        """Named float32 losses of one training batch (already on the device); the trainer sums them.
+        ``rng`` is the step's generator for batch augmentation (Mixup/CutMix)."""
+
+    @abstractmethod
+    def infer(self, model: nn.Module, batch: Any) -> Any:
+        """The model's output on an evaluation batch (eval mode, no grad, inside autocast)."""
+
+    @abstractmethod
+    def evaluator(self, context: DistContext) -> Evaluator: ...
+
+    @abstractmethod
+    def summary_line(self, metrics: dict[str, Any]) -> str:
+        """The headline metrics in one short line (epoch lines and the final line)."""
+
+    def report_fields(self, model: nn.Module) -> dict[str, Any]:
+        """Task-specific fields at the top of metrics.json."""
+        return {}
+
+    @abstractmethod
+    def write_report(
+        self, directory: str | os.PathLike, report: dict[str, Any], evaluator: Evaluator
+    ) -> dict:
+        """metrics.json (``report``) and the task's plots, from the evaluator that computed the metrics."""
+
+    @abstractmethod
+    def export(self, model: nn.Module, directory: str | os.PathLike, processor: Any) -> None:
+        """The trained model as a saved model (config.json, weights, preprocessing) in ``directory``."""
+
+    def description(self, model: nn.Module, processor: Any) -> dict[str, str]:
+        """What makes a checkpoint file load as exactly this model (safetensors metadata and training state):
+        by default the Swin model's config.json and the preprocessing."""
+        from swinkit.loading import description_metadata
+
+        return description_metadata(model.config, processor.to_preprocessor_config())
+
+    def predictor(self) -> Callable[..., Any]:
+        """The class whose ``from_pretrained(source)`` runs a saved model of this task."""
+        raise NotImplementedError(f"the {self.name} task has no predictor yet")
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """``batch`` (a tensor, or a tuple/list/dict of them) moved to ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
+
+
+def batch_length(batch: Any) -> int:
+    """The number of samples in ``batch``: the first dimension of its first tensor."""
+    if isinstance(batch, torch.Tensor):
+        return batch.shape[0]
+    items = batch.values() if isinstance(batch, dict) else batch
+    for item in items:
+        return batch_length(item)
+    raise ValueError("a batch must hold at least one tensor to count its samples")
