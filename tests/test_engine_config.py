@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import swinkit
-from swinkit.engine.config import TrainConfig
+from swinkit.engine.config import TrainConfig, apply_recipe, flatten
 from swinkit.engine.ema import ModelEma
 
 
@@ -27,3 +27,22 @@ def test_ema_leaves_frozen_parameters_bit_identical():
         ema.update(model)
     assert torch.equal(ema.module.patch_embed.proj.weight, frozen)
     assert not torch.equal(ema.module.head.weight, model.head.weight)  # trained weights still average
+
+
+def test_default_recipe_is_the_measured_fine_tuning_one_and_imagenet_is_named():
+    """docs/design.md's table: the light recipe won every cell, so it is the default; imagenet stays by name."""
+    from swinkit.cli import build_parser
+    from swinkit.cli.train import resolve_config
+
+    default = TrainConfig()
+    assert (default.augment.mixup, default.augment.cutmix, default.augment.randaugment_ops) == (0.0, 0.0, 0)
+    assert default.augment.random_erasing == 0.0 and default.augment.scale == (0.5, 1.0)
+    assert default.optim.lr == 5e-4
+    args = build_parser().parse_args(["train", "--recipe", "imagenet", "--set", "augment.mixup=0.2"])
+    config = resolve_config(args)
+    assert (config.augment.cutmix, config.augment.randaugment_ops, config.optim.lr) == (1.0, 2, 1e-4)
+    assert config.augment.mixup == 0.2 and config.augment.scale == (0.08, 1.0)  # --set still wins
+    back = apply_recipe(config, "finetune")
+    assert flatten(back.to_dict()) == flatten(TrainConfig().to_dict())  # recipes replace each other fully
+    with pytest.raises(ValueError, match="unknown recipe 'fast'"):
+        apply_recipe(TrainConfig(), "fast")

@@ -23,6 +23,9 @@ SETTINGS = {
     "model.drop_path_rate": 0.2,
     "data.val_split": 0.25,
     "augment.random_erasing": 0.5,
+    "augment.mixup": 0.8,  # the random parts of the ImageNet recipe, so resumption covers their generators
+    "augment.cutmix": 1.0,
+    "augment.randaugment_ops": 2,
     "run.batch_size": 4,
     "optim.accum_steps": 2,
     "optim.lr": 1e-3,

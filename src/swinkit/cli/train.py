@@ -9,7 +9,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from swinkit.engine.config import TrainConfig, apply_overrides, flatten, load_yaml
+from swinkit.engine.config import RECIPES, TrainConfig, apply_overrides, apply_recipe, flatten, load_yaml
 
 HELP = (
     "fine-tune a Swin model on labelled images (class folders, CSV or Azure JSONL); resumable, torchrun-ready"
@@ -27,7 +27,7 @@ FLAGS: dict[str, tuple[str, Any, str]] = {
     "image_size": ("model.image_size", int, "training resolution"),
     "epochs": ("schedule.epochs", int, "epochs (default 30)"),
     "batch_size": ("run.batch_size", int, "batch size per process (default 32)"),
-    "lr": ("optim.lr", float, "peak learning rate (default 1e-4)"),
+    "lr": ("optim.lr", float, "peak learning rate (default 5e-4; 1e-4 in --recipe imagenet)"),
     "accum_steps": ("optim.accum_steps", int, "gradient accumulation steps"),
     "freeze_stages": ("optim.freeze_stages", int, "freeze the patch embedding and the first N stages"),
     "patience": ("run.patience", int, "early stopping: epochs without improvement"),
@@ -47,6 +47,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(name, action="store_const", const=True, default=None, help=text)
         else:
             parser.add_argument(name, type=kind, default=None, help=text)
+    parser.add_argument(
+        "--recipe",
+        choices=sorted(RECIPES),
+        default=None,
+        help="named recipe under the YAML and flags: finetune (default; light augmentation, lr 5e-4) or "
+        "imagenet (RandAugment 2/9, erasing 0.25, Mixup 0.8, CutMix 1.0, lr 1e-4: from scratch, large data)",
+    )
     parser.add_argument("--config", help="YAML file with sections data, model, optim, schedule, augment, run")
     parser.add_argument(
         "--set",
@@ -69,6 +76,8 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     saved = Path(args.output) / "train_config.yaml" if args.resume and args.output else None
     if saved is not None and saved.is_file():
         config = TrainConfig.from_dict(load_yaml(saved))
+    if args.recipe:
+        apply_recipe(config, args.recipe)
     if args.config:
         apply_overrides(config, flatten(load_yaml(args.config)))
     for item in args.set:
