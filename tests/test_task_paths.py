@@ -32,7 +32,7 @@ import swinkit.serve.service
 import swinkit.serve.state
 from swinkit.checkpoint_io import save_torch
 from swinkit.cli import main
-from swinkit.inference import task_of_source
+from swinkit.inference import load_predictor, task_of_source
 from swinkit.models.mim import build_mim_model, save_mim_pretrained
 from swinkit.presets import get_mim_preset
 from swinkit.serve import ServeSettings, create_app
@@ -248,6 +248,14 @@ def health_after_loading(app) -> Iterator:
             assert time.monotonic() < deadline
             time.sleep(0.02)
         yield client.get("/health")
+
+
+def test_a_mim_training_checkpoint_is_refused_by_its_embedded_description(tmp_path, mim_model):
+    """A run's checkpoints/last.pt carries the model's config.json under swinkit.config (no folder to read)."""
+    state = {"swinkit.config": (mim_model / "config.json").read_text(), "progress": {}, "optimizer": {}}
+    save_torch(state, tmp_path / "last.pt")
+    with pytest.raises(ValueError, match=MIM_REFUSAL):
+        load_predictor(tmp_path / "last.pt")
 
 
 def test_serve_refuses_a_mim_model(tmp_path, mim_model, capsys):

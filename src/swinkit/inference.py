@@ -121,11 +121,8 @@ class Predictor:
     @property
     def azure_task(self) -> str:
         """The Azure ML task name: ``image-classification`` or ``image-classification-multilabel``."""
-        return (
-            "image-classification-multilabel"
-            if self.multi_label and len(self.labels) > 1
-            else ("image-classification")
-        )
+        multi_label = self.multi_label and len(self.labels) > 1
+        return "image-classification-multilabel" if multi_label else "image-classification"
 
     @property
     def response_model(self) -> type[BaseModel]:
