@@ -1,4 +1,5 @@
-"""Batch classification of any number of images: streamed, parallel decoding, resumable JSONL output.
+"""Batch prediction of any number of images with any task's predictor: streamed, parallel decoding,
+resumable JSONL output.
 
 Inputs (``iter_inputs``) are read by ``swinkit.data.records``, the reader train and evaluate use too: a
 folder (every image file below it, sorted), a ``.csv`` (a ``path`` column, or an ``image`` column of base64
@@ -6,8 +7,8 @@ images as Azure ML batch endpoints take) or a ``.jsonl`` (a path string, or an o
 ``image_url`` or base64 ``image``); labels are ignored. A record's id is its ``id`` field, else its path, else
 ``row N`` (N counted from 0 among the data rows); relative paths are relative to the listing file's folder.
 
-Output: one JSON object per line, ``{"image": ID, "probs": [...], "labels": [...]}`` or, for an input that
-cannot be read, ``{"image": ID, "error": "..."}``. Rows are appended and flushed as they are computed, and
+Output: one JSON object per line, ``{"image": ID, **result.to_azure()}`` (classification: ``"probs": [...],
+"labels": [...]``) or, for an input that cannot be read, ``{"image": ID, "error": "..."}``. Rows are appended and flushed as they are computed, and
 fsynced after every batch. A re-run reads the existing output, truncates a torn last line left by a kill, and
 skips every id already there: each input ends up in the output exactly once.
 """
@@ -17,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,17 +33,15 @@ from swinkit.batch_output import (
     complete_lines,
     id_key,
     merge_shards,
-    model_fingerprint,
     prepare_output,
     row_id,
     shard_path,
 )
 from swinkit.checkpoint_io import writes_through
 from swinkit.data.decode import ImageDecodeError, decode_base64_text, decode_image
-from swinkit.data.preprocess import ImageProcessor
 from swinkit.data.records import ImageRecord, iter_image_files, iter_records, resolve_path
 from swinkit.engine.distributed import DistContext, all_reduce_sum, barrier
-from swinkit.inference import Predictor
+from swinkit.tasks.base import TaskPredictor
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +95,7 @@ def load_item(item: ImageRecord) -> Any:
 class ImageStream(IterableDataset):
     """Items of this rank's shard (every ``world_size``-th input) not yet done, decoded and preprocessed.
 
-    DataLoader worker w takes chunks w, w + workers, ... of ``chunk`` pending items, so that the loader, which
+    ``prepare`` is the predictor's preprocessing. DataLoader worker w takes chunks w, w + workers, ... of ``chunk`` pending items, so that the loader, which
     takes one batch from each worker in turn, yields the items in input order. Yields ``(id, pixels (3, H, W)
     or None, error message or None)``.
     """
@@ -104,14 +103,14 @@ class ImageStream(IterableDataset):
     def __init__(
         self,
         source: str | os.PathLike,
-        processor: ImageProcessor,
+        prepare: Callable[[Any], torch.Tensor],
         done: frozenset[int],
         *,
         chunk: int = 1,
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
-        self.source, self.processor, self.done = source, processor, done
+        self.source, self.prepare, self.done = source, prepare, done
         self.chunk, self.rank, self.world_size = chunk, rank, world_size
 
     def pending(self) -> Iterator[ImageRecord]:
@@ -127,7 +126,7 @@ class ImageStream(IterableDataset):
             if (position // self.chunk) % workers != worker:
                 continue
             try:
-                yield item.id, self.processor(load_item(item)), None
+                yield item.id, self.prepare(load_item(item)), None
             except ImageDecodeError as e:
                 yield item.id, None, str(e)
 
@@ -137,18 +136,20 @@ def collate(batch: list[tuple[str, torch.Tensor | None, str | None]]) -> list[tu
     return batch
 
 
-def predict_rows(predictor: Predictor, batch: Iterable[tuple[str, Any, str | None]]) -> list[dict[str, Any]]:
-    """Output rows for one collated batch, in batch order: the Azure result of each image (the predictor's
-    ``to_azure``, run per group of equal-size images by ``Predictor.probabilities``) or its error."""
+def predict_rows(
+    predictor: TaskPredictor, batch: Iterable[tuple[str, Any, str | None]]
+) -> list[dict[str, Any]]:
+    """Output rows for one collated batch, in batch order: each image's result as ``to_azure()`` (the
+    predictor's ``infer`` groups equal-size images) or its error."""
     batch = list(batch)
-    scored = [i for i, (_, _, error) in enumerate(batch) if error is None]
-    probs = iter(predictor.probabilities([batch[i][1] for i in scored]))
+    scored = [pixels for _, pixels, error in batch if error is None]
+    results = iter(predictor.infer(scored) if scored else [])
     rows = []
     for item_id, _, error in batch:
         if error is not None:
             rows.append({"image": item_id, "error": error})
         else:
-            rows.append({"image": item_id, **predictor.make_prediction(next(probs)).to_azure()})
+            rows.append({"image": item_id, **next(results).to_azure()})
     return rows
 
 
@@ -183,7 +184,7 @@ def _stop_workers(iterator: Any) -> None:
 
 
 def _score(
-    predictor: Predictor, stream: ImageStream, out: ResumableJsonl, bar: tqdm, workers: int
+    predictor: TaskPredictor, stream: ImageStream, out: ResumableJsonl, bar: tqdm, workers: int
 ) -> BatchSummary:
     """Write the rows of every item of ``stream`` to ``out``, fsynced per batch."""
     loader = DataLoader(
@@ -219,7 +220,7 @@ def _score(
 
 
 def _claim_output(
-    predictor: Predictor,
+    predictor: TaskPredictor,
     output: Path,
     model_name: str | None,
     overwrite: bool,
@@ -229,7 +230,7 @@ def _claim_output(
     """Rank 0 checks and prepares ``output`` (``prepare_output``); every rank learns whether it refused."""
     refusal = None
     if context.is_main:
-        config_hash, fingerprint = model_fingerprint(predictor.model, predictor.labels)
+        config_hash, fingerprint = predictor.fingerprint()
         meta = {"model": model_name or "", "config_hash": config_hash, "fingerprint": fingerprint}
         try:
             prepare_output(output, {**meta, "labels": list(predictor.labels)}, overwrite=overwrite,
@@ -248,7 +249,7 @@ def _done_ids(output: Path) -> set[int]:
 
 
 def run_batch(
-    predictor: Predictor,
+    predictor: TaskPredictor,
     source: str | os.PathLike,
     output: str | os.PathLike,
     *,
@@ -259,7 +260,7 @@ def run_batch(
     retry_errors: bool = False,
     context: DistContext | None = None,
 ) -> BatchSummary:
-    """Classify every item of ``source`` not yet in ``output``, appending one row per item (see module doc).
+    """Predict every item of ``source`` not yet in ``output``, appending one row per item (see module doc).
 
     ``model_name`` is recorded in ``OUTPUT.meta.json``; an output another model wrote is refused unless
     ``overwrite`` (start afresh). ``retry_errors`` re-scores the error rows. Under torchrun (``context``
@@ -274,7 +275,7 @@ def run_batch(
         done = _done_ids(output) if context.distributed else set()
         stream = ImageStream(
             source,
-            predictor.processor,
+            predictor.prepare,
             frozenset(done | out.done),
             chunk=predictor.batch_size,
             rank=context.rank,
@@ -282,9 +283,7 @@ def run_batch(
         )
         total = count_inputs(source)
         remaining = None if total is None or context.distributed else max(total - out.resumed, 0)
-        with tqdm(
-            total=remaining, unit="img", disable=not progress, desc="classifying", smoothing=0.1
-        ) as bar:
+        with tqdm(total=remaining, unit="img", disable=not progress, desc="predicting", smoothing=0.1) as bar:
             summary = _score(predictor, stream, out, bar, num_workers)
     if context.distributed:
         summary = _merge(output, source, summary, context)
@@ -296,7 +295,7 @@ def run_batch(
 
 @contextlib.contextmanager
 def _open_log(
-    predictor: Predictor,
+    predictor: TaskPredictor,
     output: Path,
     model_name: str | None,
     overwrite: bool,

@@ -5,21 +5,33 @@ preprocessing (``swinkit.data.preprocess``). Scores follow the pipeline's defaul
 sigmoid when the config's ``problem_type`` is ``multi_label_classification`` or the head has one output,
 softmax otherwise. Results carry every label's probability in label order (the Azure ML image-classification
 schema ``{"probs": [...], "labels": [...]}``) and the top labels.
+
+``Predictor`` is the classification task's predictor (``swinkit.tasks.base.TaskPredictor``); ``load_predictor``
+picks the task of any saved model (``task_of_source``) and returns that task's predictor, which ``swinkit
+predict``, ``swinkit batch`` and ``swinkit serve`` all run.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from PIL import Image
 
 from swinkit.data.decode import decode_image
 from swinkit.data.preprocess import ImageProcessor, processor_for_checkpoint
-from swinkit.loading import load_checkpoint, model_from_checkpoint
+from swinkit.loading import DESCRIPTION_KEYS, load_checkpoint, model_from_checkpoint, resolve_source
 from swinkit.models.swin import SwinTransformer
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from swinkit.tasks.base import Task, TaskPredictor
 
 DEFAULT_TOP_K = 5  # the pipeline's default for single-label models
 DEFAULT_THRESHOLD = 0.5  # multi-label: a label is predicted when its sigmoid reaches this
@@ -40,6 +52,19 @@ class Prediction:
         """The Azure ML image-classification output: ``{"probs": [...], "labels": [...]}``."""
         return {"probs": list(self.probs), "labels": list(self.labels)}
 
+    def lines(self) -> list[str]:
+        """The top labels as ``label  probability`` lines (``swinkit predict``'s table)."""
+        if not self.top:
+            return ["(no label above the threshold)"]
+        width = max(len(label) for label, _ in self.top)
+        return [f"{label:<{width}}  {prob:7.2%}" for label, prob in self.top]
+
+    def save_image(self, image: Image.Image, path: str | os.PathLike) -> Path:
+        """``image`` annotated with the top labels, as a PNG at ``path``."""
+        from swinkit.visualize import save_prediction_image
+
+        return save_prediction_image(image, self.top, path)
+
 
 def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
     for start in range(0, len(items), size):
@@ -54,7 +79,14 @@ class Predictor:
     """A classifier in eval mode with its preprocessing; batched, gradient-free inference."""
 
     def __init__(
-        self, model: SwinTransformer, processor: ImageProcessor, *, batch_size: int = 16, device: str = "cpu"
+        self,
+        model: SwinTransformer,
+        processor: ImageProcessor,
+        *,
+        batch_size: int = 16,
+        device: str = "cpu",
+        top_k: int | None = None,
+        threshold: float | None = None,
     ) -> None:
         if model.config.num_classes == 0:
             raise ValueError(
@@ -68,15 +100,58 @@ class Predictor:
         self.batch_size = batch_size
         self.labels: list[str] = list(model.config.label_names)
         self.problem_type: str = model.config.problem_type
+        self.top_k, self.threshold = top_k, threshold  # what ``infer``'s results list as their top labels
 
     @classmethod
     def from_pretrained(
-        cls, source: str | os.PathLike, *, batch_size: int = 16, device: str = "cpu"
+        cls,
+        source: str | os.PathLike,
+        *,
+        batch_size: int = 16,
+        device: str = "cpu",
+        top_k: int | None = None,
+        threshold: float | None = None,
     ) -> Predictor:
         """A predictor for a hub id, HF folder, checkpoint file in any layout or preset name."""
         checkpoint = load_checkpoint(source)
         model = model_from_checkpoint(checkpoint)
-        return cls(model, processor_for_checkpoint(checkpoint), batch_size=batch_size, device=device)
+        processor = processor_for_checkpoint(checkpoint)
+        return cls(model, processor, batch_size=batch_size, device=device, top_k=top_k, threshold=threshold)
+
+    @property
+    def azure_task(self) -> str:
+        """The Azure ML task name: ``image-classification`` or ``image-classification-multilabel``."""
+        multi_label = self.multi_label and len(self.labels) > 1
+        return "image-classification-multilabel" if multi_label else "image-classification"
+
+    @property
+    def response_model(self) -> type[BaseModel]:
+        """The served result's schema: ``{"probs": [...], "labels": [...]}``."""
+        from swinkit.serve.schemas import ClassificationResult
+
+        return ClassificationResult
+
+    @property
+    def prepare(self) -> ImageProcessor:
+        """The preprocessing: RGB image -> (3, H, W) model input."""
+        return self.processor
+
+    def infer(self, pixels: Sequence[torch.Tensor]) -> list[Prediction]:
+        """One ``Prediction`` per prepared image, in order, its top labels chosen by ``top_k``/``threshold``."""
+        return [
+            self.make_prediction(row, top_k=self.top_k, threshold=self.threshold)
+            for row in self.probabilities(pixels)
+        ]
+
+    def info(self) -> dict[str, Any]:
+        """The model's problem type and preprocessing (``GET /info``)."""
+        return {"problem_type": self.problem_type, "preprocessing": self.processor.to_preprocessor_config()}
+
+    def fingerprint(self) -> tuple[str, str]:
+        """(config hash, fingerprint of config, labels and weights): ``swinkit batch``'s output owner."""
+        from swinkit.batch_output import model_fingerprint
+
+        return model_fingerprint(self.model, self.labels)
 
     @property
     def multi_label(self) -> bool:
@@ -123,15 +198,9 @@ class Predictor:
 
         Sizes differ when the preprocessing keeps the aspect ratio (``size: {shortest_edge: ...}``).
         """
-        groups: dict[tuple[int, ...], list[int]] = {}
-        for i, tensor in enumerate(pixels):
-            groups.setdefault(tuple(tensor.shape), []).append(i)
-        out: list[list[float]] = [[] for _ in pixels]
-        for indices in groups.values():
-            probs = self.predict_pixels(torch.stack([pixels[i] for i in indices])).tolist()
-            for i, p in zip(indices, probs, strict=True):
-                out[i] = p
-        return out
+        from swinkit.tasks.base import run_by_shape
+
+        return run_by_shape(pixels, lambda batch: self.predict_pixels(batch).tolist())
 
     def predict(
         self, images: Sequence[ImageInput], *, top_k: int | None = None, threshold: float | None = None
@@ -150,3 +219,55 @@ class Predictor:
                     self.make_prediction(probs, top_k=top_k, threshold=threshold, source=_source_name(image))
                 )
         return results
+
+
+def saved_model_config(source: str | os.PathLike) -> dict[str, Any] | None:
+    """The config.json (as a dict) that describes a saved model, or None for a bare checkpoint.
+
+    A folder's config.json; a file's embedded description (safetensors metadata, a training state's key);
+    for a run's ``checkpoints/*.pt`` without one, the run folder's config.json.
+    """
+    path = resolve_source(source)
+    if path.is_dir():
+        return _read_json(path / "config.json")
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as f:
+            text = (f.metadata() or {}).get(DESCRIPTION_KEYS[0])
+    else:
+        from swinkit.checkpoint_io import load_torch
+
+        loaded = load_torch(path)
+        text = loaded.get(DESCRIPTION_KEYS[0]) if isinstance(loaded, dict) else None
+    if isinstance(text, str):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            raise ValueError(f"{path}: its {DESCRIPTION_KEYS[0]} entry is not valid JSON") from None
+    return _read_json(path.parent.parent / "config.json") if path.parent.name == "checkpoints" else None
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def task_of_source(source: str | os.PathLike) -> type[Task]:
+    """The task of a saved model: from its config.json or embedded description; classification without one."""
+    from swinkit.tasks import ClassificationTask, task_of_saved_model
+
+    config = saved_model_config(source)
+    return ClassificationTask if config is None else task_of_saved_model(config)
+
+
+def load_predictor(
+    source: str | os.PathLike,
+    *,
+    device: str = "cpu",
+    batch_size: int = 16,
+    top_k: int | None = None,
+    threshold: float | None = None,
+) -> TaskPredictor:
+    """The predictor of ``source``'s task (``task_of_source``), loaded from ``source``."""
+    task = task_of_source(source)
+    return task.predictor(source, device=device, batch_size=batch_size, top_k=top_k, threshold=threshold)

@@ -1,4 +1,4 @@
-"""``swinkit batch``: classify any number of images into a resumable JSONL file.
+"""``swinkit batch``: run a saved model of any task on any number of images into a resumable JSONL file.
 
 Re-running the same command after an interruption skips what the output already holds; see
 ``swinkit.batch`` for the input formats (folder, JSONL, CSV with paths or base64 images) and the row schema.
@@ -14,9 +14,9 @@ from pathlib import Path
 
 from swinkit.batch import BatchInterrupted, BatchSummary, run_batch
 from swinkit.engine.distributed import init_distributed, shutdown
-from swinkit.inference import Predictor
+from swinkit.inference import load_predictor
 
-HELP = "classify a folder, JSONL or CSV of images into a resumable JSONL file"
+HELP = "predict a folder, JSONL or CSV of images into a resumable JSONL file (any task's saved model)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     context = init_distributed(args.device)
     try:
         device = str(context.device) if context.distributed else args.device
-        predictor = Predictor.from_pretrained(args.model, batch_size=args.batch_size, device=device)
+        predictor = load_predictor(args.model, batch_size=args.batch_size, device=device)
         summary = run_batch(
             predictor,
             args.input,

@@ -1,9 +1,11 @@
-"""``swinkit predict``: classify image files (or folders of them) with any Swin checkpoint.
+"""``swinkit predict``: run a saved model of any task on image files (or folders of them).
 
-With ``--output FILE.jsonl`` (``-`` for standard output; a device or FIFO is written through): one JSON object per image, in input order, in the Azure ML image-classification
-schema plus the path: ``{"image": PATH, "probs": [...], "labels": [...]}`` (every label, in label order), or
-``{"image": PATH, "error": "..."}`` for a file that cannot be read. Without it: the top labels as a table.
-Exit status 1 when some image could not be read (the others are still classified).
+The task comes from the saved model (``swinkit.inference.load_predictor``). With ``--output FILE.jsonl``
+(``-`` for standard output; a device or FIFO is written through): one JSON object per image, in input order,
+the task's Azure ML result plus the path, e.g. for classification ``{"image": PATH, "probs": [...],
+"labels": [...]}`` (every label, in label order), or ``{"image": PATH, "error": "..."}`` for a file that
+cannot be read. Without it: each result's lines (classification: the top labels) as a table. Exit status 1
+when some image could not be read (the others are still predicted).
 """
 
 from __future__ import annotations
@@ -18,10 +20,10 @@ from typing import Any, TextIO
 from swinkit.batch import iter_image_files
 from swinkit.checkpoint_io import open_output
 from swinkit.data.decode import ImageDecodeError, decode_image
-from swinkit.inference import Prediction, Predictor
-from swinkit.visualize import save_prediction_image
+from swinkit.inference import load_predictor
+from swinkit.tasks.base import TaskPredictor, TaskResult
 
-HELP = "classify images: JSONL in the Azure ML schema, or a top-k table"
+HELP = "run a saved model on images (classification: top-k labels): JSONL in the Azure ML schema, or a table"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,35 +56,28 @@ def expand_images(arguments: Sequence[str]) -> list[Path]:
     return paths
 
 
-def classify(
-    predictor: Predictor,
-    paths: Sequence[Path],
-    *,
-    top_k: int | None,
-    threshold: float | None,
-    visualize: Path | None,
-) -> Iterator[tuple[Path, Prediction | None, str | None]]:
-    """(path, prediction or None, error or None) per path, in order, a batch at a time."""
+def predict(
+    predictor: TaskPredictor, paths: Sequence[Path], *, visualize: Path | None
+) -> Iterator[tuple[Path, TaskResult | None, str | None]]:
+    """(path, result or None, error or None) per path, in order, a batch at a time."""
     names: set[str] = set()
     for start in range(0, len(paths), predictor.batch_size):
-        chunk = paths[start : start + predictor.batch_size]
         decoded: list[tuple[Path, Any, str | None]] = []
-        for path in chunk:
+        for path in paths[start : start + predictor.batch_size]:
             try:
                 decoded.append((path, decode_image(path), None))
             except ImageDecodeError as e:
                 decoded.append((path, None, str(e)))
-        images = [image for _, image, error in decoded if error is None]
-        results = iter(predictor.predict(images, top_k=top_k, threshold=threshold) if images else [])
+        pixels = [predictor.prepare(image) for _, image, error in decoded if error is None]
+        results = iter(predictor.infer(pixels) if pixels else [])
         for path, image, error in decoded:
             if error is not None:
                 yield path, None, error
                 continue
-            prediction = next(results)
-            prediction.source = str(path)
+            result = next(results)
             if visualize is not None:
-                save_prediction_image(image, prediction.top, visualize / _unique_name(path, names))
-            yield path, prediction, None
+                result.save_image(image, visualize / _unique_name(path, names))
+            yield path, result, None
 
 
 def _unique_name(path: Path, used: set[str]) -> str:
@@ -93,31 +88,24 @@ def _unique_name(path: Path, used: set[str]) -> str:
     return name
 
 
-def _print_table(rows: Iterator[tuple[Path, Prediction | None, str | None]], stream: TextIO) -> int:
+def _print_table(rows: Iterator[tuple[Path, TaskResult | None, str | None]], stream: TextIO) -> int:
     failures = 0
-    for path, prediction, error in rows:
+    for path, result, error in rows:
         print(str(path), file=stream)
         if error is not None:
             failures += 1
             print(f"  error: {error}", file=stream)
             continue
-        width = max((len(label) for label, _ in prediction.top), default=0)
-        for label, prob in prediction.top:
-            print(f"  {label:<{width}}  {prob:7.2%}", file=stream)
-        if not prediction.top:
-            print("  (no label above the threshold)", file=stream)
+        for line in result.lines():
+            print(f"  {line}", file=stream)
     return failures
 
 
-def _write_jsonl(rows: Iterator[tuple[Path, Prediction | None, str | None]], output: Path) -> int:
+def _write_jsonl(rows: Iterator[tuple[Path, TaskResult | None, str | None]], output: Path) -> int:
     failures = 0
     with open_output(output, "w", ".jsonl") as f:
-        for path, prediction, error in rows:
-            row = (
-                {"image": str(path), "error": error}
-                if error
-                else {"image": str(path), **prediction.to_azure()}
-            )
+        for path, result, error in rows:
+            row = {"image": str(path), "error": error} if error else {"image": str(path), **result.to_azure()}
             failures += error is not None
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     return failures
@@ -125,10 +113,12 @@ def _write_jsonl(rows: Iterator[tuple[Path, Prediction | None, str | None]], out
 
 def run(args: argparse.Namespace) -> int:
     paths = expand_images(args.images)
-    predictor = Predictor.from_pretrained(args.model, batch_size=args.batch_size, device=args.device)
+    predictor = load_predictor(
+        args.model, batch_size=args.batch_size, device=args.device, top_k=args.top_k, threshold=args.threshold
+    )
     if args.visualize is not None:
         args.visualize.mkdir(parents=True, exist_ok=True)
-    rows = classify(predictor, paths, top_k=args.top_k, threshold=args.threshold, visualize=args.visualize)
+    rows = predict(predictor, paths, visualize=args.visualize)
     failures = _write_jsonl(rows, args.output) if args.output else _print_table(rows, sys.stdout)
     if failures:
         print(f"swinkit predict: {failures} of {len(paths)} images could not be read", file=sys.stderr)

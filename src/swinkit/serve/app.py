@@ -20,6 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi_offline import FastAPIOffline
+from pydantic import BaseModel, TypeAdapter
 
 from swinkit import __version__
 from swinkit.serve.errors import ServeError, install_error_handlers
@@ -98,18 +99,32 @@ def _add_routes(app: FastAPI, metrics: ServeMetrics) -> None:
         return _state(request).info()
 
 
-def _openapi(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's schema plus the ``/score`` request body (read by hand, to bound its size)."""
-    if app.openapi_schema is None:
-        schema = get_openapi(
-            title=app.title, version=app.version, description=app.description, routes=app.routes
-        )
-        body = ScoreRequest.model_json_schema(ref_template="#/components/schemas/{model}")
-        components = schema.setdefault("components", {}).setdefault("schemas", {})
-        components.update(body.pop("$defs", {}))
-        components["ScoreRequest"] = body
+def _served_task_results(schema: dict[str, Any], result: type[BaseModel]) -> None:
+    """Make ``/score``'s 200 answer a list of ``result``, the served task's response model."""
+    results = TypeAdapter(list[result]).json_schema(ref_template="#/components/schemas/{model}")
+    schema["components"]["schemas"].update(results.pop("$defs", {}))
+    answer = schema["paths"]["/score"]["post"]["responses"]["200"]["content"]["application/json"]
+    answer["schema"] = {**results, "title": f"{result.__name__} per image, in input order"}
+
+
+def _openapi(app: FastAPI, service: ScoringService | None) -> dict[str, Any]:
+    """FastAPI's schema plus the ``/score`` request body (read by hand, to bound its size) and, once the
+    model is known, the served task's result as the ``/score`` answer (every task's shape until then)."""
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    body = ScoreRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components.update(body.pop("$defs", {}))
+    components["ScoreRequest"] = body
+    state = getattr(app.state, "serve", None)
+    service = service or getattr(state, "service", None)
+    result = getattr(service, "response_model", None)  # a hand-made ScoringService may not declare one
+    if result is not None:
+        _served_task_results(schema, result)
+    if service is not None:
         app.openapi_schema = schema
-    return app.openapi_schema
+    return schema
 
 
 def _log_level(name: str) -> int:
@@ -162,5 +177,5 @@ def create_app(
     install_error_handlers(app)
     _add_routes(app, metrics)
     _register_gauges(app, metrics)
-    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    app.openapi = lambda: _openapi(app, service)  # type: ignore[method-assign]
     return app

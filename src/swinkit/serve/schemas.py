@@ -138,10 +138,13 @@ class InfoResponse(BaseModel):
     """What ``GET /info`` tells about the served model."""
 
     model: str
-    task: str
+    task: str = Field(description="the Azure ML task name, e.g. image-classification")
+    swinkit_task: str | None = Field(
+        None, description="the swinkit task serving the model, e.g. classification"
+    )
     labels: list[str]
-    problem_type: str
-    preprocessing: dict[str, Any]
+    problem_type: str | None = None
+    preprocessing: dict[str, Any] | None = None
     max_batch_size: int
     max_images_per_request: int
     allow_urls: bool

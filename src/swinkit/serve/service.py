@@ -1,8 +1,8 @@
 """What the endpoint serves: a model behind a fixed protocol of prepare -> batched infer -> results.
 
-``ScoringService`` is the protocol the app runs; ``ClassificationService`` implements it for image
-classification over a ``swinkit.inference.Predictor``. A detection or segmentation head implements the same
-protocol, returning ``DetectionResult`` / ``SegmentationResult`` objects.
+``ScoringService`` is the protocol the app runs; ``TaskService`` implements it for every task over the task's
+predictor (``swinkit.tasks.base.TaskPredictor``), so a new task is served without any change here: its
+predictor's ``prepare`` and ``infer``, its results' ``to_azure()`` validated by its ``response_model``.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import torch
 from PIL import Image
 from pydantic import BaseModel
 
-from swinkit.inference import Predictor
-from swinkit.serve.schemas import ClassificationResult
+from swinkit.inference import task_of_source
+from swinkit.tasks.base import TaskPredictor
 
 
 class ScoringService(Protocol):
@@ -36,42 +36,38 @@ class ScoringService(Protocol):
         ...
 
     def info(self) -> dict[str, Any]:
-        """Model description for ``GET /info``: problem_type and preprocessing."""
+        """Model description for ``GET /info``: the swinkit task, problem_type and preprocessing."""
         ...
 
 
-class ClassificationService:
-    """Image classification: probabilities of every label (softmax, or sigmoid for multi-label models)."""
+class TaskService:
+    """A saved model of any task, served through its task's predictor."""
 
-    def __init__(self, predictor: Predictor) -> None:
+    def __init__(self, predictor: TaskPredictor, task_name: str = "classification") -> None:
         self.predictor = predictor
+        self.task_name = task_name  # the swinkit task (registry name)
         self.labels = list(predictor.labels)
-        self.task = (
-            "image-classification-multilabel"
-            if predictor.multi_label and len(self.labels) > 1
-            else "image-classification"
-        )
+        self.task = predictor.azure_task
+        self.response_model: type[BaseModel] = predictor.response_model
 
     @classmethod
-    def load(cls, source: str, *, device: str = "cpu") -> ClassificationService:
-        """The service for any source ``swinkit.from_pretrained`` reads."""
-        return cls(Predictor.from_pretrained(source, device=device))
+    def load(cls, source: str, *, device: str = "cpu") -> TaskService:
+        """The service for any saved model swinkit reads, of the task its config names."""
+        task = task_of_source(source)
+        return cls(task.predictor(source, device=device), task.name)
 
     def prepare(self, image: Image.Image) -> torch.Tensor:
-        return self.predictor.processor(image)
+        return self.predictor.prepare(image)
 
     def infer(self, pixels: list[torch.Tensor]) -> list[BaseModel]:
-        """Probabilities for each image; images of different sizes (aspect-keeping processors) run apart."""
-        return [
-            ClassificationResult(**self.predictor.make_prediction(row).to_azure())
-            for row in self.predictor.probabilities(pixels)
-        ]
+        """The task's result for each image, checked against its response schema."""
+        return [self.response_model.model_validate(r.to_azure()) for r in self.predictor.infer(pixels)]
 
     def example(self) -> torch.Tensor:
         return self.prepare(Image.new("RGB", (256, 256), (124, 116, 104)))
 
     def info(self) -> dict[str, Any]:
-        return {
-            "problem_type": self.predictor.problem_type,
-            "preprocessing": self.predictor.processor.to_preprocessor_config(),
-        }
+        return {"swinkit_task": self.task_name, **self.predictor.info()}
+
+
+ClassificationService = TaskService  # the name the classification-only endpoint had

@@ -19,7 +19,7 @@ from swinkit.serve.errors import ServeError
 from swinkit.serve.fetch import AddressPolicy, Fetcher, Resolver, system_resolver
 from swinkit.serve.metrics import ServeMetrics
 from swinkit.serve.scoring import Scorer
-from swinkit.serve.service import ClassificationService, ScoringService
+from swinkit.serve.service import ScoringService, TaskService
 from swinkit.serve.settings import ServeSettings
 
 log = logging.getLogger(__name__)
@@ -28,13 +28,14 @@ FailureHandler = Callable[[BaseException], None]
 
 
 def load_service(settings: ServeSettings) -> ScoringService:
-    """The service for ``settings.model`` (raises ValueError / FileNotFoundError for a bad source).
+    """The service for ``settings.model``, of the task its saved config names (raises ValueError /
+    FileNotFoundError for a bad source, or a model of a task without predictions).
 
     Sets torch's (process-wide) intra-op thread count first when ``settings.torch_threads`` is given.
     """
     if settings.torch_threads is not None:
         torch.set_num_threads(settings.torch_threads)
-    return ClassificationService.load(settings.model, device=settings.device)
+    return TaskService.load(settings.model, device=settings.device)
 
 
 def make_fetcher(settings: ServeSettings, resolver: Resolver = system_resolver) -> Fetcher | None:

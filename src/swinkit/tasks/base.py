@@ -1,7 +1,10 @@
-"""The task interface: what a task (classification, masked image modeling, ...) provides to the trainer.
+"""The task interface: what a task (classification, masked image modeling, ...) provides to the trainer
+and to inference.
 
 The trainer holds one ``Task`` and calls only the methods below; it never asks which task it runs. A task
-owns its data, model, augmentation, losses, evaluation, metrics, report and export.
+owns its data, model, augmentation, losses, evaluation, metrics, report and export, and its predictor
+(``Task.predictor`` -> ``TaskPredictor`` -> ``TaskResult``), which ``swinkit predict``, ``batch`` and
+``serve`` run without knowing the task.
 """
 
 from __future__ import annotations
@@ -9,9 +12,10 @@ from __future__ import annotations
 import contextlib
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -19,8 +23,13 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 if TYPE_CHECKING:
+    from PIL import Image
+    from pydantic import BaseModel
+
     from swinkit.engine.config import TrainConfig
     from swinkit.engine.distributed import DistContext
+
+R = TypeVar("R")
 
 
 class Evaluator(ABC):
@@ -44,6 +53,71 @@ class TrainLoader:
     loader: DataLoader
     dataset: Any  # has set_epoch(epoch)
     sampler: Any  # has set_epoch(epoch, skip=...) and shard_length()
+
+
+class TaskResult(Protocol):
+    """One image's result of a task's predictor."""
+
+    def to_azure(self) -> dict[str, Any]:
+        """The task's documented response object (``POST /score``, a ``swinkit batch``/``predict`` row)."""
+        ...
+
+    def lines(self) -> list[str]:
+        """The result as short lines of text (``swinkit predict``'s table)."""
+        ...
+
+    def save_image(self, image: Image.Image, path: str | os.PathLike) -> Path:
+        """``image`` annotated with the result, as a PNG at ``path`` (``swinkit predict --visualize``)."""
+        ...
+
+
+class TaskPredictor(Protocol):
+    """A saved model in eval mode with its preprocessing: ``prepare`` each image, then ``infer`` batches."""
+
+    batch_size: int  # images per forward pass
+    labels: list[str]  # the model's label names ([] when it has none)
+
+    @property
+    def azure_task(self) -> str:
+        """The Azure ML task name the endpoint reports, e.g. ``image-classification``."""
+        ...
+
+    @property
+    def response_model(self) -> type[BaseModel]:
+        """The pydantic schema of ``TaskResult.to_azure()`` (the endpoint's OpenAPI and validation)."""
+        ...
+
+    def prepare(self, image: Image.Image) -> torch.Tensor:
+        """(3, H, W) model input of one decoded RGB image (runs in decoding threads and processes)."""
+        ...
+
+    def infer(self, pixels: Sequence[torch.Tensor]) -> Sequence[TaskResult]:
+        """One result per prepared image, same order (equal shapes run as one batch: ``run_by_shape``)."""
+        ...
+
+    def info(self) -> dict[str, Any]:
+        """What ``GET /info`` tells about the model beyond its labels, e.g. its preprocessing."""
+        ...
+
+    def fingerprint(self) -> tuple[str, str]:
+        """(config hash, fingerprint of the config, labels and weights): who wrote a ``swinkit batch`` output."""
+        ...
+
+
+def run_by_shape(pixels: Sequence[torch.Tensor], run: Callable[[torch.Tensor], Sequence[R]]) -> list[R]:
+    """``run`` on each group of equal-shape (3, H, W) tensors stacked to (B, 3, H, W); results in input order.
+
+    Shapes differ when the preprocessing keeps the aspect ratio (``size: {shortest_edge: ...}``).
+    """
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, tensor in enumerate(pixels):
+        groups.setdefault(tuple(tensor.shape), []).append(i)
+    out: list[Any] = [None] * len(pixels)
+    for indices in groups.values():
+        results = run(torch.stack([pixels[i] for i in indices]))
+        for i, result in zip(indices, results, strict=True):
+            out[i] = result
+    return out
 
 
 class Task(ABC):
@@ -133,9 +207,25 @@ class Task(ABC):
 
         return description_metadata(model.config, processor.to_preprocessor_config())
 
-    def predictor(self) -> Callable[..., Any]:
-        """The class whose ``from_pretrained(source)`` runs a saved model of this task."""
-        raise NotImplementedError(f"the {self.name} task has no predictor yet")
+    @classmethod
+    def predictor(
+        cls,
+        source: str | os.PathLike,
+        *,
+        device: str = "cpu",
+        batch_size: int = 16,
+        top_k: int | None = None,
+        threshold: float | None = None,
+    ) -> TaskPredictor:
+        """The predictor of a saved model of this task; results list at most ``top_k`` items (labels,
+        objects) scoring at least ``threshold``, each defaulting to the task's own rule.
+
+        By default a task makes no predictions (a pretraining task: its model is fine-tuned instead).
+        """
+        shown = cls.name.replace("_", "-")
+        raise ValueError(
+            f"a {shown} model has no predictions; fine-tune it with swinkit train --pretrained RUN"
+        )
 
 
 def to_device(batch: Any, device: torch.device) -> Any:

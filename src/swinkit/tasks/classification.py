@@ -12,7 +12,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -32,6 +32,9 @@ from swinkit.models.factory import create_model
 from swinkit.models.swin import SwinTransformer
 from swinkit.presets import get_preset
 from swinkit.tasks.base import Evaluator, Task, TrainLoader
+
+if TYPE_CHECKING:
+    from swinkit.inference import Predictor
 
 log = logging.getLogger(__name__)
 
@@ -266,7 +269,19 @@ class ClassificationTask(Task):
     def export(self, model: nn.Module, directory: str | os.PathLike, processor: Any) -> None:
         save_pretrained(model, directory, preprocessing=processor.to_preprocessor_config())
 
-    def predictor(self) -> type:
+    @classmethod
+    def predictor(
+        cls,
+        source: str | os.PathLike,
+        *,
+        device: str = "cpu",
+        batch_size: int = 16,
+        top_k: int | None = None,
+        threshold: float | None = None,
+    ) -> Predictor:
+        """``swinkit.inference.Predictor`` of a saved classifier."""
         from swinkit.inference import Predictor
 
-        return Predictor
+        return Predictor.from_pretrained(
+            source, batch_size=batch_size, device=device, top_k=top_k, threshold=threshold
+        )
