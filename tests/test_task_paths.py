@@ -26,7 +26,9 @@ from serve_helpers import b64, make_model_dir, ready_client
 import swinkit
 import swinkit.batch
 import swinkit.cli.batch
+import swinkit.cli.evaluate
 import swinkit.cli.predict
+import swinkit.engine.evaluate
 import swinkit.serve.app
 import swinkit.serve.service
 import swinkit.serve.state
@@ -110,6 +112,16 @@ class MeanColourTask(Task):
     def predictor(cls, source, *, device="cpu", batch_size=16, top_k=None, threshold=None):
         gain = torch.load(Path(source) / "gain.pt", weights_only=True)
         return MeanColourPredictor(gain, batch_size)
+
+    @classmethod
+    def evaluate_saved(cls, source, data, *, output=None, **_):
+        predictor = cls.predictor(source)
+        paths = sorted(Path(data).glob("*.png"))
+        found = predictor.infer([predictor.prepare(Image.open(p).convert("RGB")) for p in paths])
+        errors = [
+            abs(a - b) for path, r in zip(paths, found) for a, b in zip(r.colour, expected_colour(path))
+        ]
+        return {"primary_metric": "mae", "mae": float(sum(errors) / len(errors)), "num_samples": len(paths)}
 
 
 @pytest.fixture
@@ -239,6 +251,19 @@ def test_predict_and_batch_refuse_a_mim_model_in_one_sentence(tmp_path, mim_mode
     assert capsys.readouterr().err == f"swinkit batch: error: {MIM_REFUSAL}\n" and not out.exists()
 
 
+def test_evaluate_runs_a_task_it_does_not_know(tmp_path, colour_task, capsys):
+    images = colour_images(tmp_path)
+    assert main(["evaluate", "--model", str(colour_model(tmp_path)), "--data", str(images[0].parent)]) == 0
+    out = capsys.readouterr().out
+    assert "mae: 0.0000" in out and "num_samples" in out
+
+
+def test_evaluate_refuses_a_mim_model_in_one_sentence(tmp_path, mim_model, capsys):
+    image = colour_images(tmp_path)[0]
+    assert main(["evaluate", "--model", str(mim_model), "--data", str(image.parent)]) == 2
+    assert "masked-image-modeling model has no evaluation of its own" in capsys.readouterr().err
+
+
 @contextlib.contextmanager
 def health_after_loading(app) -> Iterator:
     """The first /health answer once the app's background load has finished or failed."""
@@ -270,7 +295,9 @@ def test_serve_refuses_a_mim_model(tmp_path, mim_model, capsys):
     [
         swinkit.batch,
         swinkit.cli.batch,
+        swinkit.cli.evaluate,
         swinkit.cli.predict,
+        swinkit.engine.evaluate,
         swinkit.serve.app,
         swinkit.serve.service,
         swinkit.serve.state,

@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from swinkit.engine.evaluate import evaluate_model
-    from swinkit.engine.metrics import summary_line
+    from swinkit.inference import task_of_source
 
     if args.output == "-":
         raise ValueError(
@@ -35,13 +35,7 @@ def run(args: argparse.Namespace) -> int:
         num_workers=args.num_workers,
         device=args.device,
     )
-    multi_label = report["problem_type"] == "multi_label_classification"
-    print(f"{report['num_samples']} images: {summary_line(report, multi_label)}")
-    print(f"{'label':<24} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}")
-    for label, row in report["per_class"].items():
-        print(
-            f"{label:<24} {row['precision']:>9.4f} {row['recall']:>9.4f} {row['f1']:>9.4f} {row['support']:>8}"
-        )
+    print(task_of_source(args.model).report_text(report))
     if args.output:
         print(f"metrics and plots written to {args.output}")
     else:

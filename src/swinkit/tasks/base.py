@@ -227,6 +227,32 @@ class Task(ABC):
             f"a {shown} model has no predictions; fine-tune it with swinkit train --pretrained RUN"
         )
 
+    @classmethod
+    def report_text(cls, report: dict[str, Any]) -> str:
+        """What ``swinkit evaluate`` prints of a report: by default its scalar metrics, one per line."""
+        return "\n".join(f"{k}: {v:.4f}" for k, v in report.items() if isinstance(v, float))
+
+    @classmethod
+    def evaluate_saved(
+        cls,
+        source: str | os.PathLike,
+        data: str | os.PathLike,
+        *,
+        output: str | os.PathLike | None = None,
+        batch_size: int = 32,
+        threshold: float = 0.5,
+        num_workers: int = 0,
+        device: str = "cpu",
+    ) -> dict[str, Any]:
+        """The metrics of a saved model of this task on ``data`` (``output``: metrics.json and plots).
+
+        By default a task has no stand-alone evaluation (a pretraining task is judged by its fine-tunes).
+        """
+        shown = cls.name.replace("_", "-")
+        raise ValueError(
+            f"a {shown} model has no evaluation of its own; fine-tune it with swinkit train --pretrained RUN"
+        )
+
 
 def to_device(batch: Any, device: torch.device) -> Any:
     """``batch`` (a tensor, or a tuple/list/dict of them) moved to ``device``."""

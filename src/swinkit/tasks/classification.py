@@ -285,3 +285,47 @@ class ClassificationTask(Task):
         return Predictor.from_pretrained(
             source, batch_size=batch_size, device=device, top_k=top_k, threshold=threshold
         )
+
+    @classmethod
+    def report_text(cls, report: dict[str, Any]) -> str:
+        """The headline line and the per-class precision / recall / F1 table."""
+        multi_label = report["problem_type"] == CLASSIFICATION_PROBLEMS[1]
+        lines = [f"{report['num_samples']} images: {classification_summary(report, multi_label)}"]
+        lines.append(f"{'label':<24} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}")
+        for label, row in report["per_class"].items():
+            lines.append(
+                f"{label:<24} {row['precision']:>9.4f} {row['recall']:>9.4f} {row['f1']:>9.4f} {row['support']:>8}"
+            )
+        return "\n".join(lines)
+
+    @classmethod
+    def evaluate_saved(
+        cls,
+        source: str | os.PathLike,
+        data: str | os.PathLike,
+        *,
+        output: str | os.PathLike | None = None,
+        batch_size: int = 32,
+        threshold: float = 0.5,
+        num_workers: int = 0,
+        device: str = "cpu",
+    ) -> dict[str, Any]:
+        """Accuracy (or multi-label IoU/mAP) of a saved classifier on ``data``, with the preprocessing
+        ``swinkit predict`` applies; the data's labels must be among the model's, in the model's order."""
+        from swinkit.data.datasets import load_dataset
+        from swinkit.engine.evaluation import run_evaluation
+        from swinkit.inference import Predictor
+
+        predictor = Predictor.from_pretrained(source, device=device)
+        config = TrainConfig()
+        config.run.threshold, config.data.num_workers = threshold, num_workers
+        task = cls(config, labels=predictor.labels, multi_label=predictor.multi_label)
+        images = load_dataset(data, labels=predictor.labels, multi_label=task.multi_label)
+        context = DistContext(device=torch.device(device))
+        loader = task.eval_loader(images, predictor.processor, batch_size, context)
+        evaluator = task.evaluator(context)
+        metrics = run_evaluation(predictor.model, loader, task, evaluator, context)
+        report = {"primary_metric": task.primary_metric, **task.report_fields(predictor.model), **metrics}
+        if output is not None:
+            task.write_report(output, report, evaluator)
+        return report
