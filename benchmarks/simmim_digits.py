@@ -70,6 +70,8 @@ def fine_tune(sets: dict[str, Path], run: Path, start: list[str], args: argparse
     """Held-out accuracy after ``swinkit train`` (default recipe) on the labelled fraction from ``start``."""
     argv = ["train", "--data", str(sets["labelled"]), "--output", str(run), *start]
     argv += ["--set", "data.crop_pct=null", "--set", "model.drop_path_rate=0.1", "--no-progress"]
+    if args.finetune_lr is not None:
+        argv += ["--lr", str(args.finetune_lr)]
     if args.finetune_epochs:
         argv += ["--epochs", str(args.finetune_epochs)]
     if main(argv) != 0:
@@ -84,6 +86,7 @@ def main_benchmark() -> None:
     parser.add_argument("--pretrain-epochs", type=int, default=6)
     parser.add_argument("--pretrain-lr", type=float, default=2e-3, help="peak lr of the short pretraining")
     parser.add_argument("--finetune-epochs", type=int, default=15, help="0: swinkit train's default (30)")
+    parser.add_argument("--finetune-lr", type=float, default=None, help="default: swinkit train's (1e-4)")
     parser.add_argument("--label-fraction", type=float, default=0.1)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
