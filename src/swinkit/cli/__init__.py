@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-COMMANDS = ("models", "convert", "predict", "batch", "train", "evaluate", "serve")
+COMMANDS = ("models", "convert", "predict", "batch", "train", "pretrain", "evaluate", "serve")
 
 
 def _available() -> dict[str, object]:

@@ -27,12 +27,47 @@ from swinkit.data.datasets import IMAGE_EXTENSIONS, load_dataset, sample_rng
 from swinkit.data.decode import decode_image
 from swinkit.data.masking import MaskGenerator
 from swinkit.engine import build
+from swinkit.engine.config import TrainConfig, apply_overrides
 from swinkit.engine.distributed import DistContext, ShardedSampler, all_reduce_sum, eval_shard
 from swinkit.layouts.hf import mim_config_to_hf
 from swinkit.loading import DESCRIPTION_KEYS
 from swinkit.models.mim import SwinForMaskedImageModeling, build_mim_model, load_mim, save_mim_pretrained
 from swinkit.presets import MIM_PRESETS, get_mim_preset, get_preset
 from swinkit.tasks.base import Evaluator, Task, TrainLoader
+
+# The SimMIM pre-training recipe: microsoft/SimMIM configs/swin_base__100ep/
+# simmim_pretrain__swin_base__img192_window6__100ep.yaml over the defaults of its config.py (AdamW, warm-up
+# then cosine, gradient clipping 5.0, weight decay 0.05; drop path stays the model's).
+SIMMIM_RECIPE: dict[str, Any] = {
+    "task": "masked_image_modeling",
+    "schedule.epochs": 100,
+    "schedule.warmup_epochs": 10.0,
+    "optim.weight_decay": 0.05,
+    "optim.betas": (0.9, 0.999),
+    "optim.eps": 1e-8,
+    "optim.clip_grad": 5.0,
+    "optim.layer_decay": 1.0,
+    "mim.mask_patch_size": 32,
+    "mim.mask_ratio": 0.6,
+}
+# Learning rates per 512 images; main_simmim.py scales all three by the total batch
+# (per-process batch * processes * accumulation steps) / 512.
+SIMMIM_BASE_LRS: dict[str, float] = {"optim.lr": 2e-4, "schedule.warmup_lr": 1e-6, "schedule.min_lr": 1e-5}
+SIMMIM_LR_BATCH = 512
+
+
+def simmim_config() -> TrainConfig:
+    """A training config holding the SimMIM recipe (learning rates still unscaled: see ``scaled_lrs``)."""
+    return apply_overrides(TrainConfig(), SIMMIM_RECIPE)
+
+
+def scaled_lrs(total_batch: int, base_lr: float | None = None) -> dict[str, float]:
+    """The recipe's peak, warm-up and final learning rates for ``total_batch`` images per optimizer step;
+    ``base_lr`` (per 512 images) replaces the recipe's 2e-4 and scales the other two alike."""
+    if total_batch < 1:
+        raise ValueError(f"the total batch must be at least 1 image, got {total_batch}")
+    factor = (base_lr / SIMMIM_BASE_LRS["optim.lr"] if base_lr is not None else 1.0) * total_batch
+    return {key: value * factor / SIMMIM_LR_BATCH for key, value in SIMMIM_BASE_LRS.items()}
 
 
 @dataclass
@@ -126,22 +161,64 @@ def masked_error_sums(batch: tuple[torch.Tensor, torch.Tensor], reconstruction: 
     return error.sum().double(), pixel_mask.sum().double() * pixels.shape[1]
 
 
-class MaskedL1Evaluator(Evaluator):
-    """The masked L1 of the whole held-out set: all masked pixels of all ranks weigh alike."""
+GRID_IMAGES = 6  # held-out images shown in the reconstruction grid
 
-    def __init__(self, patch_size: int, context: DistContext) -> None:
-        self.patch_size, self.context = patch_size, context
+
+@dataclass(frozen=True)
+class GridTarget:
+    """Where an evaluation writes its reconstruction grid (None: only on request) and how to de-normalise."""
+
+    path: Path | None
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+class MaskedL1Evaluator(Evaluator):
+    """The masked L1 of the whole held-out set: all masked pixels of all ranks weigh alike.
+
+    It also keeps the first ``keep`` images it sees (pixels, mask, reconstruction, on the CPU) for the
+    reconstruction grid, and writes that grid to ``grid`` on ``compute()`` unless the file exists already
+    (the final evaluation of the best weights must not overwrite an epoch's grid).
+    """
+
+    def __init__(
+        self, patch_size: int, context: DistContext, keep: int = 0, grid: GridTarget | None = None
+    ) -> None:
+        self.patch_size, self.context, self.keep, self.grid = patch_size, context, keep, grid
         self.reset()
 
     def reset(self) -> None:
         self.sums = torch.zeros(3, dtype=torch.float64, device=self.context.device)  # (error, pixels, images)
+        self.kept: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
     def process(self, batch: tuple[torch.Tensor, torch.Tensor], outputs: Any) -> None:
         error, count = masked_error_sums(batch, outputs.reconstruction, self.patch_size)
         self.sums += torch.stack([error, count, torch.tensor(float(batch[0].shape[0]), dtype=torch.float64)])
+        room = self.keep - sum(len(k[0]) for k in self.kept)
+        if room > 0:
+            pixels, mask = batch
+            kept = (pixels[:room], mask[:room], outputs.reconstruction[:room].float())
+            self.kept.append(tuple(t.detach().cpu() for t in kept))
+
+    def samples(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """(pixels (K, 3, H, W), mask (K, H/p, W/p), reconstruction (K, 3, H, W)) of the kept images."""
+        if not self.kept:
+            return None
+        return tuple(torch.cat(parts) for parts in zip(*self.kept))
+
+    def write_grid(self, path: str | os.PathLike) -> Path | None:
+        """The reconstruction grid of the kept images at ``path`` (None when none were kept)."""
+        from swinkit.engine.reconstruction import write_grid
+
+        samples = self.samples()
+        if samples is None or self.grid is None:
+            return None
+        return write_grid(*samples, self.patch_size, self.grid.mean, self.grid.std, path)
 
     def compute(self) -> dict[str, Any]:
         error, count, images = all_reduce_sum(self.sums, self.context).tolist()
+        if self.grid is not None and self.grid.path is not None and not self.grid.path.exists():
+            self.write_grid(self.grid.path)
         value = error / max(count, 1.0)
         return {"loss": value, "masked_l1": value, "num_samples": int(images)}
 
@@ -168,6 +245,11 @@ class MaskedImageModelingTask(Task):
     name = "masked_image_modeling"
     higher_is_better = False
     primary_metric = "masked_l1"
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        self.train_set: MaskedImages | None = None  # its epoch names the epoch's reconstruction grid
+        self.normalisation: tuple[tuple[float, ...], tuple[float, ...]] | None = None  # (mean, std)
 
     @classmethod
     def matches(cls, config_dict: dict[str, Any]) -> bool:
@@ -216,6 +298,7 @@ class MaskedImageModelingTask(Task):
             std=tuple(processor.std),
         )  # fmt: skip
         dataset = MaskedImages(data.train, self.masks, cfg.run.seed, transform=transform)
+        self.train_set = dataset
         sampler = ShardedSampler(
             len(dataset), seed=cfg.run.seed, rank=context.rank, world_size=context.world_size
         )
@@ -230,6 +313,7 @@ class MaskedImageModelingTask(Task):
         return TrainLoader(loader, dataset, sampler)
 
     def eval_loader(self, data: Any, processor: Any, batch_size: int, context: DistContext) -> DataLoader:
+        self.normalisation = (tuple(processor.mean), tuple(processor.std))
         full = MaskedImages(data, self.masks, self.config.run.seed, processor=processor)
         shard = full.shard(eval_shard(len(full), context))
         return DataLoader(
@@ -252,7 +336,16 @@ class MaskedImageModelingTask(Task):
         return model(*batch)
 
     def evaluator(self, context: DistContext) -> MaskedL1Evaluator:
-        return MaskedL1Evaluator(self.masks["model_patch_size"], context)
+        """The masked L1; on the main rank of a run it also draws the grid of the epoch being evaluated
+        (``RUN/plots/reconstruction_epochN.png``) from the first held-out images and their fixed masks."""
+        patch = self.masks["model_patch_size"]
+        if not context.is_main or self.normalisation is None:
+            return MaskedL1Evaluator(patch, context)
+        path = None
+        if self.config.run.output and self.train_set is not None:
+            name = f"reconstruction_epoch{self.train_set.epoch + 1}.png"
+            path = Path(self.config.run.output) / "plots" / name
+        return MaskedL1Evaluator(patch, context, GRID_IMAGES, GridTarget(path, *self.normalisation))
 
     def summary_line(self, metrics: dict[str, Any]) -> str:
         return f"masked_l1 {metrics['masked_l1']:.4f}"
@@ -268,6 +361,10 @@ class MaskedImageModelingTask(Task):
         if report.get("history"):
             curves = directory / "plots" / "curves.png"
             written["curves"] = plots.plot_history(report["history"], self.primary_metric, curves)
+        if isinstance(evaluator, MaskedL1Evaluator):  # the saved (best) model's reconstructions
+            grid = evaluator.write_grid(directory / "plots" / "reconstruction.png")
+            if grid is not None:
+                written["reconstruction"] = grid
         return written
 
     def export(self, model: nn.Module, directory: str | os.PathLike, processor: Any) -> None:

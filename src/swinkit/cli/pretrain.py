@@ -1,0 +1,143 @@
+"""``swinkit pretrain``: SimMIM masked image modeling on unlabelled images; resumable, same command under torchrun.
+
+The defaults are the SimMIM recipe (``swinkit.tasks.masked_image_modeling.SIMMIM_RECIPE``): AdamW, weight
+decay 0.05, warm-up then cosine, gradient clipping 5.0, learning rates given per 512 images and scaled by the
+total batch. A learning rate set explicitly (``--lr``, ``--set optim.lr=...`` or the YAML) is taken as it is.
+The resolved values are all written to ``RUN/train_config.yaml``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from swinkit.engine.config import TrainConfig, apply_overrides, flatten, load_yaml
+
+HELP = (
+    "SimMIM self-supervised pretraining on unlabelled images (any folder tree, CSV or JSONL); "
+    "resumable, torchrun-ready"
+)
+
+TASK = "masked_image_modeling"
+
+# flag -> config key; flags left out keep the YAML's or the recipe's value
+FLAGS: dict[str, tuple[str, Any, str]] = {
+    "data": ("data.train", str, "unlabelled images: any folder tree (labels ignored), a CSV or a JSONL"),
+    "val_data": ("data.val", str, "explicit held-out images for masked_l1 and the reconstruction grid"),
+    "val_split": ("data.val_split", float, "fraction of --data held out (default 0.2)"),
+    "output": ("run.output", str, "run folder: checkpoints, metrics, plots and the pretrained model"),
+    "preset": ("model.preset", str, "SimMIM preset (e.g. swinv2_micro_simmim) or any classification preset"),
+    "pretrained": ("model.pretrained", str, "continue from this SimMIM model: HF MIM folder, official file"),
+    "image_size": ("model.image_size", int, "training resolution (a multiple of the mask patch)"),
+    "drop_path_rate": ("model.drop_path_rate", float, "stochastic depth (default: the preset's)"),
+    "mask_patch_size": ("mim.mask_patch_size", int, "side of a masked square in pixels (default 32)"),
+    "mask_ratio": ("mim.mask_ratio", float, "fraction of squares masked (default 0.6)"),
+    "epochs": ("schedule.epochs", int, "epochs (default 100)"),
+    "warmup_epochs": ("schedule.warmup_epochs", float, "linear warm-up epochs (default 10)"),
+    "batch_size": ("run.batch_size", int, "batch size per process (default 32)"),
+    "lr": ("optim.lr", float, "peak learning rate, taken as it is (default: --base-lr scaled)"),
+    "accum_steps": ("optim.accum_steps", int, "gradient accumulation steps"),
+    "seed": ("run.seed", int, "seed of split, order, masks and initialisation"),
+    "num_workers": ("data.num_workers", int, "DataLoader worker processes"),
+    "device": ("run.device", str, "auto, cpu or cuda[:N]"),
+    "bf16": ("run.bf16", bool, "bfloat16 autocast"),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    for flag, (_, kind, text) in FLAGS.items():
+        name = "--" + flag.replace("_", "-")
+        if kind is bool:
+            parser.add_argument(name, action="store_const", const=True, default=None, help=text)
+        else:
+            parser.add_argument(name, type=kind, default=None, help=text)
+    parser.add_argument(
+        "--base-lr",
+        type=float,
+        default=None,
+        help="learning rate per 512 images (default 2e-4, SimMIM's); scaled by the total batch / 512",
+    )
+    parser.add_argument("--config", help="YAML file with sections data, model, optim, schedule, mim, run")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any config key, e.g. mim.mask_ratio=0.5",
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the run in --output from its last checkpoint, exactly"
+    )
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bars (one line per epoch only)"
+    )
+
+
+def requested_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings asked for, by rising priority: the YAML file, then --set, then the explicit flags."""
+    overrides: dict[str, Any] = flatten(load_yaml(args.config)) if args.config else {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        overrides[key.strip()] = value
+    overrides.update(
+        {key: getattr(args, flag) for flag, (key, _, _) in FLAGS.items() if getattr(args, flag) is not None}
+    )
+    return overrides
+
+
+def resolve_config(args: argparse.Namespace) -> TrainConfig:
+    """The recipe (or, with --resume, the run's saved config) < YAML < --set < flags; then the learning rates
+    not set explicitly are the recipe's scaled by the total batch (a resumed run keeps its own)."""
+    from swinkit.tasks.masked_image_modeling import scaled_lrs, simmim_config
+
+    saved = Path(args.output) / "train_config.yaml" if args.resume and args.output else None
+    resumed = saved is not None and saved.is_file()
+    config = TrainConfig.from_dict(load_yaml(saved)) if resumed else simmim_config()
+    overrides = requested_overrides(args)
+    apply_overrides(config, overrides)
+    if config.task != TASK:
+        raise ValueError(
+            f"swinkit pretrain trains {TASK} only, not {config.task!r}; use swinkit train for that"
+        )
+    if not resumed or args.base_lr is not None:
+        total = config.run.batch_size * int(os.environ.get("WORLD_SIZE", "1")) * config.optim.accum_steps
+        lrs = {k: v for k, v in scaled_lrs(total, args.base_lr).items() if k not in overrides}
+        apply_overrides(config, lrs)
+    if args.no_progress:
+        config.run.progress = False
+    return config
+
+
+def run(args: argparse.Namespace) -> int:
+    from swinkit.engine.checkpoint import LAST, checkpoint_dir, finished_run
+    from swinkit.engine.trainer import Trainer
+
+    if args.resume and not args.output:
+        raise ValueError("--resume needs --output RUN (the run to continue)")
+    if args.resume and not (checkpoint_dir(args.output) / LAST).is_file():
+        raise ValueError(
+            f"no checkpoint to resume in {args.output} (no checkpoints/{LAST}); start the run without --resume"
+        )
+    config = resolve_config(args)
+    if args.resume and (done := finished_run(args.output, config.schedule.epochs)) is not None:
+        print(f"{args.output} already finished ({len(done['history'])} epochs); nothing to resume")
+        return 0
+    trainer = Trainer(config, resume=args.resume, reporter=tqdm.write)
+    metrics = trainer.fit()
+    if trainer.context.is_main:
+        out = config.run.output
+        print(
+            json.dumps({"masked_l1": metrics["masked_l1"], "best_epoch": metrics["best_epoch"], "run": out})
+        )
+        print(f"pretrained SimMIM model (Hugging Face MIM layout): {out}; reconstructions in {out}/plots")
+        print(
+            f"fine-tune a classifier from its encoder with: swinkit train --pretrained {out} --data LABELLED --output RUN"
+        )
+    return 0
