@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from swinkit.data.decode import decode_image
-from swinkit.data.preprocess import ImageProcessor, processor_for_checkpoint
+from swinkit.data.preprocess import ImageProcessor, preprocessing_for
 from swinkit.loading import load_checkpoint, model_from_checkpoint
 from swinkit.models.swin import SwinTransformer
 
@@ -76,7 +76,7 @@ class Predictor:
         """A predictor for a hub id, HF folder, checkpoint file in any layout or preset name."""
         checkpoint = load_checkpoint(source)
         model = model_from_checkpoint(checkpoint)
-        return cls(model, processor_for_checkpoint(checkpoint), batch_size=batch_size, device=device)
+        return cls(model, preprocessing_for(checkpoint), batch_size=batch_size, device=device)
 
     @property
     def multi_label(self) -> bool:
