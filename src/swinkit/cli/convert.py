@@ -50,8 +50,9 @@ def run(args: argparse.Namespace) -> int:
             "the checkpoint has no classifier head (a backbone); pass --num-classes N to write a classifier "
             "with a freshly initialised head"
         )
-    processor = preprocessing_for(ckpt, preset=args.preset)
-    save_pretrained(model, args.dst, preprocessing=processor.to_preprocessor_config())
+    # the checkpoint's own preprocessor config is copied as it is; otherwise preprocessing_for decides
+    preprocessing = ckpt.preprocessing or preprocessing_for(ckpt, preset=args.preset).to_preprocessor_config()
+    save_pretrained(model, args.dst, preprocessing=preprocessing)
     print(
         f"wrote {args.dst} (config.json, model.safetensors, preprocessor_config.json): {describe(model.config)}"
     )
