@@ -51,7 +51,9 @@ def run(args: argparse.Namespace) -> int:
             "with a freshly initialised head"
         )
     # the checkpoint's own preprocessor config is copied as it is; otherwise preprocessing_for decides
-    preprocessing = ckpt.preprocessing or preprocessing_for(ckpt, preset=args.preset).to_preprocessor_config()
+    preprocessing = ckpt.preprocessing
+    if not preprocessing:  # as preprocessing_for, an empty config is no config
+        preprocessing = preprocessing_for(ckpt, preset=args.preset).to_preprocessor_config()
     save_pretrained(model, args.dst, preprocessing=preprocessing)
     print(
         f"wrote {args.dst} (config.json, model.safetensors, preprocessor_config.json): {describe(model.config)}"

@@ -14,10 +14,11 @@ Swinv2 checkpoints name) and ``ConvNextImageProcessorPil`` (the class whose conf
 A ``crop_pct`` in a ViTImageProcessor config is ignored, as transformers ignores it (a warning says so).
 
 ``preprocessing_for`` is the one place that decides a checkpoint's preprocessing: its own preprocessor
-config, else its preset's ``Preprocessing``, else ``default_preprocessing``: ``crop_pct`` None resizes straight to the input size (the 384
-presets, which the official code evaluates without a crop); otherwise the official evaluation, used by every
-other preset including the tiny ``swin_micro``/``swinv2_micro``: resize the shortest edge to
-``int(size / crop_pct)`` (256 for 224, 292 for 256, 219 for 192) with bicubic, then centre crop to the size.
+config, else its preset's ``Preprocessing``, else ``default_preprocessing``. There ``crop_pct`` None resizes
+straight to the input size (the 384 presets, which the official code evaluates without a crop); otherwise
+the official evaluation, used by every other preset including the tiny ``swin_micro``/``swinv2_micro``:
+resize the shortest edge to ``int(size / crop_pct)`` (256 for 224, 292 for 256, 219 for 192) with bicubic,
+then centre crop to the size.
 (timm evaluates the same checkpoints with crop_pct 0.9, bicubic; the presets follow the official repository.)
 """
 
