@@ -79,7 +79,11 @@ def test_failed_write_leaves_the_previous_output_intact(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         swinkit.save_pretrained(swinkit.create_model("swin_micro", num_classes=2), tmp_path)
     assert (tmp_path / "model.safetensors").read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+    ]
 
 
 def test_pickled_code_in_an_hf_folder_is_refused(tmp_path):

@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from swinkit.data.decode import decode_image
-from swinkit.data.preprocess import ImageProcessor, processor_for_checkpoint
+from swinkit.data.preprocess import ImageProcessor, preprocessing_for
 from swinkit.loading import DESCRIPTION_KEYS, load_checkpoint, model_from_checkpoint, resolve_source
 from swinkit.models.swin import SwinTransformer
 
@@ -115,7 +115,7 @@ class Predictor:
         """A predictor for a hub id, HF folder, checkpoint file in any layout or preset name."""
         checkpoint = load_checkpoint(source)
         model = model_from_checkpoint(checkpoint)
-        processor = processor_for_checkpoint(checkpoint)
+        processor = preprocessing_for(checkpoint)
         return cls(model, processor, batch_size=batch_size, device=device, top_k=top_k, threshold=threshold)
 
     @property

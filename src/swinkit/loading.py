@@ -21,18 +21,12 @@ from torch import nn
 
 from swinkit import layouts
 from swinkit.checkpoint_io import atomic_write_json, load_state_file, save_safetensors
+from swinkit.data.preprocess import preprocessing_for, preprocessor_config
 from swinkit.layouts import hf
 from swinkit.layouts.common import infer_config
 from swinkit.models.factory import build_model
 from swinkit.models.swin import SwinBackbone, SwinTransformer
-from swinkit.presets import (
-    OFFICIAL_CROP_PCT,
-    PRESETS,
-    Preprocessing,
-    SwinConfig,
-    get_preset,
-    preset_for_hub_id,
-)
+from swinkit.presets import PRESETS, Preprocessing, SwinConfig, get_preset
 
 log = logging.getLogger(__name__)
 
@@ -140,17 +134,8 @@ def load_checkpoint(
     must then fit it), else from the tensor shapes.
     """
     path = resolve_source(source)
-    hf_config = preprocessing = None
-    if path.is_dir():
-        hf_config, preprocessing = _folder_description(path)
-        weights, loaded = _folder_weights(path)
-    else:
-        weights, loaded = path, load_state_file(path)
-    embedded = _embedded_description(weights, loaded)
-    if embedded[0] is not None:  # the file describes itself (every checkpoint swinkit writes does)
-        hf_config, preprocessing = embedded[0], embedded[1] or preprocessing
-    elif not path.is_dir() and path.parent.name == "checkpoints":  # a run's checkpoint from before that
-        hf_config, preprocessing = _folder_description(path.parent.parent)
+    weights, loaded = _folder_weights(path) if path.is_dir() else (path, load_state_file(path))
+    hf_config, preprocessing = _description(path, weights, loaded)
     raw = layouts.unwrap(_training_weights(loaded))
     layout, state_dict = layouts.to_canonical(raw, layout)
     described = hf_config is not None and hf_config.get("model_type") in ("swin", "swinv2")
@@ -176,6 +161,34 @@ def load_checkpoint(
     if not described:  # a layout's own run-time rules (torchvision's); a config.json records them itself
         config = config.replace(**getattr(layouts.LAYOUTS[layout], "CONFIG_FIELDS", {}))
     return Checkpoint(config, state_dict, layout, preprocessing, path)
+
+
+def _description(
+    path: Path, weights: Path, loaded: Mapping[str, Any]
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The (config.json, preprocessor config) of a checkpoint read from ``path`` (file or folder)."""
+    hf_config = preprocessing = None
+    if path.is_dir():
+        hf_config, preprocessing = _folder_description(path)
+    embedded = _embedded_description(weights, loaded)
+    if embedded[0] is not None:  # the file describes itself (every checkpoint swinkit writes does)
+        hf_config = embedded[0]
+        preprocessing = preprocessing or embedded[1]  # a folder's own file (what transformers reads) first
+    elif not path.is_dir() and path.parent.name == "checkpoints":  # a run's checkpoint from before that
+        hf_config, preprocessing = _folder_description(path.parent.parent)
+    return hf_config, preprocessing
+
+
+def describe_source(source: str | os.PathLike, config: SwinConfig) -> Checkpoint:
+    """``source`` as a Checkpoint of ``config`` without tensors, carrying its own preprocessor config, for
+    ``preprocessing_for``; a folder's or safetensors file's weights are not read."""
+    path = resolve_source(source)
+    weights = path
+    if path.is_dir():
+        weights = next((path / name for name in WEIGHT_FILES if (path / name).is_file()), path)
+    pytorch_file = weights.is_file() and weights.suffix != ".safetensors"
+    loaded = load_state_file(weights) if pytorch_file else {}  # its description is among its keys
+    return Checkpoint(config, {}, "description", _description(path, weights, loaded)[1], path)
 
 
 def _folder_description(folder: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
@@ -431,25 +444,17 @@ def _head_change(
     return config, False
 
 
-def preprocessor_config(preprocessing: Preprocessing) -> dict[str, Any]:
-    """A transformers ``preprocessor_config.json`` that transformers applies exactly as swinkit does.
-
-    A centre crop needs the ConvNext processor fields (ViTImageProcessor ignores ``crop_pct``).
-    """
-    from swinkit.data.preprocess import ImageProcessor  # imported here: preprocess builds on this module
-
-    return ImageProcessor.from_preprocessing(preprocessing).to_preprocessor_config()
-
-
 def save_pretrained(
     model: SwinTransformer,
     directory: str | os.PathLike,
     *,
     preprocessing: Preprocessing | dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``model`` in the Hugging Face layout (config.json + model.safetensors [+ preprocessor config]).
+    """Write ``model`` in the Hugging Face layout (config.json, model.safetensors, preprocessor_config.json).
 
-    transformers' ``AutoModelForImageClassification.from_pretrained(directory)`` reads the result.
+    transformers' ``AutoModelForImageClassification.from_pretrained(directory)`` and
+    ``AutoImageProcessor.from_pretrained(directory)`` read the result; ``preprocessing`` None writes the
+    model's default evaluation preprocessing (``swinkit.data.preprocess.preprocessing_for``).
     """
     if isinstance(model, SwinBackbone):
         raise ValueError(
@@ -466,23 +471,11 @@ def save_pretrained(
             config.window_size,
             config.patch_norm,
         )
+    if preprocessing is None:
+        preprocessing = preprocessing_for(config).to_preprocessor_config()
+    data = preprocessing if isinstance(preprocessing, dict) else preprocessor_config(preprocessing)
     tensors = hf.from_canonical(model.state_dict(), config)
-    save_safetensors(tensors, directory / "model.safetensors", description_metadata(config, preprocessing))
+    save_safetensors(tensors, directory / "model.safetensors", description_metadata(config, data))
     atomic_write_json(directory / "config.json", hf.config_to_hf(config))
-    if preprocessing is not None:
-        data = preprocessing if isinstance(preprocessing, dict) else preprocessor_config(preprocessing)
-        atomic_write_json(directory / PREPROCESSOR_FILE, data)
+    atomic_write_json(directory / PREPROCESSOR_FILE, data)
     return directory
-
-
-def default_preprocessing(config: SwinConfig, hub_id: str | None = None) -> Preprocessing:
-    """The preset's preprocessing for a hub id, else the official evaluation at the native size.
-
-    The official evaluation resizes the shortest edge to 256/224 of the size and centre crops, except at
-    384 and above, where it resizes straight to the size.
-    """
-    preset = preset_for_hub_id(hub_id) if hub_id else None
-    if preset is not None:
-        return preset.preprocessing
-    crop_pct = None if config.image_size >= 384 else OFFICIAL_CROP_PCT
-    return Preprocessing(image_size=(config.image_size, config.image_size), crop_pct=crop_pct)

@@ -13,8 +13,9 @@ import argparse
 from pathlib import Path
 
 from swinkit import layouts
-from swinkit.loading import default_preprocessing, load_checkpoint, model_from_checkpoint, save_pretrained
-from swinkit.presets import SwinConfig, get_preset
+from swinkit.data.preprocess import preprocessing_for
+from swinkit.loading import load_checkpoint, model_from_checkpoint, save_pretrained
+from swinkit.presets import SwinConfig
 
 HELP = "convert a checkpoint (official, HF, timm, torchvision, OpenMMLab) to the Hugging Face layout"
 
@@ -49,12 +50,10 @@ def run(args: argparse.Namespace) -> int:
             "the checkpoint has no classifier head (a backbone); pass --num-classes N to write a classifier "
             "with a freshly initialised head"
         )
-    if ckpt.preprocessing is not None:
-        preprocessing = ckpt.preprocessing
-    elif args.preset:
-        preprocessing = get_preset(args.preset).preprocessing
-    else:
-        preprocessing = default_preprocessing(model.config)
+    # the checkpoint's own preprocessor config is copied as it is; otherwise preprocessing_for decides
+    preprocessing = ckpt.preprocessing
+    if not preprocessing:  # as preprocessing_for, an empty config is no config
+        preprocessing = preprocessing_for(ckpt, preset=args.preset).to_preprocessor_config()
     save_pretrained(model, args.dst, preprocessing=preprocessing)
     print(
         f"wrote {args.dst} (config.json, model.safetensors, preprocessor_config.json): {describe(model.config)}"

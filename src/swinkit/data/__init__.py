@@ -13,6 +13,7 @@ _EXPORTS = {
     "ImageDecodeError": "swinkit.data.decode",
     "decode_image": "swinkit.data.decode",
     "ImageProcessor": "swinkit.data.preprocess",
+    "preprocessing_for": "swinkit.data.preprocess",
     "processor_for_checkpoint": "swinkit.data.preprocess",
 }
 __all__ = [
@@ -20,12 +21,13 @@ __all__ = [
     "ImageDecodeError",
     "ImageProcessor",
     "decode_image",
+    "preprocessing_for",
     "processor_for_checkpoint",
 ]
 
 if TYPE_CHECKING:
     from swinkit.data.decode import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image
-    from swinkit.data.preprocess import ImageProcessor, processor_for_checkpoint
+    from swinkit.data.preprocess import ImageProcessor, preprocessing_for, processor_for_checkpoint
 
 
 def __getattr__(name: str) -> Any:

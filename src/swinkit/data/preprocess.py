@@ -13,11 +13,12 @@ Swinv2 checkpoints name) and ``ConvNextImageProcessorPil`` (the class whose conf
 
 A ``crop_pct`` in a ViTImageProcessor config is ignored, as transformers ignores it (a warning says so).
 
-Without a preprocessor config, ``processor_for_checkpoint`` uses the preset's ``Preprocessing``
-(``swinkit.loading.default_preprocessing``): ``crop_pct`` None resizes straight to the input size (the 384
-presets, which the official code evaluates without a crop); otherwise the official evaluation, used by every
-other preset including the tiny ``swin_micro``/``swinv2_micro``: resize the shortest edge to
-``int(size / crop_pct)`` (256 for 224, 292 for 256, 219 for 192) with bicubic, then centre crop to the size.
+``preprocessing_for`` is the one place that decides a checkpoint's preprocessing: its own preprocessor
+config, else its preset's ``Preprocessing``, else ``default_preprocessing``. There ``crop_pct`` None resizes
+straight to the input size (the 384 presets, which the official code evaluates without a crop); otherwise
+the official evaluation, used by every other preset including the tiny ``swin_micro``/``swinv2_micro``:
+resize the shortest edge to ``int(size / crop_pct)`` (256 for 224, 292 for 256, 219 for 192) with bicubic,
+then centre crop to the size.
 (timm evaluates the same checkpoints with crop_pct 0.9, bicubic; the presets follow the official repository.)
 """
 
@@ -28,14 +29,13 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from PIL import Image
 
-from swinkit.loading import Checkpoint, default_preprocessing
-from swinkit.presets import Preprocessing
+from swinkit.presets import OFFICIAL_CROP_PCT, Preprocessing, SwinConfig, get_preset, preset_for_hub_id
 
 log = logging.getLogger(__name__)
 
@@ -283,9 +283,56 @@ def _hub_id_from_path(path: Path | None) -> str | None:
     return None
 
 
-def processor_for_checkpoint(checkpoint: Checkpoint) -> ImageProcessor:
-    """The checkpoint's own preprocessor config when it has one, else its preset's evaluation preprocessing."""
-    if checkpoint.preprocessing:
-        return ImageProcessor.from_preprocessor_config(checkpoint.preprocessing)
-    hub_id = _hub_id_from_path(checkpoint.path)
-    return ImageProcessor.from_preprocessing(default_preprocessing(checkpoint.config, hub_id))
+class Described(Protocol):
+    """What ``preprocessing_for`` reads of a checkpoint (``swinkit.loading.Checkpoint`` has it)."""
+
+    config: SwinConfig
+    preprocessing: dict[str, Any] | None  # its own transformers preprocessor config, when it has one
+    path: Path | None  # where it was read from
+
+
+def default_preprocessing(config: SwinConfig, hub_id: str | None = None) -> Preprocessing:
+    """The preset's preprocessing for a hub id, else the official evaluation at the native size.
+
+    The official evaluation resizes the shortest edge to 256/224 of the size and centre crops, except at
+    384 and above, where it resizes straight to the size.
+    """
+    preset = preset_for_hub_id(hub_id) if hub_id else None
+    if preset is not None:
+        return preset.preprocessing
+    crop_pct = None if config.image_size >= 384 else OFFICIAL_CROP_PCT
+    return Preprocessing(image_size=(config.image_size, config.image_size), crop_pct=crop_pct)
+
+
+def preprocessor_config(preprocessing: Preprocessing) -> dict[str, Any]:
+    """A transformers ``preprocessor_config.json`` that transformers applies exactly as swinkit does.
+
+    A centre crop needs the ConvNext processor fields (ViTImageProcessor ignores ``crop_pct``).
+    """
+    return ImageProcessor.from_preprocessing(preprocessing).to_preprocessor_config()
+
+
+def preprocessing_for(
+    source: Described | SwinConfig, *, hub_id: str | None = None, preset: str | None = None
+) -> ImageProcessor:
+    """The evaluation preprocessing of a checkpoint (or of a bare model config), decided here only.
+
+    In order: the checkpoint's own preprocessor config (its folder's file or its embedded metadata), else
+    the preset's (``preset`` by name, else by ``hub_id`` or the hub cache folder it was read from), else
+    the official evaluation at the model's native size (``default_preprocessing``).
+    """
+    if isinstance(source, SwinConfig):
+        config, own, path = source, None, None
+    else:
+        config, own, path = source.config, source.preprocessing, source.path
+    if own:
+        return ImageProcessor.from_preprocessor_config(own)
+    if preset is not None:
+        return ImageProcessor.from_preprocessing(get_preset(preset).preprocessing)
+    hub_id = hub_id or _hub_id_from_path(path)
+    return ImageProcessor.from_preprocessing(default_preprocessing(config, hub_id))
+
+
+def processor_for_checkpoint(checkpoint: Described) -> ImageProcessor:
+    """The checkpoint's preprocessing (``preprocessing_for``, kept under this older name)."""
+    return preprocessing_for(checkpoint)

@@ -3,7 +3,6 @@ the evaluation processor (the exact preprocessing ``swinkit predict`` applies to
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -14,11 +13,11 @@ from torch.utils.data import DataLoader
 
 from swinkit.data.augment import TrainTransform
 from swinkit.data.datasets import EvalImages, LabeledImages, TrainImages, load_dataset, split
-from swinkit.data.preprocess import ImageProcessor
+from swinkit.data.preprocess import ImageProcessor, preprocessing_for
 from swinkit.engine.config import TrainConfig
 from swinkit.engine.distributed import DistContext, ShardedSampler, eval_shard
-from swinkit.loading import PREPROCESSOR_FILE, resolve_source
-from swinkit.presets import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+from swinkit.loading import describe_source
+from swinkit.presets import Preprocessing
 
 log = logging.getLogger(__name__)
 
@@ -58,22 +57,19 @@ def model_overrides(config: TrainConfig) -> dict[str, Any]:
 
 
 def eval_processor(config: TrainConfig, model: nn.Module) -> ImageProcessor:
-    """Evaluation preprocessing at the model's size; mean/std from the pretrained checkpoint's own config."""
-    mean, std = IMAGENET_MEAN, IMAGENET_STD
+    """Evaluation preprocessing at the model's size, with the run's crop and filter; mean/std are those of
+    the pretrained checkpoint's preprocessing (``preprocessing_for``), or the model's default from scratch."""
     if config.model.pretrained:
-        source = resolve_source(config.model.pretrained)
-        if source.is_dir() and (source / PREPROCESSOR_FILE).is_file():
-            own = ImageProcessor.from_preprocessor_config(
-                json.loads((source / PREPROCESSOR_FILE).read_text())
-            )
-            mean, std = own.mean, own.std
+        base = preprocessing_for(describe_source(config.model.pretrained, model.config))
+    else:
+        base = preprocessing_for(model.config)
     size = model.config.image_size
     preprocessing = Preprocessing(
         image_size=(size, size),
         crop_pct=config.data.crop_pct,
         interpolation=config.data.interpolation,
-        mean=tuple(mean),
-        std=tuple(std),
+        mean=tuple(base.mean),
+        std=tuple(base.std),
     )
     return ImageProcessor.from_preprocessing(preprocessing)
 
