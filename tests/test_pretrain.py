@@ -183,3 +183,21 @@ def test_train_fine_tunes_a_classifier_from_the_pretrained_encoder(pretrained_ru
     assert json.loads((pretrained_run / "ft" / "config.json").read_text())["architectures"] == [
         "Swinv2ForImageClassification"
     ]
+
+
+def test_the_pretraining_crop_is_bilinear_as_simmims(tmp_path, monkeypatch):
+    """SimMIM's RandomResizedCrop keeps torchvision's default filter (bilinear), whatever data.interpolation says."""
+    import swinkit.tasks.masked_image_modeling as mim_task
+    from swinkit.engine.distributed import DistContext
+
+    seen = {}
+    real = mim_task.TrainTransform
+    monkeypatch.setattr(mim_task, "TrainTransform", lambda **kw: seen.update(kw) or real(**kw))
+    config = resolve_config(parse(["--data", str(make_images(tmp_path / "images", 4)), "--output",
+                                   str(tmp_path / "run"), *MICRO]))  # fmt: skip
+    assert config.data.interpolation == "bicubic" and config.mim.interpolation == "bilinear"
+    task = mim_task.MaskedImageModelingTask(config)
+    data = task.load_data()
+    model = task.build_model(data)
+    task.train_loader(data, task.processor(model), DistContext())
+    assert seen["interpolation"] == "bilinear"

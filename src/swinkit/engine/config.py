@@ -113,6 +113,7 @@ class MimConfig:
     scale: tuple[float, float] = (0.67, 1.0)  # random resized crop: area fraction
     ratio: tuple[float, float] = (0.75, 1.3333333333333333)  # random resized crop: aspect ratio
     hflip: float = 0.5  # probability of a horizontal flip
+    interpolation: str = "bilinear"  # the crop's filter (torchvision's RandomResizedCrop default, as SimMIM)
 
 
 @dataclass

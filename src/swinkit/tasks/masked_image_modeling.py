@@ -294,7 +294,7 @@ class MaskedImageModelingTask(Task):
         cfg, m = self.config, self.config.mim
         transform = TrainTransform(
             size=self.masks["input_size"], scale=m.scale, ratio=m.ratio, hflip=m.hflip, randaugment_ops=0,
-            random_erasing=0.0, interpolation=cfg.data.interpolation, mean=tuple(processor.mean),
+            random_erasing=0.0, interpolation=m.interpolation, mean=tuple(processor.mean),
             std=tuple(processor.std),
         )  # fmt: skip
         dataset = MaskedImages(data.train, self.masks, cfg.run.seed, transform=transform)
