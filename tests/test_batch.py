@@ -320,3 +320,17 @@ def test_batch_writes_through_stdout_and_fifos_without_replacing_them(tmp_path, 
     assert not (tmp_path / "rows.fifo.meta.json").exists()
     assert main(["batch", "--model", str(model_dir), "--input", str(tmp_path / "images"), "--output", "-",
                  "--retry-errors", "--no-progress"]) == 2  # fmt: skip
+
+
+def test_overwrite_keeps_a_symlinked_output_and_starts_its_target_afresh(tmp_path, model_dir):
+    images = _make_images(tmp_path / "images", 2)
+    other = tmp_path / "other_model"
+    save_pretrained(swinkit.create_model("swin_micro", labels=["x", "y"]), other)
+    target, link = tmp_path / "t.jsonl", tmp_path / "l.jsonl"
+    link.symlink_to(target)
+    base = ["batch", "--input", str(tmp_path / "images"), "--output", str(link), "--no-progress"]
+    assert main([*base, "--model", str(other)]) == 0
+    assert main([*base, "--model", str(model_dir), "--overwrite"]) == 0
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    rows = _rows(target)
+    assert len(rows) == len(images) and {tuple(r["labels"]) for r in rows} == {("cat", "dog", "car")}

@@ -184,3 +184,73 @@ def test_serve_with_a_bad_model_is_one_error_line_before_any_server_start(tmp_pa
     assert captured.err.splitlines() == [
         f"swinkit serve: error: could not load {bad}: {bad} is not a checkpoint file (it looks like a text file)"
     ]
+
+
+def _micro_model(folder):
+    import swinkit
+
+    swinkit.save_pretrained(swinkit.create_model("swin_micro", labels=["a", "b"]), folder)
+    return folder
+
+
+def test_a_file_where_an_output_folder_goes_is_one_sentence(tmp_path, capsys):
+    model = _micro_model(tmp_path / "model")
+    blocker = tmp_path / "efile"
+    blocker.write_text("keep me")
+    assert main(["convert", str(model), str(blocker)]) == 2
+    assert (
+        capsys.readouterr().err
+        == f"swinkit convert: error: cannot write {blocker}: {blocker} is a file, not a folder\n"
+    )
+    images = tmp_path / "data" / "a"
+    images.mkdir(parents=True)
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(images / "0.png")
+    assert (
+        main(["evaluate", "--model", str(model), "--data", str(tmp_path / "data"), "--output", str(blocker)])
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert "is a file, not a folder" in err and "Traceback" not in err and blocker.read_text() == "keep me"
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path):
+    import subprocess
+    import sys
+
+    model = _micro_model(tmp_path / "model")
+    for i in range(6):
+        Image.fromarray(np.full((64, 64, 3), 40 * i, np.uint8)).save(tmp_path / f"{i}.png")
+    command = [sys.executable, "-m", "swinkit", "predict", "--model", str(model), "--output", "-"]
+    command += [str(tmp_path / f"{i}.png") for i in range(6)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()  # the reader is gone before the first row
+    _, err = process.communicate(timeout=300)
+    assert b"Traceback" not in err and b"BrokenPipe" not in err, err.decode()
+    assert process.returncode == 141
+
+
+def test_ctrl_c_in_train_says_how_to_resume(tmp_path, monkeypatch, capsys):
+    from swinkit.engine import trainer
+
+    def interrupted(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer.Trainer, "fit", interrupted)
+    run = tmp_path / "run"
+    code = main(["train", "--data", str(tmp_path), "--output", str(run), "--preset", "swin_micro"])
+    assert code == 130
+    assert capsys.readouterr().err == (
+        f"interrupted: the run in {run} continues from its last checkpoint with "
+        f"swinkit train --output {run} --resume\n"
+    )
+
+
+def test_commands_other_than_serve_do_not_import_the_server():
+    import subprocess
+    import sys
+
+    probe = "import sys; from swinkit.cli import build_parser; build_parser(); print('fastapi' in sys.modules, 'uvicorn' in sys.modules)"
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.strip() == "False False"

@@ -201,7 +201,8 @@ def prepare_output(
     output = Path(output)
     shards = list(output.parent.glob(f"{output.name}.rank*-of-*.jsonl")) if output.parent.exists() else []
     if overwrite:
-        for path in (output, meta_path(output), *shards):
+        # a symlinked output keeps its link: the file it points to is what starts afresh
+        for path in (Path(os.path.realpath(output)), meta_path(output), *shards):
             path.unlink(missing_ok=True)
     else:
         _check_owner(output, meta)

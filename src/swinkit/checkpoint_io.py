@@ -68,7 +68,7 @@ def atomic_path(destination: str | os.PathLike, suffix: str = "") -> Iterator[Pa
         yield destination
         return
     target = Path(os.path.realpath(destination))  # a symlink's target is replaced, not the link
-    target.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(target.parent, destination)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix + ".tmp", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
@@ -81,6 +81,15 @@ def atomic_path(destination: str | os.PathLike, suffix: str = "") -> Iterator[Pa
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def make_folder(folder: Path, destination: str | os.PathLike) -> None:
+    """Create ``folder`` (and its parents) for ``destination``; a file in the way is a ValueError."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocking = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), folder)
+        raise ValueError(f"cannot write {destination}: {blocking} is a file, not a folder") from None
 
 
 def _mode_for(target: Path) -> int:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from swinkit import layouts
-from swinkit.checkpoint_io import atomic_write_json, load_state_file, save_safetensors
+from swinkit.checkpoint_io import atomic_write_json, load_state_file, make_folder, save_safetensors
 from swinkit.data.preprocess import preprocessing_for, preprocessor_config
 from swinkit.layouts import hf
 from swinkit.layouts.common import infer_config
@@ -461,7 +461,7 @@ def save_pretrained(
             "save_pretrained writes classifiers; a backbone has no Hugging Face classification layout"
         )
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    make_folder(directory, directory)
     config = model.config
     if not hf.transformers_can_run(config):
         log.warning(

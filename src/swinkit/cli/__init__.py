@@ -9,6 +9,7 @@ import argparse
 import importlib
 import importlib.metadata
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -44,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, module in _available().items():
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(p)
-        p.set_defaults(_run=module.run, _parser=p)
+        p.set_defaults(_run=module.run, _parser=p, _interrupted=getattr(module, "interrupted", None))
     return parser
 
 
@@ -57,10 +58,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(args._run(args) or 0)
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as command-line tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 141
     except (ValueError, FileNotFoundError, TypeError) as e:
         print(f"swinkit {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # permissions, a full disk, ...: the system's reason, in one line
+        print(f"swinkit {args.command}: error: {e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
+        hint = getattr(args, "_interrupted", None)
+        if hint:
+            print(f"interrupted: {hint(args)}", file=sys.stderr)
         return 130
 
 

@@ -141,3 +141,11 @@ def run(args: argparse.Namespace) -> int:
             f"fine-tune a classifier from its encoder with: swinkit train --pretrained {out} --data LABELLED --output RUN"
         )
     return 0
+
+
+def interrupted(args: argparse.Namespace) -> str:
+    """What Ctrl-C says: the run continues from its last checkpoint."""
+    return (
+        f"the run in {args.output} continues from its last checkpoint with "
+        f"swinkit pretrain --output {args.output} --resume"
+    )

@@ -7,11 +7,10 @@ YAML/JSON file; flags win over the environment, which wins over the file.
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from pydantic import ValidationError
-
-from swinkit.serve.server import load_model, run_server
-from swinkit.serve.settings import ServeSettings
+if TYPE_CHECKING:  # imported when serving: every other command starts without fastapi and uvicorn
+    from swinkit.serve.settings import ServeSettings
 
 HELP = "serve a model as a real-time HTTP endpoint (POST /score, Azure ML schema)"
 
@@ -64,6 +63,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def settings_from_args(args: argparse.Namespace) -> ServeSettings:
     """The settings: given flags, then ``SWINKIT_*`` variables, then the config file; ValueError if invalid."""
+    from pydantic import ValidationError
+
+    from swinkit.serve.settings import ServeSettings
+
     names = ["config_file", "allow_urls", "url_allowed_networks", "warmup"]
     names += [flag[2:].replace("-", "_") for flag, _, _ in _OPTIONS]
     flags = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
@@ -79,6 +82,8 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
 
 
 def run(args: argparse.Namespace) -> int:
+    from swinkit.serve.server import load_model, run_server
+
     settings = settings_from_args(args)
     service = load_model(settings)  # before uvicorn starts: a bad model is one error line, exit 2
     url = f"http://{settings.host}:{settings.port}"

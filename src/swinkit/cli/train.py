@@ -120,3 +120,11 @@ def run(args: argparse.Namespace) -> int:
         )
         print(f"serve it with: swinkit serve --model {config.run.output}")
     return 0
+
+
+def interrupted(args: argparse.Namespace) -> str:
+    """What Ctrl-C says: the run continues from its last checkpoint."""
+    return (
+        f"the run in {args.output} continues from its last checkpoint with "
+        f"swinkit train --output {args.output} --resume"
+    )
