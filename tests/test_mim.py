@@ -336,3 +336,57 @@ def test_the_optimizer_recipe_sees_the_mask_token_and_the_decoder():
     assert "encoder.mask_token" in skip and "decoder.0.weight" not in skip
     model.losses(torch.randn(2, 3, 64, 64), _random_mask(2, 256))["loss_mim"].backward()
     assert model.encoder.mask_token.grad.abs().sum() > 0 and model.decoder[0].weight.grad.abs().sum() > 0
+
+
+def test_normalized_targets_match_a_loop_over_neighbourhoods():
+    """SwinV2 SimMIM's NORM_TARGET: each pixel minus its k x k mean, over sqrt(unbiased variance + 1e-6)."""
+    from swinkit.models.mim import normalized_targets
+
+    x = torch.randn(2, 3, 7, 9, generator=torch.Generator().manual_seed(0))
+    for k in (3, 5):
+        got = normalized_targets(x, k)
+        want = torch.empty_like(x)
+        r = k // 2
+        for i in range(7):
+            for j in range(9):
+                block = x[:, :, max(i - r, 0) : i + r + 1, max(j - r, 0) : j + r + 1].flatten(
+                    2
+                )  # cut at borders
+                mean, var = block.mean(-1), block.var(-1, unbiased=True)
+                want[:, :, i, j] = (x[:, :, i, j] - mean) / (var + 1e-6).sqrt()
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="must be odd"):
+        normalized_targets(x, 4)
+
+
+def test_the_model_loss_uses_normalized_targets_when_asked():
+    from swinkit.models.mim import masked_l1_loss, normalized_targets
+
+    model = build_mim_model(get_mim_preset("swinv2_micro_simmim").config).eval()
+    pixels = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    mask = torch.rand(2, 16 * 16, generator=torch.Generator().manual_seed(2)) < 0.6
+    with torch.no_grad():
+        raw = model(pixels, mask)
+        model.norm_target_patch = 47
+        normed = model(pixels, mask)
+    torch.testing.assert_close(normed.reconstruction, raw.reconstruction)
+    token_mask = mask.reshape(2, 16, 16).float()
+    expected = masked_l1_loss(normalized_targets(pixels, 47), normed.reconstruction, token_mask, 4)
+    torch.testing.assert_close(normed.loss, expected)
+    assert not torch.allclose(normed.loss, raw.loss)
+
+
+def test_the_held_out_masked_l1_is_against_the_models_target():
+    from types import SimpleNamespace
+
+    from swinkit.engine.distributed import DistContext
+    from swinkit.models.mim import normalized_targets
+    from swinkit.tasks.masked_image_modeling import MaskedL1Evaluator
+
+    pixels = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    mask = torch.ones(2, 4, 4)
+    perfect = SimpleNamespace(reconstruction=normalized_targets(pixels, 5))
+    for k, expected_zero in ((5, True), (0, False)):
+        evaluator = MaskedL1Evaluator(4, DistContext(), norm_target_patch=k)
+        evaluator.process((pixels, mask), perfect)
+        assert (evaluator.compute()["masked_l1"] < 1e-6) == expected_zero

@@ -114,6 +114,7 @@ class MimConfig:
     ratio: tuple[float, float] = (0.75, 1.3333333333333333)  # random resized crop: aspect ratio
     hflip: float = 0.5  # probability of a horizontal flip
     interpolation: str = "bilinear"  # the crop's filter (torchvision's RandomResizedCrop default, as SimMIM)
+    norm_target_patch: int = 0  # 0: raw-pixel targets; odd k: standardised over k x k (SwinV2 SimMIM: 47)
 
 
 @dataclass

@@ -65,6 +65,19 @@ def token_mask(bool_masked_pos: torch.Tensor, grid: tuple[int, int]) -> torch.Te
     return bool_masked_pos.reshape(-1, h, w).float()  # (B, h, w)
 
 
+def normalized_targets(pixel_values: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """SwinV2 SimMIM's target (``NORM_TARGET``): each pixel standardised by the mean and unbiased variance
+    of its ``patch_size`` x ``patch_size`` neighbourhood (an odd size, e.g. 47), cut at the image border."""
+    if patch_size % 2 != 1:
+        raise ValueError(f"the target normalisation window must be odd, got {patch_size}")
+    pool = dict(kernel_size=patch_size, stride=1, padding=patch_size // 2)
+    mean = F.avg_pool2d(pixel_values, count_include_pad=False, **pool)  # (B, C, H, W)
+    square_mean = F.avg_pool2d(pixel_values**2, count_include_pad=False, **pool)
+    count = F.avg_pool2d(torch.ones_like(pixel_values), count_include_pad=True, **pool) * patch_size**2
+    var = ((square_mean - mean**2) * (count / (count - 1))).clamp(min=0.0)
+    return (pixel_values - mean) / (var + 1e-6) ** 0.5
+
+
 def masked_l1_loss(
     pixel_values: torch.Tensor, reconstruction: torch.Tensor, mask: torch.Tensor, patch_size: int
 ) -> torch.Tensor:
@@ -93,6 +106,9 @@ class SwinForMaskedImageModeling(nn.Module):
             nn.Conv2d(config.num_features, stride**2 * config.in_channels, kernel_size=1),
             nn.PixelShuffle(stride),
         )
+        # 0: the loss compares raw pixels (SimMIM v1, transformers); odd k: targets standardised over k x k
+        # neighbourhoods first, as the official SwinV2 SimMIM configs (NORM_TARGET, 47)
+        self.norm_target_patch = 0
 
     def init_weights(self) -> None:
         """The official initialisation of the encoder; the mask token as SimMIM (truncated normal 0.02)."""
@@ -126,7 +142,10 @@ class SwinForMaskedImageModeling(nn.Module):
         p = self.config.patch_size
         mask = None if bool_masked_pos is None else token_mask(bool_masked_pos, (height // p, width // p))
         reconstruction = self.decoder(self.encode(pixel_values, mask))  # (B, C_in, H, W)
-        loss = None if mask is None else masked_l1_loss(pixel_values, reconstruction, mask, p)
+        target = pixel_values
+        if mask is not None and self.norm_target_patch:
+            target = normalized_targets(pixel_values, self.norm_target_patch)
+        loss = None if mask is None else masked_l1_loss(target, reconstruction, mask, p)
         return MaskedImageModelingOutput(reconstruction=reconstruction, loss=loss)
 
     def losses(self, pixel_values: torch.Tensor, bool_masked_pos: torch.Tensor) -> dict[str, torch.Tensor]:

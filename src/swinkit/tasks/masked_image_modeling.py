@@ -31,7 +31,13 @@ from swinkit.engine.config import TrainConfig, apply_overrides
 from swinkit.engine.distributed import DistContext, ShardedSampler, all_reduce_sum, eval_shard
 from swinkit.layouts.hf import mim_config_to_hf
 from swinkit.loading import DESCRIPTION_KEYS
-from swinkit.models.mim import SwinForMaskedImageModeling, build_mim_model, load_mim, save_mim_pretrained
+from swinkit.models.mim import (
+    SwinForMaskedImageModeling,
+    build_mim_model,
+    load_mim,
+    normalized_targets,
+    save_mim_pretrained,
+)
 from swinkit.presets import MIM_PRESETS, get_mim_preset, get_preset
 from swinkit.tasks.base import Evaluator, Task, TrainLoader
 
@@ -182,9 +188,15 @@ class MaskedL1Evaluator(Evaluator):
     """
 
     def __init__(
-        self, patch_size: int, context: DistContext, keep: int = 0, grid: GridTarget | None = None
+        self,
+        patch_size: int,
+        context: DistContext,
+        keep: int = 0,
+        grid: GridTarget | None = None,
+        norm_target_patch: int = 0,
     ) -> None:
         self.patch_size, self.context, self.keep, self.grid = patch_size, context, keep, grid
+        self.norm_target_patch = norm_target_patch  # the model's target rule: the L1 is against that target
         self.reset()
 
     def reset(self) -> None:
@@ -192,7 +204,10 @@ class MaskedL1Evaluator(Evaluator):
         self.kept: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
     def process(self, batch: tuple[torch.Tensor, torch.Tensor], outputs: Any) -> None:
-        error, count = masked_error_sums(batch, outputs.reconstruction, self.patch_size)
+        pixels, mask = batch
+        if self.norm_target_patch:
+            pixels = normalized_targets(pixels, self.norm_target_patch)
+        error, count = masked_error_sums((pixels, mask), outputs.reconstruction, self.patch_size)
         self.sums += torch.stack([error, count, torch.tensor(float(batch[0].shape[0]), dtype=torch.float64)])
         room = self.keep - sum(len(k[0]) for k in self.kept)
         if room > 0:
@@ -224,6 +239,16 @@ class MaskedL1Evaluator(Evaluator):
 
 
 def mim_model(config: Any) -> SwinForMaskedImageModeling:
+    """A SimMIM model with the run's target rule (``mim.norm_target_patch``)."""
+    k = config.mim.norm_target_patch
+    if k < 0 or (k and k % 2 == 0):
+        raise ValueError(f"mim.norm_target_patch must be 0 (raw pixels) or odd (e.g. 47), got {k}")
+    model = _mim_trunk_model(config)
+    model.norm_target_patch = k
+    return model
+
+
+def _mim_trunk_model(config: Any) -> SwinForMaskedImageModeling:
     """A SimMIM model: loaded from ``model.pretrained``, or fresh from a SimMIM or classification preset."""
     overrides = build.model_overrides(config)
     torch.manual_seed(config.run.seed)
@@ -338,9 +363,9 @@ class MaskedImageModelingTask(Task):
     def evaluator(self, context: DistContext) -> MaskedL1Evaluator:
         """The masked L1; on the main rank of a run it also draws the grid of the epoch being evaluated
         (``RUN/plots/reconstruction_epochN.png``) from the first held-out images and their fixed masks."""
-        patch = self.masks["model_patch_size"]
-        if not context.is_main or self.normalisation is None:
-            return MaskedL1Evaluator(patch, context)
+        patch, k = self.masks["model_patch_size"], self.config.mim.norm_target_patch
+        if not context.is_main or self.normalisation is None or k:  # no picture of standardised targets
+            return MaskedL1Evaluator(patch, context, norm_target_patch=k)
         path = None
         if self.config.run.output and self.train_set is not None:
             name = f"reconstruction_epoch{self.train_set.epoch + 1}.png"
