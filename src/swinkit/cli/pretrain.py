@@ -116,18 +116,12 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from swinkit.engine.checkpoint import LAST, checkpoint_dir, finished_run
+    from swinkit.cli.train import check_resumable, finished
     from swinkit.engine.trainer import Trainer
 
-    if args.resume and not args.output:
-        raise ValueError("--resume needs --output RUN (the run to continue)")
-    if args.resume and not (checkpoint_dir(args.output) / LAST).is_file():
-        raise ValueError(
-            f"no checkpoint to resume in {args.output} (no checkpoints/{LAST}); start the run without --resume"
-        )
+    check_resumable(args)
     config = resolve_config(args)
-    if args.resume and (done := finished_run(args.output, config.schedule.epochs)) is not None:
-        print(f"{args.output} already finished ({len(done['history'])} epochs); nothing to resume")
+    if finished(args, config):
         return 0
     trainer = Trainer(config, resume=args.resume, reporter=tqdm.write)
     metrics = trainer.fit()

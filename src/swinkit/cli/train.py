@@ -94,9 +94,9 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     return config
 
 
-def run(args: argparse.Namespace) -> int:
-    from swinkit.engine.checkpoint import LAST, checkpoint_dir, finished_run
-    from swinkit.engine.trainer import Trainer
+def check_resumable(args: argparse.Namespace) -> None:
+    """``--resume`` needs ``--output`` naming a run that holds a checkpoint (before any config is read)."""
+    from swinkit.engine.checkpoint import LAST, checkpoint_dir
 
     if args.resume and not args.output:
         raise ValueError("--resume needs --output RUN (the run to continue)")
@@ -104,12 +104,25 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(
             f"no checkpoint to resume in {args.output} (no checkpoints/{LAST}); start the run without --resume"
         )
+
+
+def finished(args: argparse.Namespace, config: TrainConfig) -> bool:
+    """Whether ``--resume`` names a run that already finished (said in one line): nothing to do."""
+    from swinkit.engine.checkpoint import finished_run
+
+    if not args.resume or (done := finished_run(args.output, config.schedule.epochs)) is None:
+        return False
+    best = f", best at epoch {done['best_epoch']}" if done.get("best_epoch") else ""
+    print(f"{args.output} already finished ({len(done['history'])} epochs{best}); nothing to resume")
+    return True
+
+
+def run(args: argparse.Namespace) -> int:
+    from swinkit.engine.trainer import Trainer
+
+    check_resumable(args)
     config = resolve_config(args)
-    if args.resume and (done := finished_run(args.output, config.schedule.epochs)) is not None:
-        print(
-            f"{args.output} already finished ({len(done['history'])} epochs, best at epoch "
-            f"{done['best_epoch']}); nothing to resume"
-        )
+    if finished(args, config):
         return 0
     trainer = Trainer(config, resume=args.resume, reporter=tqdm.write)
     metrics = trainer.fit()
