@@ -16,7 +16,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from swinkit.engine.config import TrainConfig, apply_overrides, flatten, load_yaml
+from swinkit.cli.train import add_flags, add_run_options, requested_overrides
+from swinkit.engine.config import TrainConfig, apply_overrides, load_yaml
 
 HELP = (
     "SimMIM self-supervised pretraining on unlabelled images (any folder tree, CSV or JSONL); "
@@ -50,46 +51,14 @@ FLAGS: dict[str, tuple[str, Any, str]] = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    for flag, (_, kind, text) in FLAGS.items():
-        name = "--" + flag.replace("_", "-")
-        if kind is bool:
-            parser.add_argument(name, action="store_const", const=True, default=None, help=text)
-        else:
-            parser.add_argument(name, type=kind, default=None, help=text)
+    add_flags(parser, FLAGS)
     parser.add_argument(
         "--base-lr",
         type=float,
         default=None,
         help="learning rate per 512 images (default 2e-4, SimMIM's); scaled by the total batch / 512",
     )
-    parser.add_argument("--config", help="YAML file with sections data, model, optim, schedule, mim, run")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="any config key, e.g. mim.mask_ratio=0.5",
-    )
-    parser.add_argument(
-        "--resume", action="store_true", help="continue the run in --output from its last checkpoint, exactly"
-    )
-    parser.add_argument(
-        "--no-progress", action="store_true", help="no progress bars (one line per epoch only)"
-    )
-
-
-def requested_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """The settings asked for, by rising priority: the YAML file, then --set, then the explicit flags."""
-    overrides: dict[str, Any] = flatten(load_yaml(args.config)) if args.config else {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
-        overrides[key.strip()] = value
-    overrides.update(
-        {key: getattr(args, flag) for flag, (key, _, _) in FLAGS.items() if getattr(args, flag) is not None}
-    )
-    return overrides
+    add_run_options(parser, "data, model, optim, schedule, mim, run", "mim.mask_ratio=0.5")
 
 
 def resolve_config(args: argparse.Namespace) -> TrainConfig:
@@ -100,7 +69,7 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     saved = Path(args.output) / "train_config.yaml" if args.resume and args.output else None
     resumed = saved is not None and saved.is_file()
     config = TrainConfig.from_dict(load_yaml(saved)) if resumed else simmim_config()
-    overrides = requested_overrides(args)
+    overrides = requested_overrides(args, FLAGS)
     apply_overrides(config, overrides)
     if config.task != TASK:
         raise ValueError(

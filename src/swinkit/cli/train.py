@@ -40,27 +40,21 @@ FLAGS: dict[str, tuple[str, Any, str]] = {
 }
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    for flag, (_, kind, text) in FLAGS.items():
+def add_flags(parser: argparse.ArgumentParser, flags: dict[str, tuple[str, Any, str]]) -> None:
+    """One option per entry of a flag table (flag -> config key, type, help); booleans take no value."""
+    for flag, (_, kind, text) in flags.items():
         name = "--" + flag.replace("_", "-")
         if kind is bool:
             parser.add_argument(name, action="store_const", const=True, default=None, help=text)
         else:
             parser.add_argument(name, type=kind, default=None, help=text)
+
+
+def add_run_options(parser: argparse.ArgumentParser, sections: str, example: str) -> None:
+    """--config, --set, --resume and --no-progress, which every training command takes."""
+    parser.add_argument("--config", help=f"YAML file with sections {sections}")
     parser.add_argument(
-        "--recipe",
-        choices=sorted(RECIPES),
-        default=None,
-        help="named recipe under the YAML and flags: finetune (default; light augmentation, lr 5e-4) or "
-        "imagenet (RandAugment 2/9, erasing 0.25, Mixup 0.8, CutMix 1.0, lr 1e-4: from scratch, large data)",
-    )
-    parser.add_argument("--config", help="YAML file with sections data, model, optim, schedule, augment, run")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="any config key, e.g. optim.layer_decay=0.9",
+        "--set", action="append", default=[], metavar="KEY=VALUE", help=f"any config key, e.g. {example}"
     )
     parser.add_argument(
         "--resume", action="store_true", help="continue the run in --output from its last checkpoint, exactly"
@@ -70,25 +64,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def requested_overrides(args: argparse.Namespace, flags: dict[str, tuple[str, Any, str]]) -> dict[str, Any]:
+    """The settings asked for, by rising priority: the YAML file, then --set, then the explicit flags."""
+    overrides: dict[str, Any] = flatten(load_yaml(args.config)) if args.config else {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        overrides[key.strip()] = value
+    overrides.update(
+        {key: getattr(args, flag) for flag, (key, _, _) in flags.items() if getattr(args, flag) is not None}
+    )
+    return overrides
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_flags(parser, FLAGS)
+    parser.add_argument(
+        "--recipe",
+        choices=sorted(RECIPES),
+        default=None,
+        help="named recipe under the YAML and flags: finetune (default; light augmentation, lr 5e-4) or "
+        "imagenet (RandAugment 2/9, erasing 0.25, Mixup 0.8, CutMix 1.0, lr 1e-4: from scratch, large data)",
+    )
+    add_run_options(parser, "data, model, optim, schedule, augment, run", "optim.layer_decay=0.9")
+
+
 def resolve_config(args: argparse.Namespace) -> TrainConfig:
-    """Defaults (or, with --resume, the run's saved config) < YAML file < --set < explicit flags."""
+    """Defaults (or, with --resume, the run's saved config) < recipe < YAML file < --set < explicit flags."""
     config = TrainConfig()
     saved = Path(args.output) / "train_config.yaml" if args.resume and args.output else None
     if saved is not None and saved.is_file():
         config = TrainConfig.from_dict(load_yaml(saved))
     if args.recipe:
         apply_recipe(config, args.recipe)
-    if args.config:
-        apply_overrides(config, flatten(load_yaml(args.config)))
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
-        apply_overrides(config, {key.strip(): value})
-    explicit = {
-        key: getattr(args, flag) for flag, (key, _, _) in FLAGS.items() if getattr(args, flag) is not None
-    }
-    apply_overrides(config, explicit)
+    apply_overrides(config, requested_overrides(args, FLAGS))
     if args.no_progress:
         config.run.progress = False
     return config
