@@ -13,7 +13,6 @@ predict``, ``swinkit batch`` and ``swinkit serve`` all run.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from PIL import Image
 
 from swinkit.data.decode import decode_image
 from swinkit.data.preprocess import ImageProcessor, preprocessing_for
-from swinkit.loading import DESCRIPTION_KEYS, load_checkpoint, model_from_checkpoint, resolve_source
+from swinkit.loading import load_checkpoint, model_from_checkpoint, read_description
 from swinkit.models.swin import SwinTransformer
 
 if TYPE_CHECKING:
@@ -222,34 +221,9 @@ class Predictor:
 
 
 def saved_model_config(source: str | os.PathLike) -> dict[str, Any] | None:
-    """The config.json (as a dict) that describes a saved model, or None for a bare checkpoint.
-
-    A folder's config.json; a file's embedded description (safetensors metadata, a training state's key);
-    for a run's ``checkpoints/*.pt`` without one, the run folder's config.json.
-    """
-    path = resolve_source(source)
-    if path.is_dir():
-        return _read_json(path / "config.json")
-    if path.suffix == ".safetensors":
-        from safetensors import safe_open
-
-        with safe_open(str(path), "pt") as f:
-            text = (f.metadata() or {}).get(DESCRIPTION_KEYS[0])
-    else:
-        from swinkit.checkpoint_io import load_torch
-
-        loaded = load_torch(path)
-        text = loaded.get(DESCRIPTION_KEYS[0]) if isinstance(loaded, dict) else None
-    if isinstance(text, str):
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError:
-            raise ValueError(f"{path}: its {DESCRIPTION_KEYS[0]} entry is not valid JSON") from None
-    return _read_json(path.parent.parent / "config.json") if path.parent.name == "checkpoints" else None
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    return json.loads(path.read_text()) if path.is_file() else None
+    """The config.json (as a dict) that describes a saved model, or None for a bare checkpoint: the
+    description ``load_checkpoint`` goes by (a file's embedded one, a folder's config.json, a run's)."""
+    return read_description(source)[1]
 
 
 def task_of_source(source: str | os.PathLike) -> type[Task]:

@@ -179,16 +179,26 @@ def _description(
     return hf_config, preprocessing
 
 
-def describe_source(source: str | os.PathLike, config: SwinConfig) -> Checkpoint:
-    """``source`` as a Checkpoint of ``config`` without tensors, carrying its own preprocessor config, for
-    ``preprocessing_for``; a folder's or safetensors file's weights are not read."""
+def read_description(
+    source: str | os.PathLike,
+) -> tuple[Path, dict[str, Any] | None, dict[str, Any] | None]:
+    """(local path, config.json, preprocessor config) of ``source`` by ``load_checkpoint``'s rule, without its
+    tensors: a folder's or safetensors file's weights are not read (a PyTorch file's description is among
+    its keys, so that file is)."""
     path = resolve_source(source)
     weights = path
     if path.is_dir():
         weights = next((path / name for name in WEIGHT_FILES if (path / name).is_file()), path)
     pytorch_file = weights.is_file() and weights.suffix != ".safetensors"
-    loaded = load_state_file(weights) if pytorch_file else {}  # its description is among its keys
-    return Checkpoint(config, {}, "description", _description(path, weights, loaded)[1], path)
+    loaded = load_state_file(weights) if pytorch_file else {}
+    return path, *_description(path, weights, loaded)
+
+
+def describe_source(source: str | os.PathLike, config: SwinConfig) -> Checkpoint:
+    """``source`` as a Checkpoint of ``config`` without tensors, carrying its own preprocessor config, for
+    ``preprocessing_for``."""
+    path, _, preprocessing = read_description(source)
+    return Checkpoint(config, {}, "description", preprocessing, path)
 
 
 def _folder_description(folder: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
