@@ -2,6 +2,7 @@
 
 from swinkit.ops.boxes import box_area, box_iou, clip_boxes, decode_deltas, encode_deltas, scale_boxes
 from swinkit.ops.nms import batched_nms, multiclass_nms, nms
+from swinkit.ops.roi_align import map_roi_levels, multi_level_roi_align, roi_align
 
 __all__ = [
     "batched_nms",
@@ -10,7 +11,10 @@ __all__ = [
     "clip_boxes",
     "decode_deltas",
     "encode_deltas",
+    "map_roi_levels",
+    "multi_level_roi_align",
     "multiclass_nms",
     "nms",
+    "roi_align",
     "scale_boxes",
 ]
