@@ -110,7 +110,10 @@ class DetectionResult(BaseModel):
 class SegmentedObject(DetectedObject):
     """One detected object with its outline: each polygon is ``[x1, y1, x2, y2, ...]`` in image fractions."""
 
-    polygon: list[list[float]]
+    polygon: list[list[float]] = Field(
+        description="the outer outline of each part of the object's mask (holes are filled); "
+        "empty when the mask is too small to outline"
+    )
 
 
 class SegmentationResult(BaseModel):
