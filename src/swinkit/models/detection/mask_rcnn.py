@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from swinkit.flops import count_flops
 from swinkit.models.detection.config import MaskRCNNConfig, get_detection_preset
 from swinkit.models.detection.fpn import FPN
 from swinkit.models.detection.roi_heads import FCNMaskHead, Shared2FCBBoxHead, StandardRoIHead
@@ -106,3 +107,41 @@ def build_mask_rcnn(config: MaskRCNNConfig) -> MaskRCNN:
 def create_mask_rcnn(name: str, **overrides: object) -> MaskRCNN:
     """A randomly initialised detector of detection preset ``name``; ``overrides`` change MaskRCNNConfig fields."""
     return build_mask_rcnn(get_detection_preset(name).config.replace(**overrides))
+
+
+class _FixedRoIPass(nn.Module):
+    """The detector's arithmetic with a fixed number of RoIs: backbone, FPN, RPN head, box head on
+    ``num_proposals`` RoIs and mask head on ``num_detections`` (for counting; no NMS, nothing data-dependent)."""
+
+    def __init__(self, model: MaskRCNN, num_proposals: int, num_detections: int) -> None:
+        super().__init__()
+        self.model = model
+        self.num_proposals = num_proposals
+        self.num_detections = num_detections
+
+    def forward(self, pixel_values: torch.Tensor) -> None:
+        c = self.model.config
+        self.model.rpn_head(self.model.extract_features(pixel_values))
+        box_rois = pixel_values.new_zeros(
+            self.num_proposals, c.fpn_channels, c.bbox_roi_size, c.bbox_roi_size
+        )
+        self.model.roi_head.bbox_head(box_rois)
+        if self.model.roi_head.mask_head is not None:
+            mask_rois = pixel_values.new_zeros(
+                self.num_detections, c.fpn_channels, c.mask_roi_size, c.mask_roi_size
+            )
+            self.model.roi_head.mask_head(mask_rois)
+
+
+def mask_rcnn_flops(
+    config: MaskRCNNConfig,
+    image_size: tuple[int, int] = (800, 1333),
+    num_proposals: int = 1000,
+    num_detections: int = 100,
+) -> int:
+    """Multiply-adds of one image at ``image_size`` (H, W) with ``num_proposals`` RoIs through the box head and
+    ``num_detections`` through the mask head (RoIAlign, NMS and pasting are not counted); the model is built
+    on the ``meta`` device, nothing is computed."""
+    with torch.device("meta"):
+        model = build_mask_rcnn(config).eval()
+    return count_flops(_FixedRoIPass(model, num_proposals, num_detections), image_size)

@@ -147,16 +147,32 @@ class StandardRoIHead(nn.Module):
         rescale: bool,
     ) -> list[Detections]:
         """Detections in input pixels, or original pixels when ``rescale`` (masks not yet predicted)."""
+        cls_scores, deltas = self.box_logits(features, proposals)
+        return self.boxes_by_feat(proposals, cls_scores, deltas, image_metas, rescale)
+
+    def box_logits(
+        self, features: Sequence[torch.Tensor], proposals: Sequence[torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The box head on every image's proposals: (K, num_classes + 1) logits, (K, 4 * num_classes) deltas."""
         rois = boxes_to_rois(proposals)
+        c = self.config
         if rois.shape[0] == 0:
-            return [empty_detections(rois, meta, with_mask=False) for meta in image_metas]
-        cls_scores, deltas = self.bbox_head(self.roi_features(features, rois, self.config.bbox_roi_size))
+            return rois.new_zeros((0, c.num_classes + 1)), rois.new_zeros((0, 4 * c.num_classes))
+        return self.bbox_head(self.roi_features(features, rois, c.bbox_roi_size))
+
+    def boxes_by_feat(
+        self,
+        proposals: Sequence[torch.Tensor],
+        cls_scores: torch.Tensor,
+        deltas: torch.Tensor,
+        image_metas: Sequence[ImageMeta],
+        rescale: bool,
+    ) -> list[Detections]:
+        """mmdet's ``BBoxHead.predict_by_feat``: the box head's outputs split per image and post-processed."""
         counts = [p.shape[0] for p in proposals]
         return [
-            self._detections_single(r[:, 1:], s, d, meta, rescale)
-            for r, s, d, meta in zip(
-                rois.split(counts), cls_scores.split(counts), deltas.split(counts), image_metas
-            )
+            self._detections_single(p[:, :4], s, d, meta, rescale)
+            for p, s, d, meta in zip(proposals, cls_scores.split(counts), deltas.split(counts), image_metas)
         ]
 
     def _detections_single(
@@ -190,13 +206,23 @@ class StandardRoIHead(nn.Module):
         image_metas: Sequence[ImageMeta],
     ) -> list[Detections]:
         """Masks for detections in input pixels; returns them with boxes and masks in original pixels."""
+        return self.masks_by_feat(detections, self.mask_logits(features, detections), image_metas)
+
+    def mask_logits(self, features: Sequence[torch.Tensor], detections: Sequence[Detections]) -> torch.Tensor:
+        """The mask head on every image's detections: (N, num_classes, 28, 28) logits."""
         rois = boxes_to_rois([d.boxes for d in detections])
         if rois.shape[0] == 0:
-            return [empty_detections(rois, meta, with_mask=True) for meta in image_metas]
-        logits = self.mask_head(self.roi_features(features, rois, self.config.mask_roi_size))
+            side = 2 * self.config.mask_roi_size
+            return rois.new_zeros((0, self.config.num_classes, side, side))
+        return self.mask_head(self.roi_features(features, rois, self.config.mask_roi_size))
+
+    def masks_by_feat(
+        self, detections: Sequence[Detections], logits: torch.Tensor, image_metas: Sequence[ImageMeta]
+    ) -> list[Detections]:
+        """mmdet's ``FCNMaskHead.predict_by_feat(rescale=True)``: per image masks pasted at the original size."""
         per_image = logits.split([len(d) for d in detections])
         return [
-            self._masks_single(d, m, meta) if len(d) else empty_detections(rois, meta, with_mask=True)
+            self._masks_single(d, m, meta) if len(d) else empty_detections(m, meta, with_mask=True)
             for d, m, meta in zip(detections, per_image, image_metas)
         ]
 
