@@ -77,6 +77,18 @@ def test_one_of_two_objects_found_is_the_area_under_half_the_recall():
     assert np.isnan(metrics["per_class"]["bbox"]["carton"])  # no ground truth of that label
 
 
+def test_per_class_ap_follows_the_labels_whatever_the_category_ids():
+    gt = ground_truth({1: [(A, 1), (B, 2)]})
+    for category in gt["categories"]:
+        category["id"] = {1: 9, 2: 4}[category["id"]]  # "can" is 9, "carton" 4: not in label order
+    for ann in gt["annotations"]:
+        ann["category_id"] = {1: 9, 2: 4}[ann["category_id"]]
+    evaluator = CocoEvaluator(gt, LABELS, (9, 4))
+    evaluator.process([1], [prediction([(A, 0, 0.9)])])  # the can found, the carton missed
+    per_class = evaluator.compute()["per_class"]["bbox"]
+    assert per_class == {"can": pytest.approx(1.0), "carton": 0.0}
+
+
 def test_a_wrong_label_scores_zero():
     gt = ground_truth({1: [(A, 1)]})
     metrics = evaluate(gt, {1: prediction([(A, 1, 0.9)])})

@@ -48,7 +48,8 @@ def _quiet_coco(dataset: dict[str, Any]) -> Any:
 def coco_evaluate(
     ground_truth: dict[str, Any], results: Sequence[dict[str, Any]], iou_type: str
 ) -> tuple[dict[str, float], np.ndarray | None]:
-    """(metrics, COCOeval's precision array (T, R, K, A, M) or None without results) of one ``iou_type``."""
+    """(metrics, COCOeval's precision array (T, R, K, A, M) with K in ``ground_truth["categories"]`` order, or
+    None without results) of one ``iou_type``."""
     from pycocotools.cocoeval import COCOeval
 
     if not results:  # COCO.loadRes refuses an empty list: nothing found is AP 0, as mmdet reports
@@ -64,7 +65,9 @@ def coco_evaluate(
         evaluation.accumulate()
         evaluation.summarize()
     stats = {name: max(float(v), 0.0) for name, v in zip(METRIC_NAMES, evaluation.stats, strict=True)}
-    return stats, evaluation.eval["precision"]
+    sorted_ids = list(evaluation.params.catIds)  # evaluate() sorts them (np.unique)
+    order = [sorted_ids.index(c["id"]) for c in ground_truth["categories"]]
+    return stats, evaluation.eval["precision"][:, :, order]  # K in the ground truth's category (label) order
 
 
 def per_class_ap(precision: np.ndarray | None, labels: Sequence[str], iou_index: int | None = None) -> dict:
