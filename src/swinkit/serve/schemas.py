@@ -148,6 +148,8 @@ class InfoResponse(BaseModel):
     labels: list[str]
     problem_type: str | None = None
     preprocessing: dict[str, Any] | None = None
+    score_threshold: float | None = Field(None, description="detection: the lowest object score answered")
+    max_detections: int | None = Field(None, description="detection: objects answered per image at most")
     max_batch_size: int
     max_images_per_request: int
     allow_urls: bool
