@@ -127,7 +127,7 @@ def test_mmdet_checkpoint_round_trips_bit_exactly(mmdet_file, tmp_path):
     assert again["meta"]["dataset_meta"]["classes"] == original["meta"]["dataset_meta"]["classes"]
 
 
-@pytest.mark.parametrize("size", [(800, 1344), (517, 731)])
+@pytest.mark.parametrize("size", [pytest.param((800, 1344), marks=pytest.mark.slow), (517, 731)])
 def test_mmdet_checkpoint_runs_at_full_and_odd_sizes(mmdet_file, size):
     model = ck.load_mmdet(mmdet_file)
     torch.manual_seed(0)

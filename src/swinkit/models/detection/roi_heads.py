@@ -123,7 +123,13 @@ class StandardRoIHead(nn.Module):
         c = self.config
         levels = list(features[: len(c.roi_strides)])
         return multi_level_roi_align(
-            levels, rois, size, c.roi_strides, finest_scale=c.roi_finest_scale, sampling_ratio=0, aligned=True
+            levels,
+            rois,
+            (size, size),
+            list(c.roi_strides),
+            finest_scale=c.roi_finest_scale,
+            sampling_ratio=0,
+            aligned=True,
         )
 
     def predict(
