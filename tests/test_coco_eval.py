@@ -167,3 +167,43 @@ def test_pr_curve_plots_are_written(tmp_path):
     written = evaluator.write_plots(tmp_path)
     assert set(written) == {"pr_curves_bbox", "pr_curves_segm"}
     assert all(path.read_bytes()[:4] == b"\x89PNG" for path in written.values())
+
+
+def _rank_metrics(rank: int, port: int, queue) -> None:
+    """One of two gloo ranks: half the images each, metrics over both."""
+    import torch.distributed as dist
+
+    from swinkit.engine.distributed import DistContext
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        gt, predictions = random_case(0)
+        mine = {k: v for i, (k, v) in enumerate(predictions.items()) if i % 2 == rank}
+        evaluator = CocoEvaluator(gt, LABELS, (1, 2), DistContext(rank=rank, world_size=2))
+        evaluator.process(list(mine), list(mine.values()))
+        queue.put((rank, evaluator.compute()))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_ranks_gather_into_the_single_process_metrics():
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    context = mp.get_context("spawn")
+    queue = context.Queue()
+    processes = [context.Process(target=_rank_metrics, args=(r, port, queue)) for r in range(2)]
+    for p in processes:
+        p.start()
+    results = dict(queue.get(timeout=120) for _ in processes)
+    for p in processes:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    single = evaluate(*random_case(0))
+    assert results[0]["bbox_mAP"] == results[1]["bbox_mAP"] == single["bbox_mAP"]
+    assert results[0]["segm_mAP_50"] == single["segm_mAP_50"]
