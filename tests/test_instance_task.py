@@ -150,6 +150,22 @@ def test_evaluate_on_coco_and_azure_jsonl_agree(models, images, tmp_path, capsys
     ]
 
 
+def test_a_detector_on_boxes_only_data_has_box_metrics_only(models, images, tmp_path, capsys):
+    coco = annotations(images, tmp_path)
+    data = json.loads(coco.read_text())
+    for ann in data["annotations"]:
+        del ann["segmentation"]
+    coco.write_text(json.dumps(data))
+    convert_instances(coco, tmp_path / "boxes.jsonl")
+    assert "polygon" not in (tmp_path / "boxes.jsonl").read_text()
+    report = ObjectDetectionTask.evaluate_saved(models["box"], tmp_path / "boxes.jsonl")
+    assert report["primary_metric"] == "bbox_mAP" and report["task"] == "object_detection"
+    assert not [k for k in report if k.startswith("segm_")] and "bbox_mAP_75" in report
+    assert main(["predict", "--model", str(models["box"]), str(images[0]), "--max-detections", "2"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0] == str(images[0]) and 1 <= len(table) - 1 <= 2 and " box " in table[1]
+
+
 def test_evaluate_refuses_labels_the_model_does_not_have(models, images, tmp_path):
     coco = annotations(images, tmp_path)
     data = json.loads(coco.read_text())
