@@ -46,13 +46,14 @@ def _bounded(contour: np.ndarray, max_points: int) -> np.ndarray:
 
 
 def _outer_contours(mask: np.ndarray) -> tuple[list[np.ndarray], tuple[int, int]]:
-    """Outer contours of ``mask`` traced at ``UPSAMPLE`` x on its bounding box (padded by one pixel), and the
-    (x, y) pixel offset of that box."""
-    rows, cols = np.nonzero(mask)
+    """Outer contours of ``mask`` (H, W) bool traced at ``UPSAMPLE`` x on its bounding box (padded by one
+    pixel), and the (x, y) pixel offset of that box. Only the box is copied: a full-image mask of a small
+    object costs two reductions, not a full-size copy."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     if rows.size == 0:
         return [], (0, 0)
-    top, left = int(rows.min()), int(cols.min())
-    crop = np.pad(mask[top : rows.max() + 1, left : cols.max() + 1], 1)  # (h + 2, w + 2) uint8
+    top, left = int(rows[0]), int(cols[0])
+    crop = np.pad(mask[top : rows[-1] + 1, left : cols[-1] + 1].astype(np.uint8), 1)  # (h + 2, w + 2)
     crop = np.repeat(np.repeat(crop, UPSAMPLE, axis=0), UPSAMPLE, axis=1)  # (2 (h + 2), 2 (w + 2))
     contours, hierarchy = cv2.findContours(crop, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
     if hierarchy is None:
@@ -73,7 +74,7 @@ def mask_to_polygons(mask: np.ndarray, *, max_points: int = MAX_POINTS) -> list[
     """
     if max_points < 3:
         raise ValueError(f"a polygon needs at least 3 points, so max_points must be >= 3, got {max_points}")
-    array = np.ascontiguousarray(np.asarray(mask).astype(np.uint8))  # (H, W) 0/1
+    array = np.asarray(mask).astype(bool, copy=False)  # (H, W)
     if array.ndim != 2:
         raise ValueError(f"a mask must be (H, W), got shape {array.shape}")
     contours, offset = _outer_contours(array)
