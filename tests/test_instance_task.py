@@ -104,10 +104,11 @@ def test_predict_cli_writes_azure_rows_and_pictures(models, images, tmp_path):
 
 
 def test_batch_streams_detection_rows_in_order(models, images, tmp_path):
+    """Decoded in two worker processes: the prepared images (pixels and ImageMeta) cross the process boundary."""
     out = tmp_path / "batch.jsonl"
     folder = images[0].parent
     assert main(["batch", "--model", str(models["box"]), "--input", str(folder), "--output", str(out),
-                 "--workers", "0", "--no-progress", "--max-detections", "2"]) == 0  # fmt: skip
+                 "--workers", "2", "--no-progress", "--max-detections", "2"]) == 0  # fmt: skip
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [Path(row["image"]).name for row in rows] == ["img0.png", "img1.png", "img2.png"]
     for row in rows:
