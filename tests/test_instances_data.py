@@ -91,7 +91,7 @@ def test_azure_jsonl_normalised_objects_and_px_sizes(tmp_path):
             "label": [{"label": "can", "topX": 0.25, "topY": 0.5, "bottomX": 0.5, "bottomY": 1.0, "isCrowd": 0,
                        "polygon": [[0.25, 0.5, 0.5, 0.5, 0.5, 1.0, 0.25, 1.0]]}]}  # fmt: skip
     boxes_only = {"image_url": "images/b.png", "label": [{"label": "milk", "topX": 0.1, "topY": 0.1,
-                                                          "bottomX": 0.5, "bottomY": 0.9}]}  # fmt: skip
+                                                          "bottomX": 0.5, "bottomY": 0.9, "isCrowd": "false"}]}  # fmt: skip
     path = tmp_path / "train.jsonl"
     path.write_text(json.dumps(line) + "\n\n" + json.dumps(boxes_only) + "\n")
     dataset = load_instances(path)
@@ -100,6 +100,7 @@ def test_azure_jsonl_normalised_objects_and_px_sizes(tmp_path):
     np.testing.assert_allclose(first.boxes, [[10, 15, 20, 30]])
     assert first.masks()[0].sum() == 10 * 15
     assert (second.width, second.height) == (50, 20)  # no image_details: the file's size
+    assert second.iscrowd.tolist() == [False]  # "false" as text is not a crowd
     assert not second.has_masks and not dataset.has_masks
     with pytest.raises(ValueError, match="line 3: object 0 has a box only"):
         second.masks()

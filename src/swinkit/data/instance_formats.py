@@ -44,6 +44,13 @@ def _read_coco(path: Path) -> dict[str, Any]:
     return data
 
 
+def crowd_flag(value: Any) -> bool:
+    """``iscrowd``/``isCrowd`` as written: 0/1, a bool, or text ("0", "1", "true", "false"); absent is 0."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes")
+    return bool(value)
+
+
 def _label_map(
     categories: list[dict[str, Any]], labels: Sequence[str] | None
 ) -> tuple[tuple[str, ...], dict[int, int], tuple[int, ...]]:
@@ -88,7 +95,7 @@ def _coco_object(
     area = ann.get("area")
     if not isinstance(area, (int, float)):
         area = segmentation_area(segmentation, image.height, image.width) if segmentation else w * h
-    return None, (box, cat2label[category], bool(ann.get("iscrowd", 0)), float(area), segmentation)
+    return None, (box, cat2label[category], crowd_flag(ann.get("iscrowd")), float(area), segmentation)
 
 
 def _with_objects(image: InstanceImage, objects: list[tuple]) -> InstanceImage:
@@ -207,7 +214,7 @@ def _azure_object(obj: Any, image: InstanceImage, index: dict[str, int]) -> tupl
         if segmentation
         else (float((box[2] - box[0]) * (box[3] - box[1])))
     )
-    return None, (box, index[name], bool(obj.get("isCrowd", 0)), area, segmentation)
+    return None, (box, index[name], crowd_flag(obj.get("isCrowd")), area, segmentation)
 
 
 def _azure_image(number: int, image_id: int, record: dict[str, Any], path: Path) -> InstanceImage:
