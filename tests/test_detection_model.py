@@ -322,3 +322,13 @@ def test_models_lists_the_detection_presets(capsys):
     assert row["name"] == "mask_rcnn_swin_t_1x_coco" and round(row["params"] / 1e6, 1) == 47.8
     assert row["image_size"] == "800x1333" and row["num_classes"] == 80 and row["box_ap"] == 42.7
     assert 200 < row["gflops"] < 330
+
+
+def test_flops_at_1280x800_match_the_official_swin_detection_table():
+    """Swin-Transformer-Object-Detection's README: Mask R-CNN Swin-T 267G, Swin-S 359G FLOPs at 1280x800."""
+    from swinkit.models.detection.mask_rcnn import mask_rcnn_flops
+
+    tiny = get_detection_preset("mask_rcnn_swin_t_1x_coco").config
+    small = get_detection_preset("mask_rcnn_swin_s_amp_ms_crop_3x_coco").config
+    assert round(mask_rcnn_flops(tiny, (800, 1280)) / 1e9) == 267
+    assert round(mask_rcnn_flops(small, (800, 1280)) / 1e9) == 359
