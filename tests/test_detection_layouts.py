@@ -2,6 +2,7 @@
 official Swin-Transformer-Object-Detection layout, swinkit's own folder, and strict mismatch errors."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -168,10 +169,14 @@ def test_swinkit_folder_round_trips_with_its_description(mmdet_file, tmp_path):
         metadata = f.metadata()
     assert json.loads(metadata[DESCRIPTION_KEYS[0]]) == config
     assert json.loads(metadata[DESCRIPTION_KEYS[1]])["scale"] == [1333, 800]
-    again = ck.load_pretrained(tmp_path / "saved")
-    assert again.config == model.config
-    for name, tensor in model.state_dict().items():
-        assert torch.equal(again.state_dict()[name], tensor), name
+    shutil.copy(tmp_path / "saved" / "model.safetensors", tmp_path / "alone.safetensors")
+    for source in (tmp_path / "saved", tmp_path / "alone.safetensors"):  # the file describes itself
+        again = ck.load_pretrained(source)
+        assert again.config == model.config
+        for name, tensor in model.state_dict().items():
+            assert torch.equal(again.state_dict()[name], tensor), name
+    with pytest.raises(ValueError, match="needs a model.safetensors"):
+        ck.load_pretrained(tmp_path)
 
 
 def test_faster_rcnn_checkpoint_reads_as_detection_only(tmp_path):

@@ -279,22 +279,25 @@ def test_faster_rcnn_variant_has_no_masks():
 
 
 def test_a_batch_of_two_sizes_gives_each_images_own_results():
-    """Two images of different sizes in one padded batch give what each gives alone at that padded size
-    (padding changes Swin's windows, as in mmdetection, so both runs use the batch's padded size)."""
+    """Two images of different sizes (different resized shapes and scale factors, the same padded shape) give
+    in one batch what each gives alone. Images padded to a larger batch than alone differ slightly, as in
+    mmdetection: Swin's windows see the padding."""
     model = _micro(rpn_nms_pre=100, rpn_max_per_img=100, max_per_img=20)
     pre = DetectionPreprocessor(scale=(160, 96))
     rng = np.random.default_rng(0)
     images = [
         rng.integers(0, 256, (60, 90, 3), dtype=np.uint8),
-        rng.integers(0, 256, (90, 50, 3), dtype=np.uint8),
+        rng.integers(0, 256, (59, 91, 3), dtype=np.uint8),
     ]
     batch = pre(images)
-    assert batch.image_metas[0].img_shape != batch.image_metas[1].img_shape
+    singles = [pre([image]) for image in images]
+    assert [m.img_shape for m in batch.image_metas] == [(96, 144), (96, 148)]
+    assert all(single.pixel_values.shape[2:] == batch.pixel_values.shape[2:] for single in singles)
     with torch.no_grad():
         together = model(batch.pixel_values, batch.image_metas).detections
-        alone = [model(batch.pixel_values[i : i + 1], [batch.image_metas[i]]).detections[0] for i in range(2)]
-    for a, b in zip(together, alone):
-        assert len(a) == len(b) > 0
+        alone = [model(single.pixel_values, single.image_metas).detections[0] for single in singles]
+    for a, b, image in zip(together, alone, images):
+        assert len(a) == len(b) > 0 and a.masks.shape[1:] == image.shape[:2]
         torch.testing.assert_close(a.boxes, b.boxes, atol=1e-4, rtol=0)
         torch.testing.assert_close(a.scores, b.scores, atol=1e-4, rtol=0)
         assert torch.equal(a.labels, b.labels)
@@ -319,3 +322,13 @@ def test_models_lists_the_detection_presets(capsys):
     assert row["name"] == "mask_rcnn_swin_t_1x_coco" and round(row["params"] / 1e6, 1) == 47.8
     assert row["image_size"] == "800x1333" and row["num_classes"] == 80 and row["box_ap"] == 42.7
     assert 200 < row["gflops"] < 330
+
+
+def test_flops_at_1280x800_match_the_official_swin_detection_table():
+    """Swin-Transformer-Object-Detection's README: Mask R-CNN Swin-T 267G, Swin-S 359G FLOPs at 1280x800."""
+    from swinkit.models.detection.mask_rcnn import mask_rcnn_flops
+
+    tiny = get_detection_preset("mask_rcnn_swin_t_1x_coco").config
+    small = get_detection_preset("mask_rcnn_swin_s_amp_ms_crop_3x_coco").config
+    assert round(mask_rcnn_flops(tiny, (800, 1280)) / 1e9) == 267
+    assert round(mask_rcnn_flops(small, (800, 1280)) / 1e9) == 359

@@ -143,3 +143,14 @@ def test_multiclass_nms_drops_background_and_handles_no_survivors():
     assert dets.shape == (0, 5) and labels.shape == (0,) and keep.shape == (0,)
     with pytest.raises(ValueError, match="classes"):
         multiclass_nms(torch.zeros(2, 8), torch.zeros(2, 4), 0.05, 0.5)
+
+
+@pytest.mark.parametrize("shift", [0.0, 10.0])
+def test_batched_nms_equals_mmcv_offset_trick_with_ties(shift):
+    # shift 10 keeps every coordinate >= 0 (the class-by-class path); shift 0 leaves some negative (one NMS).
+    boxes, scores = random_case(300, 8)
+    boxes = boxes + shift
+    idxs = torch.randint(0, 4, (300,), generator=torch.Generator().manual_seed(9))
+    offset_boxes = boxes + (idxs.to(boxes) * (boxes.max() + 1))[:, None]  # mmcv's boxes_for_nms
+    _, keep = batched_nms(boxes, scores, idxs, 0.5)
+    assert torch.equal(keep, loop_nms(offset_boxes, scores, 0.5))

@@ -165,3 +165,16 @@ def test_multi_level_roi_align_pools_each_roi_at_its_level():
     assert multi_level_roi_align(feats, torch.zeros(0, 5), (7, 7), strides).shape == (0, 3, 7, 7)
     single = multi_level_roi_align(feats[:1], rois, (7, 7), strides[:1])
     torch.testing.assert_close(single, roi_align(feats[0], rois, (7, 7), 0.25))
+
+
+def test_roi_align_gradient_is_the_adjoint_of_the_loop():
+    # RoIAlign is linear in the features: its gradient must be the transpose of the loop's Jacobian (mmcv's backward).
+    rois = torch.tensor([[0, 0.3, -1.2, 4.9, 3.1], [0, 2.0, 1.0, 6.5, 4.5], [0, -3.0, -3.0, -1.0, -1.0]])
+    jacobian = torch.stack(
+        [loop_roi_align(torch.eye(20)[i].view(1, 1, 4, 5), rois, (2, 3), 1.0).flatten() for i in range(20)],
+        dim=1,
+    )  # (outputs, inputs)
+    features = torch.randn(1, 1, 4, 5, requires_grad=True)
+    weights = torch.randn(3, 1, 2, 3)
+    (roi_align(features, rois, (2, 3), 1.0) * weights).sum().backward()
+    torch.testing.assert_close(features.grad.flatten(), jacobian.T @ weights.flatten(), rtol=1e-5, atol=1e-6)

@@ -1,4 +1,5 @@
-"""Detection ops in plain vectorised PyTorch: box geometry and coding, NMS, RoIAlign, anchors, mask pasting."""
+"""Detection ops in plain vectorised PyTorch: box geometry and coding, NMS, RoIAlign, anchors, mask pasting,
+and the training targets (MaxIoU assignment, random sampling, mask targets)."""
 
 from swinkit.ops.anchors import (
     base_anchors,
@@ -9,6 +10,7 @@ from swinkit.ops.anchors import (
 )
 from swinkit.ops.assign import AssignResult, add_gt_to_assignment, assign_wrt_overlaps, max_iou_assign
 from swinkit.ops.boxes import box_area, box_iou, clip_boxes, decode_deltas, encode_deltas, scale_boxes
+from swinkit.ops.mask_targets import mask_targets
 from swinkit.ops.masks import masks_to_boxes, paste_masks
 from swinkit.ops.nms import batched_nms, multiclass_nms, nms
 from swinkit.ops.roi_align import map_roi_levels, multi_level_roi_align, roi_align
@@ -28,6 +30,7 @@ __all__ = [
     "encode_deltas",
     "grid_anchors",
     "map_roi_levels",
+    "mask_targets",
     "masks_to_boxes",
     "max_iou_assign",
     "multi_level_anchors",

@@ -2,8 +2,8 @@
 
 ``paste_masks`` reproduces mmdet's CPU path (``FCNMaskHead._predict_by_feat_single`` with one box per chunk and
 ``skip_empty=True``): each mask is sampled with ``grid_sample`` only over its box grown to whole pixels plus one
-pixel on each side, and is False elsewhere. Here all boxes of a chunk are sampled at once over the largest such
-region of the chunk (the pixels beyond a box's own region are dropped), so the numbers are mmdet's.
+pixel on each side, and is False elsewhere. Here the boxes are sorted by region size and each chunk is sampled at once
+over its largest region (the pixels beyond a box's own region are dropped), so the numbers are mmdet's.
 """
 
 import torch
@@ -12,7 +12,7 @@ from torch import Tensor
 
 __all__ = ["masks_to_boxes", "paste_masks"]
 
-_CHUNK_ELEMENTS = 1 << 24  # sampled pixels per chunk (64 MiB of float32)
+_CHUNK_ELEMENTS = 1 << 22  # sampled pixels per chunk (16 MiB of float32)
 
 
 def _paste_regions(boxes: Tensor, image_shape: tuple[int, int]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -39,12 +39,12 @@ def _normalised_axis(start: Tensor, length: int, lo: Tensor, hi: Tensor) -> Tens
 def _paste_chunk(
     probs: Tensor, boxes: Tensor, regions: tuple[Tensor, ...], threshold: float
 ) -> tuple[Tensor, ...]:
-    """Sample a chunk of masks over their regions: ``(mask index, row, column, is foreground)`` of each pixel."""
+    """Sample a chunk of masks over their regions: ``(mask index, row, column)`` of each foreground pixel."""
     x0, y0, width, height = regions
     region_w, region_h = int(width.max()), int(height.max())
     if region_w == 0 or region_h == 0:
         empty = torch.zeros(0, dtype=torch.long, device=probs.device)
-        return empty, empty, empty, torch.zeros(0, dtype=torch.bool, device=probs.device)
+        return empty, empty, empty
     boxes = boxes.to(torch.float32)
     img_x = _normalised_axis(x0, region_w, boxes[:, 0], boxes[:, 2])  # (n, Rw)
     img_y = _normalised_axis(y0, region_h, boxes[:, 1], boxes[:, 3])  # (n, Rh)
@@ -53,11 +53,24 @@ def _paste_chunk(
     gy = img_y[:, :, None].expand(n, region_h, region_w)
     grid = torch.stack([gx, gy], dim=3)  # (n, Rh, Rw, 2)
     sampled = F.grid_sample(probs[:, None].to(torch.float32), grid, align_corners=False)[:, 0]  # (n, Rh, Rw)
-    inside = (torch.arange(region_h, device=probs.device)[None, :, None] < height[:, None, None]) & (
-        torch.arange(region_w, device=probs.device)[None, None, :] < width[:, None, None]
-    )  # (n, Rh, Rw)
-    index, row, col = inside.nonzero(as_tuple=True)
-    return index, y0[index] + row, x0[index] + col, sampled[index, row, col] >= threshold
+    rows = torch.arange(region_h, device=probs.device)[None, :, None] < height[:, None, None]  # (n, Rh, 1)
+    cols = torch.arange(region_w, device=probs.device)[None, None, :] < width[:, None, None]  # (n, 1, Rw)
+    index, row, col = ((sampled >= threshold) & rows & cols).nonzero(as_tuple=True)
+    return index, y0[index] + row, x0[index] + col
+
+
+def _chunks_by_region_size(areas: Tensor) -> list[Tensor]:
+    """Mask indices in chunks of similar region size whose padded regions hold at most ``_CHUNK_ELEMENTS``."""
+    order = areas.argsort()
+    sorted_areas = areas[order].clamp(min=1).tolist()
+    chunks, start = [], 0
+    while start < len(sorted_areas):
+        stop = start + 1
+        while stop < len(sorted_areas) and (stop + 1 - start) * sorted_areas[stop] <= _CHUNK_ELEMENTS:
+            stop += 1
+        chunks.append(order[start:stop])
+        start = stop
+    return chunks
 
 
 def paste_masks(
@@ -81,14 +94,11 @@ def paste_masks(
     if mask_probs.size(0) == 0:
         return out
     regions = _paste_regions(boxes, (img_h, img_w))
-    largest = max(int((regions[2] * regions[3]).max()), 1)
-    chunk = max(1, _CHUNK_ELEMENTS // largest)
-    for start in range(0, mask_probs.size(0), chunk):
-        part = slice(start, start + chunk)
-        index, row, col, value = _paste_chunk(
+    for part in _chunks_by_region_size(regions[2] * regions[3]):
+        index, row, col = _paste_chunk(
             mask_probs[part], boxes[part], tuple(r[part] for r in regions), threshold
         )
-        out[index + start, row, col] = value
+        out[part[index], row, col] = True
     return out
 
 

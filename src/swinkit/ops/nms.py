@@ -33,6 +33,30 @@ def _greedy_block(suppress: np.ndarray, removed: np.ndarray) -> np.ndarray:
     return ~removed
 
 
+def _greedy_keep(ranked: Tensor, iou_threshold: float, offset: int) -> Tensor:
+    """Keep flags ``(N,)`` of greedy NMS over boxes already in rank order ``(N, 4)``, block by block."""
+    areas = (ranked[:, 2] - ranked[:, 0] + offset) * (ranked[:, 3] - ranked[:, 1] + offset)
+    keep = np.zeros(ranked.size(0), dtype=bool)
+    for start in range(0, ranked.size(0), _BLOCK):
+        stop = min(start + _BLOCK, ranked.size(0))
+        block, block_areas = ranked[start:stop], areas[start:stop]
+        kept = torch.from_numpy(np.flatnonzero(keep[:start])).to(ranked.device)
+        earlier = (
+            _pairwise_iou(ranked[kept], areas[kept], block, block_areas, offset) > iou_threshold
+        )  # (K, B)
+        inside = _pairwise_iou(block, block_areas, block, block_areas, offset) > iou_threshold  # (B, B)
+        keep[start:stop] = _greedy_block(inside.triu_(1).cpu().numpy(), earlier.any(dim=0).cpu().numpy())
+    return torch.from_numpy(keep).to(ranked.device)
+
+
+def _check_inputs(boxes: Tensor, scores: Tensor) -> None:
+    if boxes.dim() != 2 or boxes.size(-1) != 4 or scores.shape != boxes.shape[:1]:
+        raise ValueError(
+            f"nms needs boxes of shape (N, 4) and scores of shape (N,), got {tuple(boxes.shape)} and "
+            f"{tuple(scores.shape)}."
+        )
+
+
 def nms(boxes: Tensor, scores: Tensor, iou_threshold: float, offset: int = 0) -> Tensor:
     """Indices of the boxes kept by greedy NMS, in decreasing score order: ``(N, 4), (N,) -> (K,)``.
 
@@ -40,28 +64,26 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float, offset: int = 0) ->
     that sort breaks them), a box is suppressed by a kept higher-ranked box when their IoU is strictly greater
     than ``iou_threshold``; ``offset`` 1 is the legacy ``+ 1`` on widths and heights.
     """
-    if boxes.dim() != 2 or boxes.size(-1) != 4 or scores.shape != boxes.shape[:1]:
-        raise ValueError(
-            f"nms needs boxes of shape (N, 4) and scores of shape (N,), got {tuple(boxes.shape)} and {tuple(scores.shape)}."
-        )
+    _check_inputs(boxes, scores)
     if boxes.size(0) == 0:
         return torch.empty(0, dtype=torch.long, device=boxes.device)
     order = scores.sort(0, descending=True)[1]
-    ranked = boxes[order]  # (N, 4) in score order
-    areas = (ranked[:, 2] - ranked[:, 0] + offset) * (ranked[:, 3] - ranked[:, 1] + offset)
-    keep = np.zeros(ranked.size(0), dtype=bool)
-    for start in range(0, ranked.size(0), _BLOCK):
-        stop = min(start + _BLOCK, ranked.size(0))
-        block, block_areas = ranked[start:stop], areas[start:stop]
-        kept = torch.from_numpy(np.flatnonzero(keep[:start])).to(boxes.device)
-        earlier = (
-            _pairwise_iou(ranked[kept], areas[kept], block, block_areas, offset) > iou_threshold
-        )  # (K, B)
-        inside = (_pairwise_iou(block, block_areas, block, block_areas, offset) > iou_threshold).triu_(
-            1
-        )  # (B, B)
-        keep[start:stop] = _greedy_block(inside.cpu().numpy(), earlier.any(dim=0).cpu().numpy())
-    return order[torch.from_numpy(keep).to(boxes.device)]
+    return order[_greedy_keep(boxes[order], iou_threshold, offset)]
+
+
+def _offset_nms_by_class(boxes_for_nms: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
+    """``nms(boxes_for_nms, scores)`` computed class by class in the same global rank order.
+
+    Exact when the class offsets keep the classes apart (every coordinate >= 0): boxes of different classes
+    then have zero intersection and never suppress each other, so only same-class pairs need IoUs.
+    """
+    order = scores.sort(0, descending=True)[1]
+    ranked_idxs = idxs[order]
+    keep = torch.zeros(order.size(0), dtype=torch.bool, device=order.device)
+    for class_id in torch.unique(idxs):
+        positions = (ranked_idxs == class_id).nonzero().squeeze(1)
+        keep[positions] = _greedy_keep(boxes_for_nms[order[positions]], iou_threshold, 0)
+    return order[keep]
 
 
 def _class_offset_boxes(boxes: Tensor, idxs: Tensor) -> Tensor:
@@ -88,7 +110,12 @@ def batched_nms(
         return boxes.new_zeros((0, 5)), torch.empty(0, dtype=torch.long, device=boxes.device)
     boxes_for_nms = boxes if class_agnostic else _class_offset_boxes(boxes, idxs)
     if boxes_for_nms.size(0) < split_thr:
-        keep = nms(boxes_for_nms, scores, iou_threshold)
+        separated = not class_agnostic and bool(boxes.min() >= 0)
+        keep = (
+            _offset_nms_by_class(boxes_for_nms, scores, idxs, iou_threshold)
+            if separated
+            else nms(boxes_for_nms, scores, iou_threshold)
+        )
         kept_scores = scores[keep]
     else:
         total_mask = torch.zeros_like(scores, dtype=torch.bool)

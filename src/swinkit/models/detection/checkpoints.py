@@ -193,13 +193,30 @@ def save_pretrained(
     return directory
 
 
-def load_pretrained(directory: str | os.PathLike) -> MaskRCNN:
-    """A detector from a folder :func:`save_pretrained` wrote."""
-    directory = Path(directory)
-    config_file, weights = directory / "config.json", directory / "model.safetensors"
-    if not config_file.is_file() or not weights.is_file():
-        raise ValueError(
-            f"{directory} is not a saved swinkit detector: it needs config.json and model.safetensors"
-        )
-    config = config_from_json(json.loads(config_file.read_text()))
-    return model_from_state_dict(load_state_file(weights), config)
+def _embedded_config(weights: Path) -> dict[str, Any] | None:
+    """The config.json a ``model.safetensors`` written by swinkit carries in its metadata, else None."""
+    from safetensors import safe_open
+
+    with safe_open(str(weights), "pt") as f:
+        value = (f.metadata() or {}).get(DESCRIPTION_KEYS[0])
+    try:
+        return json.loads(value) if isinstance(value, str) else None
+    except json.JSONDecodeError:
+        raise ValueError(f"{weights}: its {DESCRIPTION_KEYS[0]} entry is not valid JSON") from None
+
+
+def load_pretrained(source: str | os.PathLike) -> MaskRCNN:
+    """A detector from a folder :func:`save_pretrained` wrote, or from its ``model.safetensors`` alone (the
+    file describes itself)."""
+    source = Path(source)
+    weights = source / "model.safetensors" if source.is_dir() else source
+    config_file = source / "config.json" if source.is_dir() else None
+    if not weights.is_file() or weights.suffix != ".safetensors":
+        raise ValueError(f"{source} is not a saved swinkit detector: it needs a model.safetensors")
+    if config_file is not None and config_file.is_file():
+        config_dict = json.loads(config_file.read_text())
+    else:
+        config_dict = _embedded_config(weights)
+    if config_dict is None:
+        raise ValueError(f"{source} has no config.json and its weights carry no description")
+    return model_from_state_dict(load_state_file(weights), config_from_json(config_dict))
