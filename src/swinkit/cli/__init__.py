@@ -13,16 +13,17 @@ import os
 import sys
 from collections.abc import Sequence
 
-COMMANDS = ("models", "convert", "predict", "batch", "train", "pretrain", "evaluate", "serve")
+COMMANDS = ("models", "convert", "convert-data", "predict", "batch", "train", "pretrain", "evaluate", "serve")
 
 
 def _available() -> dict[str, object]:
     modules = {}
     for name in COMMANDS:
+        module = f"swinkit.cli.{name.replace('-', '_')}"
         try:
-            modules[name] = importlib.import_module(f"swinkit.cli.{name}")
+            modules[name] = importlib.import_module(module)
         except ModuleNotFoundError as e:
-            if e.name != f"swinkit.cli.{name}":
+            if e.name != module:
                 raise
     return modules
 

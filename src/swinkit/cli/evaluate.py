@@ -5,15 +5,24 @@ from __future__ import annotations
 import argparse
 import json
 
-HELP = "evaluate a model on labelled images (class folders, CSV or JSONL): metrics.json and plots"
+HELP = "evaluate a model on labelled images (class folders, CSV, JSONL; a detector: COCO json or Azure JSONL)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="a run folder, HF folder, hub id or checkpoint file")
-    parser.add_argument("--data", required=True, help="a folder of class folders, a CSV or a JSONL file")
+    parser.add_argument(
+        "--data",
+        required=True,
+        help="a folder of class folders, a CSV or a JSONL file; for a detector a COCO .json or an Azure ML .jsonl",
+    )
     parser.add_argument("--output", help="write metrics.json and plots/ here (default: print only)")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--threshold", type=float, default=0.5, help="multi-label decision threshold")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=0.5,
+        help="multi-label decision threshold (a detector uses its own rule)",
+    )
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--device", default="cpu")
 

@@ -10,6 +10,7 @@ import torch
 from tqdm import tqdm
 
 from swinkit.flops import count_flops
+from swinkit.models.detection.config import DETECTION_PRESETS, DetectionPreset
 from swinkit.models.factory import build_model
 from swinkit.presets import PRESETS, Preprocessing, Preset
 
@@ -87,8 +88,45 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     presets = [p for name, p in sorted(PRESETS.items()) if args.filter in name]
-    if not presets:
+    detectors = [p for name, p in sorted(DETECTION_PRESETS.items()) if args.filter in name]
+    if not presets and not detectors:
         raise ValueError(f"no preset name contains {args.filter!r}")
     rows = [describe_preset(p) for p in tqdm(presets, desc="counting", leave=False, disable=None)]
+    rows += [
+        describe_detection_preset(p) for p in tqdm(detectors, desc="counting", leave=False, disable=None)
+    ]
     print(json.dumps(rows, indent=2) if args.json else format_table(rows))
     return 0
+
+
+DETECTION_SIZE = (800, 1333)  # (H, W) the detection rows are counted at (mmdet's test scale for 4:3 images)
+
+
+def describe_detection_preset(preset: DetectionPreset) -> dict[str, Any]:
+    """A detection preset's row: parameters, and multiply-adds at 800x1333 with 1000 proposals and 100
+    detections (:func:`swinkit.models.detection.mask_rcnn.mask_rcnn_flops`); built on the ``meta`` device."""
+    from swinkit.models.detection.mask_rcnn import build_mask_rcnn, mask_rcnn_flops
+
+    config = preset.config
+    with torch.device("meta"):
+        params = sum(p.numel() for p in build_mask_rcnn(config).parameters())
+    flops = mask_rcnn_flops(config, DETECTION_SIZE)
+    windows = [config.backbone.window_size] * config.backbone.num_stages  # detection convention
+    return {
+        "name": preset.name,
+        "version": config.backbone.version,
+        "params": params,
+        "flops": flops,
+        "gflops": round(flops / 1e9, 3),
+        "image_size": "x".join(map(str, DETECTION_SIZE)),
+        "window_size": config.backbone.window_size,
+        "stage_window_sizes": windows,
+        "pretrained_window_sizes": list(config.backbone.pretrained_window_sizes),
+        "num_classes": config.num_classes,
+        "hub_id": None,
+        "preprocessing": f"keep-ratio resize {config.test_scale[0]}x{config.test_scale[1]}, bilinear, pad {config.pad_size_divisor}",
+        "description": preset.description,
+        "box_ap": preset.box_ap,
+        "mask_ap": preset.mask_ap,
+        "checkpoint_url": preset.checkpoint_url,
+    }

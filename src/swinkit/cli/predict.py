@@ -23,22 +23,42 @@ from swinkit.data.decode import ImageDecodeError, decode_image
 from swinkit.inference import load_predictor
 from swinkit.tasks.base import TaskPredictor, TaskResult
 
-HELP = "run a saved model on images (classification: top-k labels): JSONL in the Azure ML schema, or a table"
+HELP = (
+    "run a saved model on images (top labels, or detected objects): JSONL in the Azure ML schema, or a table"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="hub id, HF folder, checkpoint file or preset name")
     parser.add_argument("images", nargs="+", help="image files and/or folders (searched recursively)")
-    parser.add_argument("--top-k", type=int, default=None, help="labels shown per image (default 5)")
-    parser.add_argument(
-        "--threshold", type=float, default=None, help="minimum probability shown (multi-label default 0.5)"
-    )
+    add_result_limits(parser)
     parser.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
     parser.add_argument(
         "--output", type=Path, default=None, help="write JSONL here instead of a table ('-': standard output)"
     )
     parser.add_argument("--visualize", type=Path, default=None, help="write an annotated PNG per image here")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+
+
+def add_result_limits(parser: argparse.ArgumentParser) -> None:
+    """``--top-k``/``--max-detections`` and ``--threshold``/``--score-threshold``: the predictor's ``top_k`` and
+    ``threshold``, whatever the task (labels of a classifier, objects of a detector)."""
+    parser.add_argument(
+        "--top-k",
+        "--max-detections",
+        dest="top_k",
+        type=int,
+        default=None,
+        help="labels (classification, default 5) or objects (detection, default the model's 100) per image",
+    )
+    parser.add_argument(
+        "--threshold",
+        "--score-threshold",
+        dest="threshold",
+        type=float,
+        default=None,
+        help="minimum probability or score (multi-label default 0.5; detection: the model's 0.05)",
+    )
 
 
 def expand_images(arguments: Sequence[str]) -> list[Path]:

@@ -22,6 +22,8 @@ _OPTIONS: tuple[tuple[str, type, str], ...] = (
     ("--device", str, "torch device (default cpu)"),
     ("--torch-threads", int, "intra-op threads of torch (default: torch's, the core count)"),
     ("--max-batch-size", int, "images run through the model together at most (default 16)"),
+    ("--score-threshold", float, "detection: lowest object score answered (default: the model's, 0.05)"),
+    ("--max-detections", int, "detection: objects answered per image at most (default: the model's, 100)"),
     ("--max-delay-ms", float, "how long a batch waits for more images (default 10)"),
     ("--max-queue-size", int, "images that may wait for the model before 503 (default 256)"),
     ("--max-concurrent-requests", int, "requests handled at once before 503 (default 64)"),

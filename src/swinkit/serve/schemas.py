@@ -110,7 +110,10 @@ class DetectionResult(BaseModel):
 class SegmentedObject(DetectedObject):
     """One detected object with its outline: each polygon is ``[x1, y1, x2, y2, ...]`` in image fractions."""
 
-    polygon: list[list[float]]
+    polygon: list[list[float]] = Field(
+        description="the outer outline of each part of the object's mask (holes are filled); "
+        "empty when the mask is too small to outline"
+    )
 
 
 class SegmentationResult(BaseModel):
@@ -145,6 +148,8 @@ class InfoResponse(BaseModel):
     labels: list[str]
     problem_type: str | None = None
     preprocessing: dict[str, Any] | None = None
+    score_threshold: float | None = Field(None, description="detection: the lowest object score answered")
+    max_detections: int | None = Field(None, description="detection: objects answered per image at most")
     max_batch_size: int
     max_images_per_request: int
     allow_urls: bool

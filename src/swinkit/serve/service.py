@@ -51,10 +51,13 @@ class TaskService:
         self.response_model: type[BaseModel] = predictor.response_model
 
     @classmethod
-    def load(cls, source: str, *, device: str = "cpu") -> TaskService:
-        """The service for any saved model swinkit reads, of the task its config names."""
+    def load(
+        cls, source: str, *, device: str = "cpu", top_k: int | None = None, threshold: float | None = None
+    ) -> TaskService:
+        """The service for any saved model swinkit reads, of the task its config names (``top_k`` and
+        ``threshold``: its predictor's, e.g. a detector's maximum detections and score threshold)."""
         task = task_of_source(source)
-        return cls(task.predictor(source, device=device), task.name)
+        return cls(task.predictor(source, device=device, top_k=top_k, threshold=threshold), task.name)
 
     def prepare(self, image: Image.Image) -> torch.Tensor:
         return self.predictor.prepare(image)

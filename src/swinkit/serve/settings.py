@@ -67,6 +67,15 @@ class ServeSettings(BaseSettings):
     device: str = "cpu"
     torch_threads: int | None = Field(None, ge=1, description="intra-op threads of torch (default: torch's)")
     max_batch_size: int = Field(16, ge=1, description="images run through the model together at most")
+    score_threshold: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="detection: objects scoring below this are left out (default: the model's)",
+    )
+    max_detections: int | None = Field(
+        None, ge=1, description="detection: objects per image at most (default: the model's, 100)"
+    )
     max_delay_ms: float = Field(10.0, ge=0, description="how long a batch waits for more images")
     max_queue_size: int = Field(256, ge=1, description="images waiting for the model; beyond it: 503")
     max_concurrent_requests: int = Field(64, ge=1, description="requests being handled at once; beyond: 503")

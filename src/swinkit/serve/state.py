@@ -35,7 +35,12 @@ def load_service(settings: ServeSettings) -> ScoringService:
     """
     if settings.torch_threads is not None:
         torch.set_num_threads(settings.torch_threads)
-    return TaskService.load(settings.model, device=settings.device)
+    return TaskService.load(
+        settings.model,
+        device=settings.device,
+        top_k=settings.max_detections,
+        threshold=settings.score_threshold,
+    )
 
 
 def make_fetcher(settings: ServeSettings, resolver: Resolver = system_resolver) -> Fetcher | None:

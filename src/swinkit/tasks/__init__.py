@@ -44,15 +44,20 @@ def task_of_saved_model(config_dict: dict[str, Any]) -> type[Task]:
 
 
 from swinkit.tasks.classification import ClassificationTask  # noqa: E402
+from swinkit.tasks.instance_segmentation import InstanceSegmentationTask, ObjectDetectionTask  # noqa: E402
 from swinkit.tasks.masked_image_modeling import MaskedImageModelingTask  # noqa: E402
 
 register(ClassificationTask)
 register(MaskedImageModelingTask)
+register(InstanceSegmentationTask)
+register(ObjectDetectionTask)
 
 __all__ = [
     "ClassificationTask",
     "Evaluator",
+    "InstanceSegmentationTask",
     "MaskedImageModelingTask",
+    "ObjectDetectionTask",
     "Task",
     "TrainLoader",
     "get_task",

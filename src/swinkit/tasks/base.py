@@ -88,7 +88,9 @@ class TaskPredictor(Protocol):
         ...
 
     def prepare(self, image: Image.Image) -> torch.Tensor:
-        """(3, H, W) model input of one decoded RGB image (runs in decoding threads and processes)."""
+        """(3, H, W) model input of one decoded RGB image (runs in decoding threads and processes); a task
+        whose results need more than the pixels returns its own picklable object (a detector: the resized
+        pixels with their ``ImageMeta``), which only its ``infer`` reads."""
         ...
 
     def infer(self, pixels: Sequence[torch.Tensor]) -> Sequence[TaskResult]:

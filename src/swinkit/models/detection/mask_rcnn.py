@@ -1,0 +1,147 @@
+"""Mask R-CNN / Faster R-CNN with a Swin backbone: mmdetection's ``TwoStageDetector.predict``.
+
+``backbone -> neck (FPN) -> rpn_head (proposals) -> roi_head (boxes, then masks)``, parts passed in; the
+builder only wires them. The backbone is :class:`swinkit.models.swin.SwinBackbone` in the detection
+convention with an output LayerNorm per stage (mmdet's ``SwinTransformer(out_indices=(0, 1, 2, 3))``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from swinkit.flops import count_flops
+from swinkit.models.detection.config import MaskRCNNConfig, get_detection_preset
+from swinkit.models.detection.fpn import FPN
+from swinkit.models.detection.roi_heads import FCNMaskHead, Shared2FCBBoxHead, StandardRoIHead
+from swinkit.models.detection.rpn import RPNHead
+from swinkit.models.detection.structures import DetectionOutput, ImageMeta
+from swinkit.models.swin import SwinBackbone
+
+
+class MaskRCNN(nn.Module):
+    """A two-stage detector: a padded (B, 3, H, W) batch and its metas to per-image detections."""
+
+    def __init__(
+        self,
+        config: MaskRCNNConfig,
+        backbone: SwinBackbone,
+        neck: FPN,
+        rpn_head: RPNHead,
+        roi_head: StandardRoIHead,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.backbone = backbone
+        self.neck = neck
+        self.rpn_head = rpn_head
+        self.roi_head = roi_head
+
+    @property
+    def num_classes(self) -> int:
+        return self.config.num_classes
+
+    @property
+    def with_mask(self) -> bool:
+        return self.roi_head.mask_head is not None
+
+    def init_weights(self) -> None:
+        """The backbone's official initialisation and mmdet's neck and head initialisation."""
+        self.backbone.init_weights()
+        self.neck.init_weights()
+        self.rpn_head.init_weights()
+        self.roi_head.init_weights()
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute the backbone's blocks in the backward pass instead of keeping their activations."""
+        self.backbone.set_grad_checkpointing(enable)
+
+    def extract_features(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
+        """mmdet's ``extract_feat``: the FPN levels [(B, C, H/4, W/4), ..., (B, C, H/64, W/64)]."""
+        return self.neck(self.backbone(pixel_values))
+
+    def forward(self, pixel_values: torch.Tensor, image_metas: Sequence[ImageMeta]) -> DetectionOutput:
+        """Detections per image in its original pixels (boxes, scores, labels, masks for Mask R-CNN).
+
+        ``pixel_values`` is the normalised batch padded at the bottom and right (see
+        :class:`swinkit.models.detection.preprocess.DetectionPreprocessor`); ``image_metas`` has one entry
+        per image telling its resized and original sizes.
+        """
+        check_batch(pixel_values, image_metas)
+        features = self.extract_features(pixel_values)
+        proposals = self.rpn_head.predict(features, image_metas)
+        detections = self.roi_head.predict(features, proposals, image_metas)
+        return DetectionOutput(detections=detections, proposals=proposals)
+
+
+def check_batch(pixel_values: torch.Tensor, image_metas: Sequence[ImageMeta]) -> None:
+    """A ValueError unless the batch is (B, C, H, W) with one meta per image that fits inside it."""
+    if pixel_values.ndim != 4:
+        raise ValueError(f"pixel_values must be a (B, C, H, W) batch, got shape {tuple(pixel_values.shape)}")
+    if len(image_metas) != pixel_values.shape[0]:
+        raise ValueError(
+            f"{len(image_metas)} image metas given for a batch of {pixel_values.shape[0]} images"
+        )
+    height, width = pixel_values.shape[2:]
+    for i, meta in enumerate(image_metas):
+        if meta.img_shape[0] > height or meta.img_shape[1] > width:
+            raise ValueError(
+                f"image {i} has img_shape {meta.img_shape}, larger than the {height}x{width} batch"
+            )
+
+
+def build_mask_rcnn(config: MaskRCNNConfig) -> MaskRCNN:
+    """A randomly initialised detector for ``config`` (Faster R-CNN when ``config.with_mask`` is False)."""
+    stages = config.backbone.num_stages
+    backbone = SwinBackbone(config.backbone, out_indices=range(stages), always_shift=True, out_norms=True)
+    neck = FPN(backbone.out_channels, config.fpn_channels, config.num_outs)
+    mask_head = FCNMaskHead(config) if config.with_mask else None
+    roi_head = StandardRoIHead(config, Shared2FCBBoxHead(config), mask_head)
+    model = MaskRCNN(config, backbone, neck, RPNHead(config), roi_head)
+    model.init_weights()
+    return model
+
+
+def create_mask_rcnn(name: str, **overrides: object) -> MaskRCNN:
+    """A randomly initialised detector of detection preset ``name``; ``overrides`` change MaskRCNNConfig fields."""
+    return build_mask_rcnn(get_detection_preset(name).config.replace(**overrides))
+
+
+class _FixedRoIPass(nn.Module):
+    """The detector's arithmetic with a fixed number of RoIs: backbone, FPN, RPN head, box head on
+    ``num_proposals`` RoIs and mask head on ``num_detections`` (for counting; no NMS, nothing data-dependent)."""
+
+    def __init__(self, model: MaskRCNN, num_proposals: int, num_detections: int) -> None:
+        super().__init__()
+        self.model = model
+        self.num_proposals = num_proposals
+        self.num_detections = num_detections
+
+    def forward(self, pixel_values: torch.Tensor) -> None:
+        c = self.model.config
+        self.model.rpn_head(self.model.extract_features(pixel_values))
+        box_rois = pixel_values.new_zeros(
+            self.num_proposals, c.fpn_channels, c.bbox_roi_size, c.bbox_roi_size
+        )
+        self.model.roi_head.bbox_head(box_rois)
+        if self.model.roi_head.mask_head is not None:
+            mask_rois = pixel_values.new_zeros(
+                self.num_detections, c.fpn_channels, c.mask_roi_size, c.mask_roi_size
+            )
+            self.model.roi_head.mask_head(mask_rois)
+
+
+def mask_rcnn_flops(
+    config: MaskRCNNConfig,
+    image_size: tuple[int, int] = (800, 1333),
+    num_proposals: int = 1000,
+    num_detections: int = 100,
+) -> int:
+    """Multiply-adds of one image at ``image_size`` (H, W) with ``num_proposals`` RoIs through the box head and
+    ``num_detections`` through the mask head (RoIAlign, NMS and pasting are not counted); the model is built
+    on the ``meta`` device, nothing is computed."""
+    with torch.device("meta"):
+        model = build_mask_rcnn(config).eval()
+    return count_flops(_FixedRoIPass(model, num_proposals, num_detections), image_size)
