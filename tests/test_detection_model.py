@@ -349,3 +349,14 @@ def test_anchors_are_computed_once_per_size_and_stay_bounded():
     for width in range(1, 12):
         model.rpn_head.anchors([torch.zeros(1, 8, 1, width)] * 5)
     assert len(model.rpn_head._anchor_cache) == 8
+
+
+def test_an_image_without_proposals_beside_one_with_detections():
+    model = _micro(rpn_min_bbox_size=2.0)  # the 1x1 image's proposals are clipped to at most 1x1: all dropped
+    metas = [ImageMeta.identity(64, 64), ImageMeta((1, 1), (1, 1), (1.0, 1.0))]
+    with torch.no_grad():
+        output = model(torch.randn(2, 3, 64, 64), metas)
+    assert output.proposals[0].shape[0] > 0 and output.proposals[1].shape == (0, 5)
+    full, empty = output.detections
+    assert len(full) > 0 and full.masks.shape == (len(full), 64, 64)
+    assert empty.boxes.shape == (0, 4) and empty.masks.shape == (0, 1, 1)
