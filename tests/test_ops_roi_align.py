@@ -178,3 +178,12 @@ def test_roi_align_gradient_is_the_adjoint_of_the_loop():
     weights = torch.randn(3, 1, 2, 3)
     (roi_align(features, rois, (2, 3), 1.0) * weights).sum().backward()
     torch.testing.assert_close(features.grad.flatten(), jacobian.T @ weights.flatten(), rtol=1e-5, atol=1e-6)
+
+
+def test_roi_align_channels_last_path_is_identical():
+    # Many samples on a small map take the channels-last path; a single small RoI on the same map does not.
+    features = torch.randn(1, 8, 30, 30)
+    rois = make_rois(40, 1, 120, seed=5)
+    many = roi_align(features, rois, (7, 7), 0.25)
+    one_by_one = torch.cat([roi_align(features, rois[k : k + 1], (7, 7), 0.25) for k in range(0, 40, 13)])
+    assert torch.equal(many[::13], one_by_one)

@@ -102,8 +102,9 @@ def batched_nms(
 ) -> tuple[Tensor, Tensor]:
     """NMS applied independently per value of ``idxs``: ``(N, 4), (N,), (N,) -> (dets (K, 5), keep (K,))``.
 
-    Mirrors mmcv's ``batched_nms``: the coordinate-offset trick when there are fewer than ``split_thr`` boxes,
-    otherwise one NMS per class and the kept boxes re-sorted by score. ``dets`` rows are
+    Mirrors mmcv's ``batched_nms``: the coordinate-offset trick when there are fewer than ``split_thr`` boxes
+    (evaluated class by class in the global score order when every coordinate is >= 0, which gives the same
+    result), otherwise one NMS per class and the kept boxes re-sorted by score. ``dets`` rows are
     ``x1, y1, x2, y2, score`` in decreasing score order; ``keep`` indexes the input.
     """
     if boxes.size(0) == 0:

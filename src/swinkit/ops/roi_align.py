@@ -90,6 +90,31 @@ def _roi_geometry(
     return scaled[:, 1], scaled[:, 0], bin_h, bin_w, grid_h, grid_w
 
 
+def _pool_rois(
+    features: Tensor,
+    batch: Tensor,
+    geometry: tuple[Tensor, ...],
+    grids: tuple[Tensor, Tensor],
+    size: tuple[int, int],
+) -> Tensor:
+    """Pool every RoI ``-> (K, C, oh, ow)``, one ``_pool_group`` call per (image, sampling grid) and memory chunk."""
+    oh, ow = size
+    channels = features.size(1)
+    out = features.new_zeros((batch.size(0), channels, oh, ow))
+    grid_h, grid_w = grids
+    if int((grid_h * grid_w).sum()) * oh * ow * channels >= features.numel():
+        # grid_sample reads channels-last features several times faster; worth the copy for many samples
+        features = features.contiguous(memory_format=torch.channels_last)
+    for b, gh, gw in torch.unique(torch.stack([batch, grid_h, grid_w], dim=1), dim=0).tolist():
+        if gh == 0 or gw == 0:
+            continue
+        members = ((batch == b) & (grid_h == gh) & (grid_w == gw)).nonzero().squeeze(1)
+        chunk = max(1, _CHUNK_ELEMENTS // (oh * gh * ow * gw * channels))
+        for part in members.split(chunk):
+            out[part] = _pool_group(features[b : b + 1], tuple(g[part] for g in geometry), (oh, ow, gh, gw))
+    return out
+
+
 def roi_align(
     features: Tensor,
     rois: Tensor,
@@ -108,11 +133,9 @@ def roi_align(
         raise ValueError(
             f"roi_align needs features (B, C, H, W) and rois (K, 5), got {tuple(features.shape)} and {tuple(rois.shape)}."
         )
-    oh, ow = output_size
-    batch_size, channels, height, width = features.shape
-    out = features.new_zeros((rois.size(0), channels, oh, ow))
+    batch_size, channels = features.shape[:2]
     if rois.size(0) == 0:
-        return out
+        return features.new_zeros((0, channels, *output_size))
     rois = rois.to(features.dtype)
     y0, x0, bin_h, bin_w, grid_h, grid_w = _roi_geometry(
         rois, output_size, spatial_scale, sampling_ratio, aligned
@@ -122,16 +145,7 @@ def roi_align(
         raise ValueError(
             f"roi_align got a RoI batch index outside [0, {batch_size}) for features of batch {batch_size}."
         )
-    grids = torch.stack([batch, grid_h, grid_w], dim=1)  # (K, 3)
-    for b, gh, gw in torch.unique(grids, dim=0).tolist():
-        if gh == 0 or gw == 0:
-            continue
-        members = ((batch == b) & (grid_h == gh) & (grid_w == gw)).nonzero().squeeze(1)
-        chunk = max(1, _CHUNK_ELEMENTS // (oh * gh * ow * gw * channels))
-        for part in members.split(chunk):
-            geometry = (y0[part], x0[part], bin_h[part], bin_w[part])
-            out[part] = _pool_group(features[b : b + 1], geometry, (oh, ow, gh, gw))
-    return out
+    return _pool_rois(features, batch, (y0, x0, bin_h, bin_w), (grid_h, grid_w), output_size)
 
 
 def map_roi_levels(rois: Tensor, num_levels: int, finest_scale: float = 56) -> Tensor:
