@@ -207,3 +207,11 @@ def test_a_file_that_is_no_detector_is_refused(tmp_path):
     )
     with pytest.raises(ValueError, match="not an mmdetection two-stage detector"):
         ck.load_mmdet(tmp_path / "x.pth")
+
+
+@pytest.mark.parametrize("name", ["mask_rcnn_swin_t_1x_coco", "mask_rcnn_swin_s_amp_ms_crop_3x_coco"])
+def test_the_architecture_read_from_the_shapes_is_the_presets(name):
+    preset = get_detection_preset(name)
+    with torch.device("meta"):
+        model = build_mask_rcnn(preset.config)
+    assert ck.config_from_state_dict(model.state_dict(), labels=preset.config.labels) == preset.config

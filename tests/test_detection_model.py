@@ -332,3 +332,31 @@ def test_flops_at_1280x800_match_the_official_swin_detection_table():
     small = get_detection_preset("mask_rcnn_swin_s_amp_ms_crop_3x_coco").config
     assert round(mask_rcnn_flops(tiny, (800, 1280)) / 1e9) == 267
     assert round(mask_rcnn_flops(small, (800, 1280)) / 1e9) == 359
+
+
+def test_anchors_are_computed_once_per_size_and_stay_bounded():
+    model = build_mask_rcnn(get_detection_preset("mask_rcnn_swin_micro").config)
+    first = model.rpn_head.anchors(
+        [torch.zeros(1, 8, 4, 6), torch.zeros(1, 8, 2, 3)] + [torch.zeros(1, 8, 1, 2)] * 3
+    )
+    again = model.rpn_head.anchors(
+        [torch.zeros(1, 8, 4, 6), torch.zeros(1, 8, 2, 3)] + [torch.zeros(1, 8, 1, 2)] * 3
+    )
+    assert first[0] is again[0] and first[0].shape == (4 * 6 * 3, 4)
+    with torch.inference_mode():
+        served = model.rpn_head.anchors([torch.zeros(1, 8, 3, 3)] * 5)
+    assert not served[0].is_inference()  # usable in a later training step
+    for width in range(1, 12):
+        model.rpn_head.anchors([torch.zeros(1, 8, 1, width)] * 5)
+    assert len(model.rpn_head._anchor_cache) == 8
+
+
+def test_an_image_without_proposals_beside_one_with_detections():
+    model = _micro(rpn_min_bbox_size=2.0)  # the 1x1 image's proposals are clipped to at most 1x1: all dropped
+    metas = [ImageMeta.identity(64, 64), ImageMeta((1, 1), (1, 1), (1.0, 1.0))]
+    with torch.no_grad():
+        output = model(torch.randn(2, 3, 64, 64), metas)
+    assert output.proposals[0].shape[0] > 0 and output.proposals[1].shape == (0, 5)
+    full, empty = output.detections
+    assert len(full) > 0 and full.masks.shape == (len(full), 64, 64)
+    assert empty.boxes.shape == (0, 4) and empty.masks.shape == (0, 1, 1)

@@ -24,6 +24,7 @@ from swinkit.ops.nms import batched_nms
 
 _RPN_MEANS = (0.0, 0.0, 0.0, 0.0)
 _RPN_STDS = (1.0, 1.0, 1.0, 1.0)
+_ANCHOR_CACHE_SIZE = 8  # (feature sizes, device, dtype) entries of anchors kept per head
 
 
 class RPNHead(nn.Module):
@@ -36,6 +37,7 @@ class RPNHead(nn.Module):
         self.rpn_conv = nn.Conv2d(channels, channels, 3, padding=1)
         self.rpn_cls = nn.Conv2d(channels, anchors, 1)
         self.rpn_reg = nn.Conv2d(channels, anchors * 4, 1)
+        self._anchor_cache: dict[tuple, list[torch.Tensor]] = {}
 
     def init_weights(self) -> None:
         """mmdet's RPNHead ``init_cfg``: normal(0, 0.01) weights, zero biases."""
@@ -52,11 +54,21 @@ class RPNHead(nn.Module):
         return scores, deltas
 
     def anchors(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        """Per level (H*W*A, 4) anchors, location-major then anchor (mmdet's ``AnchorGenerator`` order)."""
+        """Per level (H*W*A, 4) anchors, location-major then anchor (mmdet's ``AnchorGenerator`` order).
+
+        Kept for the last few (sizes, device, dtype) seen, so a run at one input size computes them once.
+        """
         c = self.config
-        sizes = [tuple(x.shape[2:]) for x in features]
-        anchors = multi_level_anchors(sizes, c.anchor_strides, c.anchor_scales, c.anchor_ratios)
-        return [a.to(device=features[0].device, dtype=features[0].dtype) for a in anchors]
+        sizes = tuple(tuple(x.shape[2:]) for x in features)
+        key = (sizes, features[0].device, features[0].dtype)
+        if key not in self._anchor_cache:
+            with torch.inference_mode(False):  # a cache filled while serving stays usable in training
+                anchors = multi_level_anchors(sizes, c.anchor_strides, c.anchor_scales, c.anchor_ratios)
+                anchors = [a.to(device=key[1], dtype=key[2]) for a in anchors]
+            if len(self._anchor_cache) >= _ANCHOR_CACHE_SIZE:
+                self._anchor_cache.pop(next(iter(self._anchor_cache)))
+            self._anchor_cache[key] = anchors
+        return self._anchor_cache[key]
 
     def predict(
         self, features: Sequence[torch.Tensor], image_metas: Sequence[ImageMeta]
