@@ -128,3 +128,68 @@ def load_hf(folder: str | os.PathLike) -> UperNet:
     if not hf_upernet.detect(state_dict):
         raise ValueError(f"{weights} does not hold a transformers UperNet with a Swin backbone")
     return model_from_state_dict(hf_upernet.to_canonical(state_dict), config)
+
+
+def _canonical_tensors(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
+    """``state_dict`` in canonical UperNet names, from whichever whole-model layout it is in (None: none)."""
+    from swinkit.layouts.heads import HEAD_LAYOUTS, detect_head_layout
+
+    layout = detect_head_layout(state_dict)
+    if layout is not None:
+        return HEAD_LAYOUTS[layout].to_canonical(state_dict)
+    canonical = (
+        "decode_head.conv_seg.weight" in state_dict and "backbone.patch_embed.proj.weight" in state_dict
+    )
+    return dict(state_dict) if canonical else None
+
+
+def segmentation_description(checkpoint: Mapping[str, object]) -> dict[str, object] | None:
+    """The transformers ``config.json`` (as a dict) of a loaded PyTorch checkpoint file that holds an UperNet
+    (mmseg segmentor, transformers or canonical names), or None when it holds no segmentation model.
+
+    A config transformers cannot express (an auxiliary head off stage 2) is described by its architecture alone.
+    """
+    try:
+        state_dict = unwrap(checkpoint)
+    except ValueError:
+        return None
+    canonical = _canonical_tensors(state_dict)
+    if canonical is None or "decode_head.conv_seg.weight" not in canonical:
+        return None
+    config = mmseg.config_from_meta(checkpoint) or config_from_state_dict(
+        canonical, labels=mmseg.classes_from_meta(checkpoint)
+    )
+    try:
+        return hf_upernet.config_to_hf(config)
+    except ValueError:
+        return {"architectures": ["UperNetForSemanticSegmentation"], "model_type": "upernet"}
+
+
+def load_upernet(source: str | os.PathLike) -> UperNet:
+    """An UperNet from any saved segmentation model: a transformers UperNet folder (or its hub id, or a
+    segmentation preset name with one), or a checkpoint file in mmseg, transformers or canonical names
+    (its config from the file's description or meta, else from the tensor shapes)."""
+    from swinkit.loading import resolve_source
+
+    path = resolve_source(source)
+    if path.is_dir():
+        return load_hf(path)
+    loaded = load_state_file(path)
+    described = _embedded_upernet_config(loaded)
+    state_dict = _canonical_tensors(unwrap(loaded))
+    if state_dict is None:
+        raise ValueError(f"{path} holds no segmentation model: no UperNet decode head (decode_head.conv_seg)")
+    if described is None:
+        described = mmseg.config_from_meta(loaded) or config_from_state_dict(
+            state_dict, labels=mmseg.classes_from_meta(loaded)
+        )
+    return model_from_state_dict(state_dict, described)
+
+
+def _embedded_upernet_config(loaded: Mapping[str, object]) -> UperNetConfig | None:
+    """The UperNetConfig a training state or swinkit-written file carries as its ``swinkit.config`` entry."""
+    text = loaded.get("swinkit.config")
+    if not isinstance(text, str):
+        return None
+    data = json.loads(text)
+    return hf_upernet.config_from_hf(data) if data.get("model_type") == "upernet" else None
