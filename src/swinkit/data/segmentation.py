@@ -10,14 +10,22 @@ and every other value k becomes k - 1, as mmsegmentation's ``LoadAnnotations(red
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 import torch
 from PIL import Image
+from torch.utils.data import Dataset
+
+from swinkit.data.datasets import sample_rng
+from swinkit.data.decode import IMAGE_EXTENSIONS, decode_image
+from swinkit.data.records import ImageRecord, resolve_path
 
 IGNORE_INDEX = 255  # label value that carries no loss and no metric
 TEST_SCALE = (2048, 512)  # mmseg's ADE20K test Resize(scale=(2048, 512), keep_ratio=True)
@@ -45,8 +53,9 @@ def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """(H, W) label map resized to ``size`` (width, height) by nearest neighbour, as mmcv's ``imresize``."""
-    return cv2.resize(labels, size, interpolation=cv2.INTER_NEAREST)
+    """(H, W) label map resized to ``size`` (width, height) by nearest neighbour, as mmcv's ``imresize``;
+    int64 out (OpenCV resizes 16-bit maps, which hold any label of up to 65535 classes)."""
+    return cv2.resize(labels.astype(np.uint16), size, interpolation=cv2.INTER_NEAREST).astype(np.int64)
 
 
 def rescale_image(image: np.ndarray, scale: tuple[int, int] = TEST_SCALE) -> np.ndarray:
@@ -121,3 +130,205 @@ class SegmentationProcessor:
             scale=(int(scale[0]), int(scale[1])),
             reduce_zero_label=bool(config.get("do_reduce_labels", config.get("reduce_labels", False))),
         )
+
+
+@dataclass
+class SegmentationSet:
+    """Image files with their label-map files (``masks[i]`` labels ``images[i]``) and the class names."""
+
+    images: list[str]
+    masks: list[str]
+    classes: tuple[str, ...]
+    reduce_zero_label: bool = False  # label maps store 0 for "other" and k + 1 for class k (ADE20K)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def subset(self, indices: Sequence[int]) -> SegmentationSet:
+        pick = list(indices)
+        return SegmentationSet(
+            [self.images[i] for i in pick],
+            [self.masks[i] for i in pick],
+            self.classes,
+            self.reduce_zero_label,
+        )
+
+    def summary(self, name: str = "data") -> str:
+        zero = ", label 0 ignored (reduce_zero_label)" if self.reduce_zero_label else ""
+        return f"{name}: {len(self)} images with label maps, {len(self.classes)} classes{zero}"
+
+    def read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """(image (H, W, 3) uint8 RGB, labels (H, W) int64 with 255 ignored) of pair ``index``, checked."""
+        with decode_image(self.images[index]) as image:
+            pixels = np.asarray(image.convert("RGB"))
+        labels = read_label_map(self.masks[index], self.reduce_zero_label)
+        if labels.shape != pixels.shape[:2]:
+            raise ValueError(
+                f"{self.masks[index]}: the mask is {labels.shape[1]}x{labels.shape[0]} pixels but its image "
+                f"{self.images[index]} is {pixels.shape[1]}x{pixels.shape[0]}"
+            )
+        check_label_values(labels, len(self.classes), self.masks[index])
+        return pixels, labels
+
+
+def read_label_map(path: str | os.PathLike, reduce_zero: bool = False) -> np.ndarray:
+    """(H, W) int64 class indices of a single-channel integer image (PNG); ``reduce_zero`` as mmseg."""
+    with Image.open(path) as mask:
+        if mask.mode not in _MASK_MODES:
+            raise ValueError(
+                f"{path}: a mask must be a single-channel integer image (one class index per pixel), "
+                f"but this one has mode {mask.mode} ({len(mask.getbands())} channel(s))"
+            )
+        labels = np.asarray(mask).astype(np.int64)
+    return reduce_zero_label(labels) if reduce_zero else labels
+
+
+def check_label_values(labels: np.ndarray, num_classes: int, path: str | os.PathLike) -> None:
+    """ValueError naming ``path`` when a label is neither a class index (0..num_classes - 1) nor 255."""
+    valid = labels[labels != IGNORE_INDEX]
+    if valid.size and (valid.min() < 0 or valid.max() >= num_classes):
+        bad = int(valid.max() if valid.max() >= num_classes else valid.min())
+        raise ValueError(
+            f"{path} holds label {bad}, outside the {num_classes} classes (0..{num_classes - 1}, "
+            f"{IGNORE_INDEX} ignored)"
+        )
+
+
+def _stem_map(folder: Path, extensions: Sequence[str]) -> dict[str, Path]:
+    return {
+        p.stem: p
+        for p in sorted(folder.iterdir())
+        if p.is_file() and p.suffix.lower() in extensions and not p.name.startswith(".")
+    }
+
+
+def folder_pairs(images: Path, masks: Path, image_extensions: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(image paths, mask paths) pairing each image with the PNG of the same stem in ``masks``."""
+    if not masks.is_dir():
+        raise FileNotFoundError(f"no mask folder {masks} next to {images}")
+    found = _stem_map(masks, (".png",))
+    pairs = []
+    for stem, image in _stem_map(images, image_extensions).items():
+        if stem not in found:
+            raise FileNotFoundError(f"no mask for {image}: expected {masks / (stem + '.png')}")
+        pairs.append((str(image), str(found[stem])))
+    if not pairs:
+        raise ValueError(f"{images} holds no images ({', '.join(image_extensions)})")
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def jsonl_pairs(path: Path) -> tuple[list[str], list[str]]:
+    """(image paths, mask paths) of a JSONL of ``{"image_url": ..., "mask_url": ...}`` rows, resolved as
+    ``swinkit.data.records`` resolves paths (relative to the file's folder)."""
+    images, masks = [], []
+    with open(path, encoding="utf-8-sig") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path} line {number}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{where} is not JSON: {e}") from None
+            if not isinstance(row, dict) or not row.get("image_url") or not row.get("mask_url"):
+                raise ValueError(f'{where}: expected an object with "image_url" and "mask_url"')
+            for key, out in (("image_url", images), ("mask_url", masks)):
+                record = ImageRecord(where, where, str(row[key]), str(path.parent))
+                local = resolve_path(record)
+                if local is None:
+                    what = "mask" if key == "mask_url" else "image"
+                    raise FileNotFoundError(
+                        f"{where}: {what} {row[key]!r} not found (relative to {path.parent})"
+                    )
+                out.append(local)
+    if not images:
+        raise ValueError(f"{path} lists no image and mask pairs")
+    return images, masks
+
+
+def is_ade20k(root: Path) -> bool:
+    return (root / "images" / "training").is_dir() and (root / "annotations" / "training").is_dir()
+
+
+def find_pairs(source: str | os.PathLike, split: str = "training") -> tuple[list[str], list[str]]:
+    """(image paths, mask paths) of an ADE20K tree (its ``split``), an images/ + masks/ folder or a JSONL."""
+    root = Path(source)
+    if root.is_file() and root.suffix.lower() in (".jsonl", ".json"):
+        return jsonl_pairs(root)
+    if is_ade20k(root):
+        return folder_pairs(root / "images" / split, root / "annotations" / split, (".jpg",))
+    if (root / "images").is_dir():
+        return folder_pairs(root / "images", root / "masks", IMAGE_EXTENSIONS)
+    if not root.exists():
+        raise FileNotFoundError(f"no such dataset: {root}")
+    raise ValueError(
+        f"{root} is not a segmentation set: expected an ADE20K tree (images/training, annotations/training), "
+        "a folder with images/ and masks/, or a .jsonl of image_url/mask_url rows"
+    )
+
+
+def read_classes(source: str | os.PathLike) -> tuple[str, ...] | None:
+    """The class names of ``classes.txt`` (one a line) in the dataset's folder, or None without one."""
+    root = Path(source)
+    file = (root.parent if root.is_file() else root) / "classes.txt"
+    if not file.is_file():
+        return None
+    names = tuple(line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip())
+    if len(names) < 2:
+        raise ValueError(f"{file} names {len(names)} class(es); segmentation needs at least 2")
+    return names
+
+
+def load_segmentation(
+    source: str | os.PathLike,
+    classes: Sequence[str],
+    *,
+    reduce_zero: bool | None = None,
+    split: str = "training",
+) -> SegmentationSet:
+    """The pairs of ``source`` (see ``find_pairs``) labelled with ``classes``; ``reduce_zero`` None means
+    True for an ADE20K tree (mmseg's ADE20KDataset) and False otherwise. The first pair is read and checked."""
+    images, masks = find_pairs(source, split)
+    if reduce_zero is None:
+        reduce_zero = is_ade20k(Path(source))
+    data = SegmentationSet(images, masks, tuple(classes), reduce_zero)
+    data.read(0)
+    return data
+
+
+class SegmentationTrainSet(Dataset):
+    """Augmented training pairs ``(pixels (3, c, c), labels (c, c))``; ``set_epoch`` changes the draws."""
+
+    def __init__(self, data: SegmentationSet, transform: Callable, seed: int) -> None:
+        self.data, self.transform, self.seed, self.epoch = data, transform, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, labels = self.data.read(index)
+        return self.transform(image, labels, sample_rng(self.seed, self.epoch, index))
+
+
+class SegmentationEvalSet(Dataset):
+    """Evaluation pairs ``(pixels (3, h, w) through ``processor``, labels (H, W) at the original size)``."""
+
+    def __init__(self, data: SegmentationSet, processor: Callable[[Image.Image], torch.Tensor]) -> None:
+        self.data, self.processor = data, processor
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, labels = self.data.read(index)
+        return self.processor(Image.fromarray(image)), torch.from_numpy(labels)
+
+
+def collate_pairs(
+    items: Sequence[tuple[torch.Tensor, torch.Tensor]],
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Evaluation batches as lists: images of a batch have different sizes."""
+    return [item[0] for item in items], [item[1] for item in items]
