@@ -45,14 +45,17 @@ def task_of_saved_model(config_dict: dict[str, Any]) -> type[Task]:
 
 from swinkit.tasks.classification import ClassificationTask  # noqa: E402
 from swinkit.tasks.masked_image_modeling import MaskedImageModelingTask  # noqa: E402
+from swinkit.tasks.semantic_segmentation import SemanticSegmentationTask  # noqa: E402
 
 register(ClassificationTask)
 register(MaskedImageModelingTask)
+register(SemanticSegmentationTask)
 
 __all__ = [
     "ClassificationTask",
     "Evaluator",
     "MaskedImageModelingTask",
+    "SemanticSegmentationTask",
     "Task",
     "TrainLoader",
     "get_task",
