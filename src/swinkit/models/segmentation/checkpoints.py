@@ -25,6 +25,7 @@ from swinkit.models.segmentation.upernet import UperNet, build_upernet
 
 _BN_COUNTER = "num_batches_tracked"
 _HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+_UPERHEAD_MARKERS = ("decode_head.conv_seg.weight", "decode_head.fpn_bottleneck.conv.weight")
 
 
 def config_from_state_dict(
@@ -146,7 +147,7 @@ def _canonical_tensors(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torc
 
 def segmentation_description(checkpoint: Mapping[str, object]) -> dict[str, object] | None:
     """The transformers ``config.json`` (as a dict) of a loaded PyTorch checkpoint file that holds an UperNet
-    (mmseg segmentor, transformers or canonical names), or None when it holds no segmentation model.
+    (mmseg segmentor, transformers or canonical names), or None when it holds no UPerHead.
 
     A config transformers cannot express (an auxiliary head off stage 2) is described by its architecture alone.
     """
@@ -155,8 +156,8 @@ def segmentation_description(checkpoint: Mapping[str, object]) -> dict[str, obje
     except ValueError:
         return None
     canonical = _canonical_tensors(state_dict)
-    if canonical is None or "decode_head.conv_seg.weight" not in canonical:
-        return None
+    if canonical is None or not all(k in canonical for k in _UPERHEAD_MARKERS):
+        return None  # another decode head (or a toy one): not a model swinkit's UperNet runs
     config = mmseg.config_from_meta(checkpoint) or config_from_state_dict(
         canonical, labels=mmseg.classes_from_meta(checkpoint)
     )
