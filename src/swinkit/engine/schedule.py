@@ -1,10 +1,14 @@
-"""Per-step learning rate: linear warm-up, then cosine decay to a floor."""
+"""Per-step learning rate: linear warm-up, then cosine (or mmseg's poly) decay to a floor."""
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from swinkit.engine.config import ScheduleConfig, TrainConfig
 
 
 class WarmupCosine:
@@ -60,3 +64,49 @@ class WarmupCosine:
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.step_count = int(state["step_count"])
         self._apply()
+
+
+class WarmupPoly(WarmupCosine):
+    """Linear warm-up, then polynomial decay: mmseg's ``LinearLR`` + ``PolyLR`` by iteration.
+
+    After ``warmup_steps`` W of ``total_steps`` T, step t gets ``min_lr + (base_lr - min_lr) * (1 - (t - W) /
+    (T - W)) ** power`` (mmengine's ``PolyLR`` closed form, ``eta_min`` = ``min_lr``, begin W, end T); during
+    the warm-up ``warmup_lr + (base_lr - warmup_lr) * t / W``, which is ``LinearLR`` with ``start_factor`` =
+    warmup_lr / base_lr.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, *, power: float = 1.0, **schedule: float) -> None:
+        self.power = power
+        super().__init__(optimizer, **schedule)
+
+    def lr_at(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return super().lr_at(step)
+        span = max(self.total_steps - self.warmup_steps, 1)
+        progress = min((step - self.warmup_steps) / span, 1.0)
+        return self.min_lr + (self.base_lr - self.min_lr) * (1.0 - progress) ** self.power
+
+
+def run_length(schedule: ScheduleConfig, steps_per_epoch: int) -> tuple[int, int, int]:
+    """(epochs, total optimizer steps, warm-up steps) of a run: ``schedule.iterations`` steps over as many
+    (partly) epochs as they need, or ``schedule.epochs`` whole epochs."""
+    total = schedule.iterations or steps_per_epoch * schedule.epochs
+    epochs = -(-total // steps_per_epoch) if schedule.iterations else schedule.epochs
+    warmup = schedule.warmup_iters
+    if warmup is None:
+        warmup = round(schedule.warmup_epochs * steps_per_epoch)
+    return epochs, total, warmup
+
+
+def build_schedule(
+    optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int
+) -> WarmupCosine:
+    """The run's learning-rate schedule (``schedule.kind``: cosine or poly) over ``run_length``'s steps."""
+    s = config.schedule
+    _, total, warmup = run_length(s, steps_per_epoch)
+    lr = config.optim.lr
+    warmup_lr = lr * s.warmup_factor if s.warmup_factor is not None else s.warmup_lr
+    common = dict(base_lr=lr, total_steps=total, warmup_steps=warmup, warmup_lr=warmup_lr, min_lr=s.min_lr)
+    if s.kind == "poly":
+        return WarmupPoly(optimizer, power=s.power, **common)
+    return WarmupCosine(optimizer, **common)
