@@ -67,12 +67,13 @@ class WarmupCosine:
 
 
 class WarmupPoly(WarmupCosine):
-    """Linear warm-up, then polynomial decay: mmseg's ``LinearLR`` + ``PolyLR`` by iteration.
+    """Linear warm-up, then polynomial decay: mmseg's ``LinearLR`` + ``PolyLR`` by iteration, as mmengine
+    steps them (each scheduler spans ``end - begin - 1`` steps, so it reaches its end value on its last step).
 
-    After ``warmup_steps`` W of ``total_steps`` T, step t gets ``min_lr + (base_lr - min_lr) * (1 - (t - W) /
-    (T - W)) ** power`` (mmengine's ``PolyLR`` closed form, ``eta_min`` = ``min_lr``, begin W, end T); during
-    the warm-up ``warmup_lr + (base_lr - warmup_lr) * t / W``, which is ``LinearLR`` with ``start_factor`` =
-    warmup_lr / base_lr.
+    With W = ``warmup_steps`` and T = ``total_steps``, step t < W gets ``warmup_lr + (base_lr - warmup_lr) * t /
+    (W - 1)`` (``LinearLR(start_factor=warmup_lr / base_lr, begin=0, end=W)``), and step t >= W gets ``min_lr
+    + (base_lr - min_lr) * (1 - (t - W) / (T - W - 1)) ** power`` (``PolyLR(eta_min=min_lr, begin=W, end=T)``),
+    which is 0 on the last step when ``min_lr`` is 0.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, *, power: float = 1.0, **schedule: float) -> None:
@@ -81,8 +82,9 @@ class WarmupPoly(WarmupCosine):
 
     def lr_at(self, step: int) -> float:
         if step < self.warmup_steps:
-            return super().lr_at(step)
-        span = max(self.total_steps - self.warmup_steps, 1)
+            progress = step / max(self.warmup_steps - 1, 1)
+            return self.warmup_lr + (self.base_lr - self.warmup_lr) * progress
+        span = max(self.total_steps - self.warmup_steps - 1, 1)
         progress = min((step - self.warmup_steps) / span, 1.0)
         return self.min_lr + (self.base_lr - self.min_lr) * (1.0 - progress) ** self.power
 
