@@ -6,12 +6,17 @@ import json
 import pytest
 import torch
 import transformers
+from safetensors.torch import load_file
+from segmentation_scenes import CLASSES, write_pairs
+from test_train import one_thread  # noqa: F401  (autouse: one torch thread)
 
+from swinkit.cli import build_parser, main
 from swinkit.cli import train as train_cli
 from swinkit.data.segmentation import SegmentationProcessor
 from swinkit.engine.config import TrainConfig, apply_overrides, apply_recipe
 from swinkit.engine.optim import param_groups
 from swinkit.engine.schedule import build_schedule, run_length
+from swinkit.engine.trainer import Trainer
 from swinkit.inference import task_of_source
 from swinkit.models.segmentation import create_upernet
 from swinkit.tasks import get_task
@@ -126,3 +131,55 @@ def test_the_task_defaults_to_the_mmseg_recipe(tmp_path):
     assert (config.optim.lr, config.schedule.kind, config.schedule.iterations) == (6e-5, "poly", 160000)
     args = parser.parse_args(["--data", "x", "--output", str(tmp_path)])
     assert train_cli.resolve_config(args).optim.lr == 5e-4  # classification keeps its default recipe
+
+
+def _tiny_run_args(data, run):
+    settings = {
+        "schedule.iterations": 3, "schedule.warmup_iters": 1, "seg.crop_size": 32, "seg.scale": "64,32",
+        "seg.test_scale": "64,32", "data.val_split": 0.34, "optim.lr": 1e-3, "model.drop_path_rate": 0.2,
+    }  # fmt: skip
+    args = ["train", "--task", "semantic_segmentation", "--data", str(data), "--preset", "upernet_swin_micro"]
+    args += ["--output", str(run), "--batch-size", "2", "--no-progress"]
+    for key, value in settings.items():
+        args += ["--set", f"{key}={value}"]
+    return args
+
+
+class _StopAfterFirstEpoch(Exception):
+    pass
+
+
+def _stop_after_first_epoch(line):
+    if line.startswith("epoch 1/"):
+        raise _StopAfterFirstEpoch
+
+
+@pytest.mark.slow
+def test_cli_run_then_interrupted_and_resumed_run_is_identical(tmp_path, capsys):
+    data = write_pairs(tmp_path / "data", 6, size=48)  # 4 training images: 2 steps per epoch
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    assert main(_tiny_run_args(data, full)) == 0
+    report = json.loads((full / "metrics.json").read_text())
+    assert report["epochs_run"] == 2 and report["primary_metric"] == "mIoU"  # 3 iterations: 2 + 1
+    assert report["classes"] == list(CLASSES) and 0.0 <= report["mIoU"] <= 1.0
+    assert (full / "plots" / "class_iou.png").is_file() and (full / "plots" / "curves.png").is_file()
+    assert task_of_source(full) is SemanticSegmentationTask
+    parser = build_parser()
+    args = parser.parse_args(_tiny_run_args(data, cut))
+    with pytest.raises(_StopAfterFirstEpoch):
+        Trainer(train_cli.resolve_config(args), reporter=_stop_after_first_epoch).fit()
+    assert main(["train", "--output", str(cut), "--resume", "--no-progress"]) == 0
+    ours, theirs = load_file(full / "model.safetensors"), load_file(cut / "model.safetensors")
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    assert json.loads((cut / "metrics.json").read_text())["history"] == report["history"]
+    capsys.readouterr()
+    assert main(["train", "--output", str(full), "--resume", "--no-progress"]) == 0
+    assert "already finished" in capsys.readouterr().out
+
+
+def test_cli_names_a_missing_mask(tmp_path, capsys):
+    data = write_pairs(tmp_path / "data", 3)
+    (data / "masks" / "scene0002.png").unlink()
+    assert main(_tiny_run_args(data, tmp_path / "run")) == 2
+    err = capsys.readouterr().err
+    assert "no mask for" in err and "scene0002.png" in err

@@ -38,7 +38,6 @@ from swinkit.data.segmentation import (
 from swinkit.data.segmentation_transforms import SegmentationTrainTransform
 from swinkit.engine.config import TrainConfig
 from swinkit.engine.distributed import DistContext, ShardedSampler, all_reduce_sum, eval_shard
-from swinkit.engine.evaluation import run_evaluation
 from swinkit.evaluation.segmentation import (
     areas_to_metrics,
     intersect_and_union,
@@ -407,6 +406,8 @@ class SemanticSegmentationTask(Task):
     ) -> dict[str, Any]:
         """aAcc, mIoU, mAcc and per-class IoU/Acc of a saved UperNet on ``data`` (an ADE20K tree's
         validation split, an images/ + masks/ folder or a JSONL) with whole-image inference."""
+        from swinkit.engine.evaluation import run_evaluation
+
         model, processor = load_upernet(source)
         config = TrainConfig()
         config.data.num_workers = num_workers
