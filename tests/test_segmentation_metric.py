@@ -10,12 +10,12 @@ import torch.nn.functional as F
 from swinkit.data.segmentation import reduce_zero_label
 from swinkit.engine.distributed import DistContext
 from swinkit.evaluation.segmentation import (
-    SegmentationEvaluator,
     areas_to_metrics,
     intersect_and_union,
     plot_class_iou,
     report_text,
 )
+from swinkit.tasks.semantic_segmentation import SegmentationEvaluator
 
 CLASSES = ("wall", "floor", "sky", "never")  # "never": neither labelled nor predicted
 

@@ -6,7 +6,8 @@ four areas are summed over the whole dataset (not averaged per image); then aAcc
 sum(label), IoU = intersection / union and Acc = intersection / label per class, and mIoU / mAcc are their
 nan-means: a class absent from both predictions and labels has IoU NaN (0 / 0) and is left out, a class
 predicted but never labelled has IoU 0 and Acc NaN. Values are fractions in [0, 1]; mmseg prints the same
-numbers as percentages rounded to 2 decimals (mIoU 0.4441 here is mmseg's 44.41).
+numbers as percentages rounded to 2 decimals (mIoU 0.4441 here is mmseg's 44.41). The evaluator that
+accumulates them over a run's ranks is ``swinkit.tasks.semantic_segmentation.SegmentationEvaluator``.
 """
 
 from __future__ import annotations
@@ -19,11 +20,8 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from swinkit.data.segmentation import IGNORE_INDEX
-from swinkit.engine.distributed import DistContext, all_reduce_sum
-from swinkit.tasks.base import Evaluator
 
 
 def intersect_and_union(
@@ -70,50 +68,6 @@ def per_class_rows(metrics: dict[str, Any], classes: Sequence[str]) -> dict[str,
         name: {"IoU": _or_none(metrics["IoU"][i]), "Acc": _or_none(metrics["Acc"][i])}
         for i, name in enumerate(classes)
     }
-
-
-class SegmentationEvaluator(Evaluator):
-    """IoUMetric over every rank's images, and the validation cross entropy (mean over labelled pixels).
-
-    ``process(batch, outputs)``: ``batch`` = (pixels, labels) lists, ``outputs`` the (K, H, W) logits of each
-    image at its label map's size.
-    """
-
-    def __init__(
-        self, classes: Sequence[str], context: DistContext, ignore_index: int = IGNORE_INDEX
-    ) -> None:
-        self.classes, self.context, self.ignore_index = tuple(classes), context, ignore_index
-        self.reset()
-
-    def reset(self) -> None:
-        device = self.context.device
-        self.areas = torch.zeros(4, len(self.classes), dtype=torch.float64, device=device)
-        self.sums = torch.zeros(3, dtype=torch.float64, device=device)  # (summed CE, labelled pixels, images)
-
-    def process(self, batch: tuple[Sequence[torch.Tensor], Sequence[torch.Tensor]], outputs: Any) -> None:
-        for logits, label in zip(outputs, batch[1], strict=True):
-            label = label.to(logits.device).long()
-            self.areas += intersect_and_union(logits.argmax(0), label, len(self.classes), self.ignore_index)
-            loss = F.cross_entropy(
-                logits.float()[None], label[None], ignore_index=self.ignore_index, reduction="sum"
-            )
-            labelled = (label != self.ignore_index).sum()
-            self.sums += torch.stack(
-                [loss.double(), labelled.double(), torch.ones((), device=label.device).double()]
-            )
-
-    def compute(self) -> dict[str, Any]:
-        areas = all_reduce_sum(self.areas, self.context)
-        loss, labelled, images = all_reduce_sum(self.sums, self.context).tolist()
-        metrics = areas_to_metrics(areas)
-        return {
-            "loss": loss / max(labelled, 1.0),
-            "aAcc": metrics["aAcc"],
-            "mIoU": metrics["mIoU"],
-            "mAcc": metrics["mAcc"],
-            "num_samples": int(images),
-            "per_class": per_class_rows(metrics, self.classes),
-        }
 
 
 def report_text(report: dict[str, Any]) -> str:
