@@ -182,3 +182,48 @@ def test_bad_options_are_refused_in_one_sentence(model):
         InferenceSettings(mode="sliding")
     with pytest.raises(ValueError, match="positive scale ratios"):
         SegmentationPredictor(model, tta=True, tta_ratios=())
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory, model):
+    """The micro model saved as a transformers folder (test scale 128x64) and a 3-image images/ + masks/ set."""
+    from swinkit.checkpoint_io import atomic_write_json
+    from swinkit.models.segmentation.checkpoints import save_hf
+
+    root = tmp_path_factory.mktemp("seg_eval")
+    save_hf(model, root / "model")
+    atomic_write_json(root / "model" / "preprocessor_config.json", {"mmseg_test_scale": [128, 64]})
+    (root / "data" / "images").mkdir(parents=True)
+    (root / "data" / "masks").mkdir()
+    rng = np.random.default_rng(7)
+    for i, (height, width) in enumerate([(40, 60), (40, 60), (50, 30)]):
+        random_image(width, height, seed=10 + i).save(root / "data" / "images" / f"{i}.png")
+        mask = rng.integers(0, 5, (height, width), dtype=np.uint8)
+        Image.fromarray(mask).save(root / "data" / "masks" / f"{i}.png")
+    return root / "model", root / "data"
+
+
+def test_evaluate_saved_slides_and_runs_ms_flip_through_the_predictor(saved):
+    from swinkit.data.segmentation import read_label_map
+    from swinkit.evaluation.segmentation import areas_to_metrics, intersect_and_union
+    from swinkit.tasks import get_task
+    from swinkit.tasks.segmentation_predict import segmentation_predictor
+
+    folder, data = saved
+    task = get_task("semantic_segmentation")
+    whole = task.evaluate_saved(folder, data, batch_size=2)
+    slide = task.evaluate_saved(folder, data, batch_size=2, mode="slide")  # one 512 crop covers these images
+    assert slide["mIoU"] == pytest.approx(whole["mIoU"], abs=1e-9) and slide["aAcc"] == pytest.approx(
+        whole["aAcc"]
+    )
+    tta = task.evaluate_saved(folder, data, batch_size=2, tta=True)
+    predictor = segmentation_predictor(folder, tta=True)
+    areas = torch.zeros(4, 5, dtype=torch.float64)
+    for i in range(3):
+        predicted = predictor.infer([predictor.prepare(Image.open(data / "images" / f"{i}.png"))])[
+            0
+        ].label_map
+        label = torch.from_numpy(read_label_map(data / "masks" / f"{i}.png")).long()
+        areas += intersect_and_union(torch.from_numpy(predicted).long(), label, 5, 255).double()
+    expected = areas_to_metrics(areas)
+    assert tta["mIoU"] == pytest.approx(expected["mIoU"]) and tta["mIoU"] != pytest.approx(whole["mIoU"])

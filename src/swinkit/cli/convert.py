@@ -62,11 +62,12 @@ def _is_segmentation(source: str) -> bool:
 
 def convert_segmentation(source: str, destination: Path, target: str) -> None:
     """An UperNet to a transformers folder (``hf``) or an mmseg segmentor file (``mmseg``)."""
-    from swinkit.models.segmentation.checkpoints import load_upernet, save_hf, save_mmseg
+    from swinkit.models.segmentation.checkpoints import save_hf, save_mmseg
+    from swinkit.tasks.segmentation_model import load_upernet
 
     if target == "official":
         raise ValueError("the official layout holds Swin classifiers; an UperNet converts to hf or mmseg")
-    model = load_upernet(source)
+    model = load_upernet(source)[0]
     (save_hf if target == "hf" else save_mmseg)(model, destination)
     print(f"wrote {destination}: UperNet, {model.num_classes} classes, {describe(model.config.backbone)}")
 

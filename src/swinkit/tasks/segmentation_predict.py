@@ -180,7 +180,7 @@ class SegmentationPredictor:
         height, width = batch.shape[2:]
         size = view_size(width, height, ratio, self.processor.scale)
         views = []
-        for image in batch.permute(0, 2, 3, 1).numpy():  # (H, W, 3) each
+        for image in batch.cpu().permute(0, 2, 3, 1).numpy():  # (H, W, 3) each
             resized = resize_image(image, size)  # (h, w, 3)
             views.append(
                 normalize(resized[:, ::-1] if flipped else resized, self.processor.mean, self.processor.std)
@@ -202,6 +202,12 @@ class SegmentationPredictor:
             if not self.tta:
                 return at_original(*views[0])
             return merge_views(at_original(r, f) for r, f in views)
+
+    def evaluation_logits(self, model: UperNet, batch: torch.Tensor) -> torch.Tensor:
+        """``scores`` as an evaluator's logits (``model`` is this predictor's): the logits, or with ``tta``
+        the log of the mean probabilities (the same argmax; their cross entropy is the merged prediction's)."""
+        scores = self.scores(batch)
+        return scores.clamp_min(1e-12).log() if self.tta else scores
 
     def info(self) -> dict[str, Any]:
         """The preprocessing and the inference options (``GET /info``)."""
@@ -232,12 +238,14 @@ def segmentation_predictor(
     """The predictor of a saved UperNet (transformers folder, mmseg file, training state, preset or hub id),
     with the preprocessing saved beside it (else mmseg's ADE20K test pipeline)."""
     from swinkit.loading import read_description
-    from swinkit.models.segmentation.checkpoints import load_upernet
+    from swinkit.tasks.segmentation_model import load_upernet
 
-    _, _, preprocessing = read_description(source)
-    processor = SegmentationProcessor.from_preprocessor_config(preprocessing) if preprocessing else None
+    model, processor = load_upernet(source)
+    preprocessing = read_description(source)[2]  # also a file's embedded preprocessor config
+    if preprocessing:
+        processor = SegmentationProcessor.from_preprocessor_config(preprocessing)
     return SegmentationPredictor(
-        load_upernet(source),
+        model,
         processor,
         batch_size=batch_size,
         device=device,

@@ -212,6 +212,7 @@ class SemanticSegmentationTask(Task):
         super().__init__(config)
         self.classes = tuple(classes)
         self.saved: UperNet | None = None  # a pretrained whole UperNet, read once by load_data
+        self.inference = whole_inference  # (model, (B, 3, h, w) pixels) -> logits; evaluate_saved may swap it
 
     @classmethod
     def matches(cls, config_dict: dict[str, Any]) -> bool:
@@ -339,7 +340,7 @@ class SemanticSegmentationTask(Task):
 
     def infer(self, model: nn.Module, batch: Any) -> list[torch.Tensor]:
         pixels, labels = batch
-        return logits_at_label_size(model, pixels, [tuple(lab.shape) for lab in labels])
+        return logits_at_label_size(model, pixels, [tuple(lab.shape) for lab in labels], self.inference)
 
     def evaluator(self, context: DistContext) -> SegmentationEvaluator:
         return SegmentationEvaluator(self.classes, context)
@@ -403,10 +404,16 @@ class SemanticSegmentationTask(Task):
         threshold: float = 0.5,
         num_workers: int = 0,
         device: str = "cpu",
+        mode: str = "whole",
+        tta: bool = False,
     ) -> dict[str, Any]:
         """aAcc, mIoU, mAcc and per-class IoU/Acc of a saved UperNet on ``data`` (an ADE20K tree's
-        validation split, an images/ + masks/ folder or a JSONL) with whole-image inference."""
+        validation split, an images/ + masks/ folder or a JSONL) with ``mode`` "whole" or "slide" (mmseg's
+        512 crops, stride 341) inference, and with ``tta`` mmseg's multi-scale + flip views
+        (``swinkit.tasks.segmentation_predict``; images then go to the predictor at their original size)."""
         from swinkit.engine.evaluation import run_evaluation
+        from swinkit.models.segmentation.inference import InferenceSettings
+        from swinkit.tasks.segmentation_predict import SegmentationPredictor, original_pixels
 
         model, processor = load_upernet(source)
         config = TrainConfig()
@@ -416,6 +423,11 @@ class SemanticSegmentationTask(Task):
         pairs = load_segmentation(data, task.classes, split=split)
         context = DistContext(device=torch.device(device))
         model = model.to(context.device)
+        if mode != "whole" or tta:
+            predictor = SegmentationPredictor(
+                model, processor, device=device, settings=InferenceSettings(mode), tta=tta
+            )
+            task.inference, processor = predictor.evaluation_logits, original_pixels
         loader = task.eval_loader(pairs, processor, batch_size, context)
         evaluator = task.evaluator(context)
         metrics = run_evaluation(model, loader, task, evaluator, context)

@@ -165,33 +165,3 @@ def segmentation_description(checkpoint: Mapping[str, object]) -> dict[str, obje
         return hf_upernet.config_to_hf(config)
     except ValueError:
         return {"architectures": ["UperNetForSemanticSegmentation"], "model_type": "upernet"}
-
-
-def load_upernet(source: str | os.PathLike) -> UperNet:
-    """An UperNet from any saved segmentation model: a transformers UperNet folder (or its hub id, or a
-    segmentation preset name with one), or a checkpoint file in mmseg, transformers or canonical names
-    (its config from the file's description or meta, else from the tensor shapes)."""
-    from swinkit.loading import resolve_source
-
-    path = resolve_source(source)
-    if path.is_dir():
-        return load_hf(path)
-    loaded = load_state_file(path)
-    described = _embedded_upernet_config(loaded)
-    state_dict = _canonical_tensors(unwrap(loaded))
-    if state_dict is None:
-        raise ValueError(f"{path} holds no segmentation model: no UperNet decode head (decode_head.conv_seg)")
-    if described is None:
-        described = mmseg.config_from_meta(loaded) or config_from_state_dict(
-            state_dict, labels=mmseg.classes_from_meta(loaded)
-        )
-    return model_from_state_dict(state_dict, described)
-
-
-def _embedded_upernet_config(loaded: Mapping[str, object]) -> UperNetConfig | None:
-    """The UperNetConfig a training state or swinkit-written file carries as its ``swinkit.config`` entry."""
-    text = loaded.get("swinkit.config")
-    if not isinstance(text, str):
-        return None
-    data = json.loads(text)
-    return hf_upernet.config_from_hf(data) if data.get("model_type") == "upernet" else None
