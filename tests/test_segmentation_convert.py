@@ -152,3 +152,8 @@ def test_a_bare_mmseg_segmentor_state_dict_predicts_as_segmentation(upernet, tmp
     row = json.loads(out.read_text())
     assert (row["width"], row["height"]) == (60, 40)
     assert {c["label"] for c in row["classes"]} <= {"LABEL_0", "LABEL_1", "LABEL_2"}
+
+
+def test_a_segmentation_preset_without_a_hub_port_is_refused_in_one_sentence():
+    with pytest.raises(ValueError, match="segmentation preset 'upernet_swin_micro' has no Hugging Face port"):
+        task_of_source("upernet_swin_micro")

@@ -227,3 +227,18 @@ def test_evaluate_saved_slides_and_runs_ms_flip_through_the_predictor(saved):
         areas += intersect_and_union(torch.from_numpy(predicted).long(), label, 5, 255).double()
     expected = areas_to_metrics(areas)
     assert tta["mIoU"] == pytest.approx(expected["mIoU"]) and tta["mIoU"] != pytest.approx(whole["mIoU"])
+
+
+def test_evaluate_cli_passes_mode_and_tta_to_the_segmentation_task(saved, tmp_path, capsys):
+    from serve_helpers import make_model_dir
+
+    from swinkit.cli import main
+
+    folder, data = saved
+    assert main(["evaluate", "--model", str(folder), "--data", str(data), "--mode", "slide", "--tta"]) == 0
+    assert "mIoU" in capsys.readouterr().out
+    classifier = make_model_dir(tmp_path)
+    assert main(["evaluate", "--model", str(classifier), "--data", str(data), "--tta"]) == 2
+    assert capsys.readouterr().err.endswith(
+        "error: --tta is not an evaluation option of a classification model\n"
+    )

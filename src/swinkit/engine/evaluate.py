@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from typing import Any
 
@@ -15,14 +16,22 @@ def evaluate_model(
     threshold: float = 0.5,
     num_workers: int = 0,
     device: str = "cpu",
+    **options: Any,
 ) -> dict[str, Any]:
     """Metrics of ``model`` (any source swinkit loads) on ``data``; with ``output``, metrics.json and plots.
 
-    The data's labels must be among the model's; their order is the model's.
+    The data's labels must be among the model's; their order is the model's. ``options`` are the task's own
+    evaluation options (semantic segmentation: ``mode``, ``tta``); one the task does not take is refused.
     """
     from swinkit.inference import task_of_source
 
     task = task_of_source(model)
+    known = inspect.signature(task.evaluate_saved).parameters
+    open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in known.values())
+    for name in options:
+        if name not in known and not open_ended:
+            shown = task.name.replace("_", "-")
+            raise ValueError(f"--{name.replace('_', '-')} is not an evaluation option of a {shown} model")
     return task.evaluate_saved(
         model,
         data,
@@ -31,4 +40,5 @@ def evaluate_model(
         threshold=threshold,
         num_workers=num_workers,
         device=device,
+        **options,
     )
