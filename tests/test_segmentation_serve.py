@@ -175,3 +175,50 @@ def test_a_real_uvicorn_server_on_loopback_answers_the_schema(files):
     finally:
         server.should_exit = True
         thread.join(30)
+
+
+def test_predict_and_batch_take_slide_and_tta(files, tmp_path, capsys):
+    folder, images = files
+    out = tmp_path / "tta.jsonl"
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(folder),
+                str(images[0]),
+                "--tta",
+                "--mode",
+                "slide",
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    (row,) = [json.loads(line) for line in out.read_text().splitlines()]
+    check_rows([row], images[:1])
+    from swinkit.tasks.segmentation_predict import segmentation_predictor
+
+    predictor = segmentation_predictor(folder, tta=True, mode="slide")
+    assert (
+        row["label_map"]
+        == predictor.infer([predictor.prepare(Image.open(images[0]))])[0].to_azure()["label_map"]
+    )
+    rows = tmp_path / "batch.jsonl"
+    command = ["batch", "--model", str(folder), "--input", str(images[0].parent), "--output", str(rows),
+               "--workers", "0", "--no-progress", "--tta"]  # fmt: skip
+    assert main(command) == 0 and rows.read_text().count("\n") == 3
+    assert main(command[:-1]) == 2  # without --tta the results differ: another model owns the output
+    capsys.readouterr()
+
+
+def test_a_classifier_refuses_the_segmentation_flags(tmp_path, capsys):
+    from serve_helpers import make_images, make_model_dir
+
+    classifier, images = make_model_dir(tmp_path), make_images(tmp_path)
+    assert main(["predict", "--model", str(classifier), str(images[0]), "--tta"]) == 2
+    assert (
+        capsys.readouterr().err
+        == "swinkit predict: error: --tta is not a prediction option of a classification model\n"
+    )

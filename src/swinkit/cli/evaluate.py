@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from swinkit.cli.options import add_task_options, task_options
+
 HELP = "evaluate a model on labelled images (class folders, CSV or JSONL): metrics.json and plots"
 
 
@@ -16,20 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", type=float, default=0.5, help="multi-label decision threshold")
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument(
-        "--mode",
-        choices=("whole", "slide"),
-        help="semantic segmentation: whole-image or sliding-window inference",
-    )
-    parser.add_argument(
-        "--tta", action="store_true", help="semantic segmentation: multi-scale + flip testing"
-    )
-
-
-def _task_options(args: argparse.Namespace) -> dict:
-    """The task-specific options given on the command line (those left unset are not passed)."""
-    options = {"mode": args.mode, "tta": args.tta or None}
-    return {name: value for name, value in options.items() if value is not None}
+    add_task_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
         threshold=args.threshold,
         num_workers=args.num_workers,
         device=args.device,
-        **_task_options(args),
+        **task_options(args),
     )
     print(task_of_source(args.model).report_text(report))
     if args.output:

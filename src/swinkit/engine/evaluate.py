@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import os
 from typing import Any
 
@@ -23,15 +22,10 @@ def evaluate_model(
     The data's labels must be among the model's; their order is the model's. ``options`` are the task's own
     evaluation options (semantic segmentation: ``mode``, ``tta``); one the task does not take is refused.
     """
-    from swinkit.inference import task_of_source
+    from swinkit.inference import check_task_options, task_of_source
 
     task = task_of_source(model)
-    known = inspect.signature(task.evaluate_saved).parameters
-    open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in known.values())
-    for name in options:
-        if name not in known and not open_ended:
-            shown = task.name.replace("_", "-")
-            raise ValueError(f"--{name.replace('_', '-')} is not an evaluation option of a {shown} model")
+    check_task_options(task.evaluate_saved, options, task, "an evaluation")
     return task.evaluate_saved(
         model,
         data,

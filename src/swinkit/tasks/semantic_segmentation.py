@@ -381,12 +381,15 @@ class SemanticSegmentationTask(Task):
         batch_size: int = 16,
         top_k: int | None = None,
         threshold: float | None = None,
+        mode: str = "whole",
+        tta: bool = False,
     ) -> TaskPredictor:
-        """The segmentation predictor of a saved UperNet (``swinkit.tasks.segmentation_predict``)."""
+        """The segmentation predictor of a saved UperNet (``swinkit.tasks.segmentation_predict``): ``mode``
+        "whole" or "slide", ``tta`` mmseg's multi-scale + flip testing."""
         from swinkit.tasks.segmentation_predict import segmentation_predictor
 
         return segmentation_predictor(
-            source, device=device, batch_size=batch_size, top_k=top_k, threshold=threshold
+            source, device=device, batch_size=batch_size, top_k=top_k, threshold=threshold, mode=mode, tta=tta
         )
 
     @classmethod
