@@ -23,7 +23,13 @@ from swinkit import layouts
 from swinkit.checkpoint_io import load_state_file, save_torch
 from swinkit.data.preprocess import preprocessing_for
 from swinkit.layouts import swin2mmseg
-from swinkit.loading import load_checkpoint, model_from_checkpoint, read_description, save_pretrained
+from swinkit.loading import (
+    load_checkpoint,
+    model_from_checkpoint,
+    read_description,
+    resolve_source,
+    save_pretrained,
+)
 from swinkit.presets import SwinConfig
 
 HELP = "convert a checkpoint (official, HF, timm, torchvision, OpenMMLab, UperNet) to the HF, mmseg or official layout"
@@ -56,7 +62,12 @@ def describe(config: SwinConfig) -> str:
 
 
 def _is_segmentation(source: str) -> bool:
-    config = read_description(source)[1]
+    """Whether ``source`` is an UperNet (its description names one); a file that is no checkpoint is refused
+    here, naming what it is."""
+    path = resolve_source(source)
+    if path.is_file():
+        load_state_file(path)
+    config = read_description(path)[1]
     return config is not None and "UperNetForSemanticSegmentation" in (config.get("architectures") or [])
 
 
