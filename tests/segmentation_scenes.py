@@ -1,7 +1,8 @@
 """Generated segmentation scenes: discs, squares and triangles on textured, noisy backgrounds.
 
-Class 0 is the background, 1 disc, 2 square, 3 triangle. Shape colours are random, so a model must learn the
-shapes' forms, not a colour per class.
+Class 0 is the background, 1 disc, 2 square, 3 triangle. Each class has a dominant colour channel (red,
+green, blue) under random brightness and noise, on a grey-ish textured background; the shapes' forms and
+colours both tell the classes apart.
 """
 
 from pathlib import Path
@@ -13,8 +14,9 @@ CLASSES = ("background", "disc", "square", "triangle")
 
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """A smooth random colour field plus pixel noise: (size, size, 3) float."""
-    coarse = rng.uniform(40, 215, size=(4, 4, 3)).astype(np.float32)
+    """A smooth, weakly coloured random field plus pixel noise: (size, size, 3) float."""
+    grey = rng.uniform(50, 200, size=(4, 4, 1))
+    coarse = np.clip(grey + rng.normal(0, 15, size=(4, 4, 3)), 0, 255).astype(np.float32)
     field = np.asarray(
         Image.fromarray(coarse.astype(np.uint8)).resize((size, size), Image.BILINEAR), np.float32
     )
@@ -42,7 +44,9 @@ def make_scene(rng: np.random.Generator, size: int = 64, shapes: int = 3) -> tup
     for _ in range(shapes):
         kind = int(rng.integers(1, 4))
         mask = _shape_mask(kind, rng, size)
-        image[mask] = rng.uniform(0, 255, size=3) + rng.normal(0, 8, size=(int(mask.sum()), 3))
+        colour = rng.uniform(0, 90, size=3)
+        colour[kind - 1] = rng.uniform(170, 255)
+        image[mask] = colour + rng.normal(0, 8, size=(int(mask.sum()), 3))
         labels[mask] = kind
     return np.clip(image, 0, 255).astype(np.uint8), labels
 

@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import time
 
 import pytest
 import torch
@@ -183,3 +184,28 @@ def test_cli_names_a_missing_mask(tmp_path, capsys):
     assert main(_tiny_run_args(data, tmp_path / "run")) == 2
     err = capsys.readouterr().err
     assert "no mask for" in err and "scene0002.png" in err
+
+
+@pytest.mark.slow
+def test_micro_upernet_learns_generated_scenes(tmp_path):
+    """From scratch on 300 generated 64x64 scenes, a micro UPerNet reaches mIoU >= 0.8 on 60 held-out ones.
+
+    The mmseg recipe's lr 6e-5 is for an ImageNet-pretrained backbone over 160k iterations; from scratch in
+    a few hundred iterations this test uses lr 3e-3 (same AdamW, no-decay keys, warm-up and poly decay),
+    no stochastic depth and no photometric distortion (the classes differ in colour as well as shape).
+    """
+    train = write_pairs(tmp_path / "train", 300, seed=1)
+    val = write_pairs(tmp_path / "val", 60, seed=2)
+    settings = {
+        "schedule.iterations": 320, "schedule.warmup_iters": 20, "optim.lr": 3e-3, "model.drop_path_rate": 0.0,
+        "seg.crop_size": 64, "seg.scale": "128,64", "seg.test_scale": "128,64", "seg.ratio_range": "0.75,1.5",
+        "seg.photometric": False, "run.checkpoint_every": 0,
+    }  # fmt: skip
+    args = ["train", "--task", "semantic_segmentation", "--data", str(train), "--val-data", str(val)]
+    args += ["--preset", "upernet_swin_micro", "--output", str(tmp_path / "run"), "--batch-size", "8"]
+    args += ["--no-progress", *(x for k, v in settings.items() for x in ("--set", f"{k}={v}"))]
+    started = time.perf_counter()
+    assert main(args) == 0
+    report = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    print(f"mIoU {report['mIoU']:.4f} after {time.perf_counter() - started:.0f} s: {report['per_class']}")
+    assert report["mIoU"] >= 0.8
