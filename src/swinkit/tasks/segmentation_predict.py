@@ -168,12 +168,24 @@ class SegmentationPredictor:
         return run_by_shape(pixels, self._predict_batch)
 
     def _predict_batch(self, batch: torch.Tensor) -> list[SegmentationPrediction]:
-        label_maps = self.scores(batch).argmax(dim=1).cpu().numpy()  # (B, H, W)
         dtype = np.uint8 if len(self.labels) <= 256 else np.int32
         return [
             SegmentationPrediction(m.astype(dtype), self.labels, self.palette, self.top_k, self.threshold)
-            for m in label_maps
+            for m in self.label_maps(batch)
         ]
+
+    def label_maps(self, batch: torch.Tensor) -> list[np.ndarray]:
+        """(H, W) label map of each of (B, 3, H, W) uint8 images: the argmax of ``scores``. One view's logits
+        are brought to the original size one image at a time, so a batch never holds B full-size score maps."""
+        if self.tta:
+            return list(self.scores(batch).argmax(dim=1).cpu().numpy())
+        align = self.model.config.align_corners
+        with torch.inference_mode():
+            logits = view_logits(self.model, self.view_pixels(batch, None, False), self.settings).float()
+            return [
+                to_original(row[None], batch.shape[2:], align_corners=align).argmax(dim=1)[0].cpu().numpy()
+                for row in logits  # (num_classes, h, w) each
+            ]
 
     def view_pixels(self, batch: torch.Tensor, ratio: float | None, flipped: bool) -> torch.Tensor:
         """(B, 3, h, w) normalised model input of one view of (B, 3, H, W) uint8 images."""
