@@ -38,7 +38,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--output", type=Path, default=None, help="write JSONL here instead of a table ('-': standard output)"
     )
-    parser.add_argument("--visualize", type=Path, default=None, help="write an annotated PNG per image here")
+    parser.add_argument(
+        "--visualize",
+        type=Path,
+        default=None,
+        help="write an annotated PNG per image here (segmentation: also the label map, <stem>_labels.png)",
+    )
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     add_task_options(parser)
 
