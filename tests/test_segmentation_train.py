@@ -15,10 +15,13 @@ from swinkit.cli import build_parser, main
 from swinkit.cli import train as train_cli
 from swinkit.data.segmentation import SegmentationProcessor
 from swinkit.engine.config import TrainConfig, apply_overrides, apply_recipe
+from swinkit.engine.evaluate import evaluate_model
 from swinkit.engine.optim import param_groups
 from swinkit.engine.schedule import build_schedule, run_length
 from swinkit.engine.trainer import Trainer
 from swinkit.inference import task_of_source
+from swinkit.loading import save_pretrained
+from swinkit.models.factory import create_model
 from swinkit.models.segmentation import create_upernet
 from swinkit.tasks import get_task
 from swinkit.tasks.semantic_segmentation import SemanticSegmentationTask, export_upernet
@@ -165,6 +168,18 @@ def test_cli_run_then_interrupted_and_resumed_run_is_identical(tmp_path, capsys)
     assert report["classes"] == list(CLASSES) and 0.0 <= report["mIoU"] <= 1.0
     assert (full / "plots" / "class_iou.png").is_file() and (full / "plots" / "curves.png").is_file()
     assert task_of_source(full) is SemanticSegmentationTask
+    assert (
+        main(["evaluate", "--model", str(full), "--data", str(data), "--output", str(tmp_path / "eval")]) == 0
+    )
+    printed = capsys.readouterr().out
+    assert (
+        "mIoU" in printed
+        and "triangle" in printed
+        and (tmp_path / "eval" / "plots" / "class_iou.png").is_file()
+    )
+    folder = evaluate_model(full, data)
+    best = evaluate_model(full / "checkpoints" / "best.safetensors", data)  # the same weights, self-described
+    assert folder["mIoU"] == best["mIoU"] and folder["per_class"] == best["per_class"]
     parser = build_parser()
     args = parser.parse_args(_tiny_run_args(data, cut))
     with pytest.raises(_StopAfterFirstEpoch):
@@ -197,7 +212,7 @@ def test_micro_upernet_learns_generated_scenes(tmp_path):
     train = write_pairs(tmp_path / "train", 300, seed=1)
     val = write_pairs(tmp_path / "val", 60, seed=2)
     settings = {
-        "schedule.iterations": 320, "schedule.warmup_iters": 20, "optim.lr": 3e-3, "model.drop_path_rate": 0.0,
+        "schedule.iterations": 600, "schedule.warmup_iters": 20, "optim.lr": 3e-3, "model.drop_path_rate": 0.0,
         "seg.crop_size": 64, "seg.scale": "128,64", "seg.test_scale": "128,64", "seg.ratio_range": "0.75,1.5",
         "seg.photometric": False, "run.checkpoint_every": 0,
     }  # fmt: skip
@@ -209,3 +224,46 @@ def test_micro_upernet_learns_generated_scenes(tmp_path):
     report = json.loads((tmp_path / "run" / "metrics.json").read_text())
     print(f"mIoU {report['mIoU']:.4f} after {time.perf_counter() - started:.0f} s: {report['per_class']}")
     assert report["mIoU"] >= 0.8
+
+
+def _task_for(data, **settings):
+    config = TrainConfig()
+    apply_recipe(config, "mmseg")
+    overrides = {"task": "semantic_segmentation", "data.train": str(data), "run.output": "unused", **settings}
+    return SemanticSegmentationTask(apply_overrides(config, overrides))
+
+
+def test_pretrained_swin_classifier_fills_the_backbone(tmp_path):
+    data = write_pairs(tmp_path / "data", 3)
+    classifier = create_model("swin_micro", num_classes=5)
+    save_pretrained(classifier, tmp_path / "swin")
+    task = _task_for(
+        data, **{"model.preset": "upernet_swin_micro", "model.pretrained": str(tmp_path / "swin")}
+    )
+    model = task.build_model(task.load_data())
+    assert model.config.label_names == CLASSES  # the data's classes.txt
+    theirs = classifier.state_dict()
+    ours = model.backbone.state_dict()
+    shared = [k for k in ours if k.startswith(("layers.", "patch_embed.")) and "relative_position" not in k]
+    assert shared and [k for k in shared if not torch.equal(ours[k], theirs[k])] == []
+    # the classifier's last stage at 64 px has a 2x2 window; the detection-convention backbone keeps 4x4,
+    # so that stage's tables are resized (the others are copied)
+    table = "layers.0.blocks.0.attn.relative_position_bias_table"
+    assert torch.equal(ours[table], theirs[table])
+    assert model.backbone.config.drop_path_rate == 0.1  # the preset's stochastic depth, not the checkpoint's
+
+
+def test_pretrained_upernet_keeps_its_weights_and_refits_the_classifiers(tmp_path):
+    data = write_pairs(tmp_path / "data", 3)
+    same = create_upernet("upernet_swin_micro", labels=CLASSES)
+    other = create_upernet("upernet_swin_micro", num_classes=3, labels=("a", "b", "c"))
+    export_upernet(same, tmp_path / "same", SegmentationProcessor())
+    export_upernet(other, tmp_path / "other", SegmentationProcessor())
+    task = _task_for(data, **{"model.pretrained": str(tmp_path / "same")})
+    model = task.build_model(task.load_data())
+    assert all(torch.equal(v, same.state_dict()[k]) for k, v in model.state_dict().items())
+    task = _task_for(data, **{"model.pretrained": str(tmp_path / "other")})
+    model = task.build_model(task.load_data())
+    assert model.config.num_classes == 4 and model.decode_head.conv_seg.weight.shape[0] == 4
+    kept = {k: v for k, v in other.state_dict().items() if "conv_seg" not in k}
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in kept.items())

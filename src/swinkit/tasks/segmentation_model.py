@@ -52,16 +52,19 @@ def is_upernet(source: str | os.PathLike) -> bool:
     )
 
 
-def _described_file(path: Path) -> UperNet:
-    """An UperNet from a swinkit checkpoint file: canonical tensors and the embedded config.json."""
+def _described_file(path: Path) -> tuple[UperNet, SegmentationProcessor]:
+    """An UperNet from a swinkit checkpoint file (canonical tensors) and the preprocessing it describes."""
     from safetensors import safe_open
 
     with safe_open(str(path), "pt") as f:
         metadata = f.metadata() or {}
-    config = metadata.get(DESCRIPTION_KEYS[0])
+    config, preprocessing = (metadata.get(key) for key in DESCRIPTION_KEYS)
     tensors = load_state_file(path)
     state = hf_upernet.to_canonical(tensors) if hf_upernet.detect(tensors) else tensors
-    return model_from_state_dict(state, hf_upernet.config_from_hf(json.loads(config)) if config else None)
+    model = model_from_state_dict(state, hf_upernet.config_from_hf(json.loads(config)) if config else None)
+    if preprocessing is None:
+        return model, SegmentationProcessor()
+    return model, SegmentationProcessor.from_preprocessor_config(json.loads(preprocessing))
 
 
 def load_upernet(source: str | os.PathLike) -> tuple[UperNet, SegmentationProcessor]:
@@ -75,7 +78,7 @@ def load_upernet(source: str | os.PathLike) -> tuple[UperNet, SegmentationProces
             saved = json.loads((path / PREPROCESSOR_FILE).read_text())
             processor = SegmentationProcessor.from_preprocessor_config(saved)
     elif path.suffix == ".safetensors":
-        model = _described_file(path)
+        model, processor = _described_file(path)
     else:
         model = load_mmseg(path)
     return model.eval(), processor
