@@ -38,7 +38,7 @@ def test_parameter_counts_equal_the_built_models(capsys):
 
 
 def test_table_shows_one_aligned_row_per_preset(capsys):
-    assert main(["models", "window7_224"]) == 0
+    assert main(["models", "--task", "classification", "window7_224"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:4] == ["name", "v", "params", "GFLOPs"]
     tiny = next(line for line in lines if line.startswith("swin_tiny_patch4_window7_224 "))
@@ -49,3 +49,14 @@ def test_table_shows_one_aligned_row_per_preset(capsys):
 def test_a_filter_matching_nothing_is_a_user_error(capsys):
     assert main(["models", "no_such_model"]) == 2
     assert "no preset name contains" in capsys.readouterr().err
+
+
+def test_default_listing_shows_every_task_in_its_own_table(capsys):
+    assert main(["models", "micro"]) == 0
+    out = capsys.readouterr().out
+    headings = [line for line in out.splitlines() if line.startswith("# ")]
+    assert headings == ["# classification", "# semantic_segmentation", "# detection"]
+    assert "swin_micro " in out and "upernet_swin_micro" in out and "mask_rcnn_swin_micro" in out
+    assert main(["models", "--json", "micro"]) == 0
+    tasks = {row["name"]: row["task"] for row in json.loads(capsys.readouterr().out)}
+    assert tasks["swin_micro"] == "classification" and tasks["mask_rcnn_swin_micro"] == "detection"

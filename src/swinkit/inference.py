@@ -234,6 +234,20 @@ def task_of_source(source: str | os.PathLike) -> type[Task]:
     return ClassificationTask if config is None else task_of_saved_model(config)
 
 
+def check_task_options(method: Any, options: dict[str, Any], task: type[Task], what: str) -> None:
+    """ValueError naming the first of ``options`` (a task's own settings, e.g. ``tta``) that ``method``,
+    the task's predictor or evaluation, does not take."""
+    import inspect
+
+    known = inspect.signature(method).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in known.values()):
+        return
+    for name in options:
+        if name not in known:
+            shown = task.name.replace("_", "-")
+            raise ValueError(f"--{name.replace('_', '-')} is not {what} option of a {shown} model")
+
+
 def load_predictor(
     source: str | os.PathLike,
     *,
@@ -241,7 +255,12 @@ def load_predictor(
     batch_size: int = 16,
     top_k: int | None = None,
     threshold: float | None = None,
+    **options: Any,
 ) -> TaskPredictor:
-    """The predictor of ``source``'s task (``task_of_source``), loaded from ``source``."""
+    """The predictor of ``source``'s task (``task_of_source``), loaded from ``source``; ``options`` are the
+    task's own predictor settings (semantic segmentation: ``mode``, ``tta``)."""
     task = task_of_source(source)
-    return task.predictor(source, device=device, batch_size=batch_size, top_k=top_k, threshold=threshold)
+    check_task_options(task.predictor, options, task, "a prediction")
+    return task.predictor(
+        source, device=device, batch_size=batch_size, top_k=top_k, threshold=threshold, **options
+    )

@@ -90,6 +90,10 @@ def resolve_source(source: str | os.PathLike) -> Path:
         if hub_id is None:
             raise ValueError(f"preset {text!r} has no published weights; use swinkit.create_model({text!r})")
         return _hub_download(hub_id)
+    from swinkit.models.segmentation.config import segmentation_hub_id
+
+    if (segmentation_hub := segmentation_hub_id(text)) is not None:
+        return _hub_download(segmentation_hub)
     if re.fullmatch(r"[\w.-]+/[\w.-]+", text) and not text.startswith("."):  # owner/name
         return _hub_download(text, missing_path=True)
     raise FileNotFoundError(f"no file or folder {text} (nor a preset name or an owner/name hub id)")
@@ -191,7 +195,12 @@ def read_description(
         weights = next((path / name for name in WEIGHT_FILES if (path / name).is_file()), path)
     pytorch_file = weights.is_file() and weights.suffix != ".safetensors"
     loaded = load_state_file(weights) if pytorch_file else {}
-    return path, *_description(path, weights, loaded)
+    config, preprocessing = _description(path, weights, loaded)
+    if config is None and loaded:  # an mmseg segmentor file or UperNet state dict: described by its tensors
+        from swinkit.models.segmentation.checkpoints import segmentation_description
+
+        config = segmentation_description(loaded)
+    return path, config, preprocessing
 
 
 def describe_source(source: str | os.PathLike, config: SwinConfig) -> Checkpoint:

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from swinkit.batch import BatchInterrupted, BatchSummary, run_batch
-from swinkit.cli.predict import add_result_limits
+from swinkit.cli.options import add_result_limits, add_task_options, task_options
 from swinkit.engine.distributed import init_distributed, shutdown
 from swinkit.inference import load_predictor
 
@@ -45,6 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     add_result_limits(parser)
+    add_task_options(parser)
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument(
         "--overwrite", action="store_true", help="start afresh: discard an existing output (any model's)"
@@ -75,7 +76,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         device = str(context.device) if context.distributed else args.device
         predictor = load_predictor(
-            args.model, batch_size=args.batch_size, device=device, top_k=args.top_k, threshold=args.threshold
+            args.model,
+            batch_size=args.batch_size,
+            device=device,
+            top_k=args.top_k,
+            threshold=args.threshold,
+            **task_options(args),
         )
         summary = run_batch(
             predictor,

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
-HELP = "evaluate a model on labelled images (class folders, CSV, JSONL; a detector: COCO json or Azure JSONL)"
+from swinkit.cli.options import add_task_options, task_options
+
+HELP = "evaluate a model on labelled images (class folders, CSV, JSONL; a detector: COCO json or Azure JSONL; a segmenter: label-map pairs)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,6 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--device", default="cpu")
+    add_task_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
         threshold=args.threshold,
         num_workers=args.num_workers,
         device=args.device,
+        **task_options(args),
     )
     print(task_of_source(args.model).report_text(report))
     if args.output:

@@ -1,4 +1,7 @@
-"""``swinkit models``: the presets with their size, cost, windows, classes, hub id and preprocessing."""
+"""``swinkit models``: the presets of every task, one table each (``--task`` picks one): classification with
+size, cost, windows, classes, hub id and preprocessing; ``detection`` (Mask R-CNN, Faster R-CNN) at 800x1333;
+``semantic_segmentation``: the UPerNet presets (backbone, pretraining, crop, parameters with the
+auxiliary head, GFLOPs at 512x2048 as mmseg's ``get_flops.py`` and the Swin paper count them, mIoU, hub id)."""
 
 from __future__ import annotations
 
@@ -12,16 +15,36 @@ from tqdm import tqdm
 from swinkit.flops import count_flops
 from swinkit.models.detection.config import DETECTION_PRESETS, DetectionPreset
 from swinkit.models.factory import build_model
+from swinkit.models.segmentation import SEGMENTATION_PRESETS, SegmentationPreset, build_upernet, upernet_flops
 from swinkit.presets import PRESETS, Preprocessing, Preset
 
 HELP = "list the model presets with parameters and GFLOPs (multiply-adds) at their native size"
 
 COLUMNS = ("name", "v", "params", "GFLOPs", "size", "windows", "classes", "preprocessing", "hub id")
+SEGMENTATION_COLUMNS = (
+    "name",
+    "backbone",
+    "pretrain",
+    "crop",
+    "params",
+    "GFLOPs",
+    "mIoU",
+    "ms+flip",
+    "hub id",
+)
+SEGMENTATION_FLOPS_SIZE = (512, 2048)  # (H, W) input of mmseg's get_flops.py for the ADE20K table
+TASKS = ("all", "classification", "semantic_segmentation", "detection")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("filter", nargs="?", default="", help="only presets whose name contains this text")
     parser.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    parser.add_argument(
+        "--task",
+        choices=TASKS,
+        default="all",
+        help="which task's presets to list (default: every task, one table each)",
+    )
 
 
 def describe_preprocessing(prep: Preprocessing) -> str:
@@ -78,24 +101,73 @@ def _cells(row: dict[str, Any]) -> tuple[str, ...]:
     )
 
 
-def format_table(rows: list[dict[str, Any]]) -> str:
-    """A plain aligned text table of :func:`describe_preset` rows."""
-    cells = [COLUMNS, *(_cells(r) for r in rows)]
-    widths = [max(len(c[i]) for c in cells) for i in range(len(COLUMNS))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in cells]
-    return "\n".join(lines)
+def describe_segmentation_preset(preset: SegmentationPreset) -> dict[str, Any]:
+    """One UPerNet preset's row; the model is built on the ``meta`` device (nothing allocated or downloaded)."""
+    config = preset.config
+    with torch.device("meta"):
+        model = build_upernet(config)
+    flops = upernet_flops(config, SEGMENTATION_FLOPS_SIZE)
+    backbone = config.backbone
+    return {
+        "name": preset.name,
+        "backbone": f"Swin embed {backbone.embed_dim}, depths {list(backbone.depths)}, window {backbone.window_size}",
+        "pretrain": preset.pretrain,
+        "pretrain_image_size": preset.pretrain_image_size,
+        "crop_size": preset.crop_size,
+        "num_classes": config.num_classes,
+        "params": sum(p.numel() for p in model.parameters()),  # with the auxiliary head, as mmseg's table
+        "flops": flops,
+        "gflops": round(flops / 1e9, 3),
+        "miou": preset.miou,
+        "miou_ms_flip": preset.miou_ms_flip,
+        "hub_id": preset.hub_id,
+        "checkpoint_url": preset.checkpoint_url,
+        "description": preset.description,
+    }
+
+
+def _segmentation_cells(row: dict[str, Any]) -> tuple[str, ...]:
+    pretrain = (
+        row["pretrain"] if row["pretrain"] == "none" else f"{row['pretrain']} {row['pretrain_image_size']}"
+    )
+    return (
+        row["name"],
+        row["backbone"],
+        pretrain,
+        str(row["crop_size"]),
+        f"{row['params'] / 1e6:.1f}M",
+        f"{row['gflops']:.1f}",
+        "-" if row["miou"] is None else f"{row['miou']:.2f}",
+        "-" if row["miou_ms_flip"] is None else f"{row['miou_ms_flip']:.2f}",
+        row["hub_id"] or "-",
+    )
+
+
+def format_table(rows: list[dict[str, Any]], columns: tuple[str, ...] = COLUMNS, cells=_cells) -> str:
+    """A plain aligned text table of :func:`describe_preset` rows (or of another kind, with its cells)."""
+    lines = [columns, *(cells(r) for r in rows)]
+    widths = [max(len(c[i]) for c in lines) for i in range(len(columns))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines)
 
 
 def run(args: argparse.Namespace) -> int:
-    presets = [p for name, p in sorted(PRESETS.items()) if args.filter in name]
-    detectors = [p for name, p in sorted(DETECTION_PRESETS.items()) if args.filter in name]
-    if not presets and not detectors:
-        raise ValueError(f"no preset name contains {args.filter!r}")
-    rows = [describe_preset(p) for p in tqdm(presets, desc="counting", leave=False, disable=None)]
-    rows += [
-        describe_detection_preset(p) for p in tqdm(detectors, desc="counting", leave=False, disable=None)
-    ]
-    print(json.dumps(rows, indent=2) if args.json else format_table(rows))
+    groups = _listed(args.task, args.filter)
+    if not any(presets for _, presets in groups):
+        kind = "" if args.task == "all" else f" among the {args.task} presets"
+        raise ValueError(f"no preset name contains {args.filter!r}{kind}")
+    tables, rows = [], []
+    for task, presets in groups:
+        describe, columns, cells = _LISTINGS[task]
+        group = [describe(p) for p in tqdm(presets, desc="counting", leave=False, disable=None)]
+        rows += [{"task": task, **row} for row in group]
+        if group:
+            tables.append((task, format_table(group, columns, cells)))
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    elif len(tables) == 1:
+        print(tables[0][1])
+    else:
+        print("\n\n".join(f"# {task}\n{table}" for task, table in tables))
     return 0
 
 
@@ -130,3 +202,21 @@ def describe_detection_preset(preset: DetectionPreset) -> dict[str, Any]:
         "mask_ap": preset.mask_ap,
         "checkpoint_url": preset.checkpoint_url,
     }
+
+
+_LISTINGS = {
+    "classification": (describe_preset, COLUMNS, _cells),
+    "semantic_segmentation": (describe_segmentation_preset, SEGMENTATION_COLUMNS, _segmentation_cells),
+    "detection": (describe_detection_preset, COLUMNS, _cells),
+}
+_SOURCES = {
+    "classification": PRESETS,
+    "semantic_segmentation": SEGMENTATION_PRESETS,
+    "detection": DETECTION_PRESETS,
+}
+
+
+def _listed(task: str, text: str) -> list[tuple[str, list[Any]]]:
+    """(task, presets whose name contains ``text``) for ``task`` or, with "all", for every task."""
+    tasks = list(_SOURCES) if task == "all" else [task]
+    return [(t, [p for name, p in sorted(_SOURCES[t].items()) if text in name]) for t in tasks]

@@ -19,6 +19,7 @@ from typing import Any, TextIO
 
 from swinkit.batch import iter_image_files
 from swinkit.checkpoint_io import open_output
+from swinkit.cli.options import add_result_limits, add_task_options, task_options
 from swinkit.data.decode import ImageDecodeError, decode_image
 from swinkit.inference import load_predictor
 from swinkit.tasks.base import TaskPredictor, TaskResult
@@ -36,29 +37,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--output", type=Path, default=None, help="write JSONL here instead of a table ('-': standard output)"
     )
-    parser.add_argument("--visualize", type=Path, default=None, help="write an annotated PNG per image here")
+    parser.add_argument(
+        "--visualize",
+        type=Path,
+        default=None,
+        help="write an annotated PNG per image here (segmentation: also the label map, <stem>_labels.png)",
+    )
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-
-
-def add_result_limits(parser: argparse.ArgumentParser) -> None:
-    """``--top-k``/``--max-detections`` and ``--threshold``/``--score-threshold``: the predictor's ``top_k`` and
-    ``threshold``, whatever the task (labels of a classifier, objects of a detector)."""
-    parser.add_argument(
-        "--top-k",
-        "--max-detections",
-        dest="top_k",
-        type=int,
-        default=None,
-        help="labels (classification, default 5) or objects (detection, default the model's 100) per image",
-    )
-    parser.add_argument(
-        "--threshold",
-        "--score-threshold",
-        dest="threshold",
-        type=float,
-        default=None,
-        help="minimum probability or score (multi-label default 0.5; detection: the model's 0.05)",
-    )
+    add_task_options(parser)
 
 
 def expand_images(arguments: Sequence[str]) -> list[Path]:
@@ -134,7 +120,12 @@ def _write_jsonl(rows: Iterator[tuple[Path, TaskResult | None, str | None]], out
 def run(args: argparse.Namespace) -> int:
     paths = expand_images(args.images)
     predictor = load_predictor(
-        args.model, batch_size=args.batch_size, device=args.device, top_k=args.top_k, threshold=args.threshold
+        args.model,
+        batch_size=args.batch_size,
+        device=args.device,
+        top_k=args.top_k,
+        threshold=args.threshold,
+        **task_options(args),
     )
     if args.visualize is not None:
         args.visualize.mkdir(parents=True, exist_ok=True)

@@ -15,14 +15,17 @@ def evaluate_model(
     threshold: float = 0.5,
     num_workers: int = 0,
     device: str = "cpu",
+    **options: Any,
 ) -> dict[str, Any]:
     """Metrics of ``model`` (any source swinkit loads) on ``data``; with ``output``, metrics.json and plots.
 
-    The data's labels must be among the model's; their order is the model's.
+    The data's labels must be among the model's; their order is the model's. ``options`` are the task's own
+    evaluation options (semantic segmentation: ``mode``, ``tta``); one the task does not take is refused.
     """
-    from swinkit.inference import task_of_source
+    from swinkit.inference import check_task_options, task_of_source
 
     task = task_of_source(model)
+    check_task_options(task.evaluate_saved, options, task, "an evaluation")
     return task.evaluate_saved(
         model,
         data,
@@ -31,4 +34,5 @@ def evaluate_model(
         threshold=threshold,
         num_workers=num_workers,
         device=device,
+        **options,
     )

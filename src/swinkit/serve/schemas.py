@@ -7,7 +7,9 @@ A body sent as ``image/jpeg`` (png, webp, bmp, ``application/octet-stream``) is 
 
 Response: a list in input order with one object per image, whose shape depends on the task:
 classification ``{"probs", "labels"}``; object detection ``{"boxes": [{"box", "label", "score"}]}``;
-instance segmentation the same with a ``polygon`` per box. Coordinates are fractions of the image size.
+instance segmentation the same with a ``polygon`` per box (coordinates are fractions of the image size);
+semantic segmentation ``{"label_map": <base64 PNG of class indices>, "width", "height", "classes": [{"label",
+"index", "fraction"}]}`` at the original image size.
 """
 
 from __future__ import annotations
@@ -122,7 +124,43 @@ class SegmentationResult(BaseModel):
     boxes: list[SegmentedObject]
 
 
-ScoreResult = ClassificationResult | DetectionResult | SegmentationResult
+class SegmentationClass(BaseModel):
+    """One class present in a semantic segmentation."""
+
+    label: str = Field(description="the class name")
+    index: int = Field(ge=0, description="the class index, the value its pixels have in label_map")
+    fraction: float = Field(gt=0, le=1, description="share of the image's pixels labelled with this class")
+
+
+class SemanticSegmentationResult(BaseModel):
+    """Semantic segmentation: the class of every pixel, at the original image size."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "label_map": "iVBORw0KGgoAAAANSUhEUgAA...",
+                "width": 683,
+                "height": 512,
+                "classes": [
+                    {"label": "wall", "index": 0, "fraction": 0.62},
+                    {"label": "floor", "index": 3, "fraction": 0.38},
+                ],
+            }
+        }
+    )
+
+    label_map: str = Field(
+        description="base64 PNG of width x height pixels, each the index of its class (8-bit greyscale, "
+        "16-bit for models with more than 256 classes)"
+    )
+    width: int = Field(ge=1, description="image width in pixels (the label map's)")
+    height: int = Field(ge=1, description="image height in pixels (the label map's)")
+    classes: list[SegmentationClass] = Field(
+        description="the classes present, by decreasing share of the pixels (the fractions sum to 1)"
+    )
+
+
+ScoreResult = ClassificationResult | DetectionResult | SegmentationResult | SemanticSegmentationResult
 
 
 class ErrorDetail(BaseModel):

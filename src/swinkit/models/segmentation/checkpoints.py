@@ -25,6 +25,7 @@ from swinkit.models.segmentation.upernet import UperNet, build_upernet
 
 _BN_COUNTER = "num_batches_tracked"
 _HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+_UPERHEAD_MARKERS = ("decode_head.conv_seg.weight", "decode_head.fpn_bottleneck.conv.weight")
 
 
 def config_from_state_dict(
@@ -102,13 +103,14 @@ def load_mmseg(path: str | os.PathLike, config: UperNetConfig | None = None) -> 
     return model_from_state_dict(canonical, config)
 
 
-def save_hf(model: UperNet, folder: str | os.PathLike) -> None:
-    """Write ``model`` as a folder ``transformers.UperNetForSemanticSegmentation.from_pretrained`` loads."""
+def save_hf(model: UperNet, folder: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
+    """Write ``model`` as a folder ``transformers.UperNetForSemanticSegmentation.from_pretrained`` loads;
+    ``metadata`` (string pairs, e.g. swinkit's description) goes into the safetensors header."""
     config = hf_upernet.config_to_hf(model.config)  # raises before anything is written
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     save_safetensors(
-        hf_upernet.from_canonical(model.state_dict(), model.config), folder / "model.safetensors"
+        hf_upernet.from_canonical(model.state_dict(), model.config), folder / "model.safetensors", metadata
     )
     atomic_write_json(folder / "config.json", config)
 
@@ -128,3 +130,38 @@ def load_hf(folder: str | os.PathLike) -> UperNet:
     if not hf_upernet.detect(state_dict):
         raise ValueError(f"{weights} does not hold a transformers UperNet with a Swin backbone")
     return model_from_state_dict(hf_upernet.to_canonical(state_dict), config)
+
+
+def _canonical_tensors(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
+    """``state_dict`` in canonical UperNet names, from whichever whole-model layout it is in (None: none)."""
+    from swinkit.layouts.heads import HEAD_LAYOUTS, detect_head_layout
+
+    layout = detect_head_layout(state_dict)
+    if layout is not None:
+        return HEAD_LAYOUTS[layout].to_canonical(state_dict)
+    canonical = (
+        "decode_head.conv_seg.weight" in state_dict and "backbone.patch_embed.proj.weight" in state_dict
+    )
+    return dict(state_dict) if canonical else None
+
+
+def segmentation_description(checkpoint: Mapping[str, object]) -> dict[str, object] | None:
+    """The transformers ``config.json`` (as a dict) of a loaded PyTorch checkpoint file that holds an UperNet
+    (mmseg segmentor, transformers or canonical names), or None when it holds no UPerHead.
+
+    A config transformers cannot express (an auxiliary head off stage 2) is described by its architecture alone.
+    """
+    try:
+        state_dict = unwrap(checkpoint)
+    except ValueError:
+        return None
+    canonical = _canonical_tensors(state_dict)
+    if canonical is None or not all(k in canonical for k in _UPERHEAD_MARKERS):
+        return None  # another decode head (or a toy one): not a model swinkit's UperNet runs
+    config = mmseg.config_from_meta(checkpoint) or config_from_state_dict(
+        canonical, labels=mmseg.classes_from_meta(checkpoint)
+    )
+    try:
+        return hf_upernet.config_to_hf(config)
+    except ValueError:
+        return {"architectures": ["UperNetForSemanticSegmentation"], "model_type": "upernet"}

@@ -193,3 +193,17 @@ def get_segmentation_preset(name: str) -> SegmentationPreset:
         close = difflib.get_close_matches(name, SEGMENTATION_PRESETS, n=3)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
         raise ValueError(f"unknown segmentation preset {name!r}.{hint}") from None
+
+
+def segmentation_hub_id(name: str) -> str | None:
+    """The hub id of segmentation preset ``name``, None when no preset has that name; a ValueError when the
+    preset has no Hugging Face port."""
+    preset = SEGMENTATION_PRESETS.get(name)
+    if preset is None:
+        return None
+    if preset.hub_id is None:
+        raise ValueError(
+            f"segmentation preset {name!r} has no Hugging Face port; download its mmseg checkpoint "
+            f"({preset.checkpoint_url}) or build it with swinkit.models.segmentation.create_upernet({name!r})"
+        )
+    return preset.hub_id

@@ -1,0 +1,46 @@
+"""Command-line flags that predict, batch and evaluate pass on to the task: the result limits every task
+takes, and task-specific settings
+(``load_predictor(**options)``, ``evaluate_model(**options)``); a task that does not take one refuses it."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def add_result_limits(parser: argparse.ArgumentParser) -> None:
+    """``--top-k``/``--max-detections`` and ``--threshold``/``--score-threshold``: the predictor's ``top_k`` and
+    ``threshold``, whatever the task (labels of a classifier, objects of a detector)."""
+    parser.add_argument(
+        "--top-k",
+        "--max-detections",
+        dest="top_k",
+        type=int,
+        default=None,
+        help="labels (classification, default 5) or objects (detection, default the model's 100) per image",
+    )
+    parser.add_argument(
+        "--threshold",
+        "--score-threshold",
+        dest="threshold",
+        type=float,
+        default=None,
+        help="minimum probability or score (multi-label default 0.5; detection: the model's 0.05)",
+    )
+
+
+def add_task_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--mode",
+        choices=("whole", "slide"),
+        help="semantic segmentation: whole-image or sliding-window inference",
+    )
+    parser.add_argument(
+        "--tta", action="store_true", help="semantic segmentation: multi-scale + flip testing"
+    )
+
+
+def task_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The task-specific settings given on the command line (those left unset are not passed)."""
+    options = {"mode": args.mode, "tta": args.tta or None}
+    return {name: value for name, value in options.items() if value is not None}
