@@ -405,15 +405,17 @@ class SemanticSegmentationTask(Task):
         device: str = "cpu",
     ) -> dict[str, Any]:
         """aAcc, mIoU, mAcc and per-class IoU/Acc of a saved UperNet on ``data`` (an ADE20K tree's
-        validation split, an images/ + masks/ folder or a JSONL) with whole-image inference."""
+        validation split, an images/ + masks/ folder or a JSONL) with whole-image inference; label maps
+        are read with reduce_zero_label for an ADE20K tree, else as the model's training data was."""
         from swinkit.engine.evaluation import run_evaluation
 
         model, processor = load_upernet(source)
         config = TrainConfig()
         config.data.num_workers = num_workers
         task = cls(config, classes=model.config.label_names)
-        split = "validation" if is_ade20k(Path(data)) else "training"
-        pairs = load_segmentation(data, task.classes, split=split)
+        ade20k = is_ade20k(Path(data))  # its validation split, label 0 ignored; else as the model trained
+        split, reduce = ("validation", True) if ade20k else ("training", processor.reduce_zero_label)
+        pairs = load_segmentation(data, task.classes, reduce_zero=reduce, split=split)
         context = DistContext(device=torch.device(device))
         model = model.to(context.device)
         loader = task.eval_loader(pairs, processor, batch_size, context)
