@@ -413,7 +413,8 @@ class SemanticSegmentationTask(Task):
         """aAcc, mIoU, mAcc and per-class IoU/Acc of a saved UperNet on ``data`` (an ADE20K tree's
         validation split, an images/ + masks/ folder or a JSONL) with ``mode`` "whole" or "slide" (mmseg's
         512 crops, stride 341) inference, and with ``tta`` mmseg's multi-scale + flip views
-        (``swinkit.tasks.segmentation_predict``; images then go to the predictor at their original size)."""
+        (``swinkit.tasks.segmentation_predict``; images then go to the predictor at their original size).
+        Label maps are read with reduce_zero_label for an ADE20K tree, else as the model's training data was."""
         from swinkit.engine.evaluation import run_evaluation
         from swinkit.models.segmentation.inference import InferenceSettings
         from swinkit.tasks.segmentation_predict import SegmentationPredictor, original_pixels
@@ -422,8 +423,9 @@ class SemanticSegmentationTask(Task):
         config = TrainConfig()
         config.data.num_workers = num_workers
         task = cls(config, classes=model.config.label_names)
-        split = "validation" if is_ade20k(Path(data)) else "training"
-        pairs = load_segmentation(data, task.classes, split=split)
+        ade20k = is_ade20k(Path(data))  # its validation split, label 0 ignored; else as the model trained
+        split, reduce = ("validation", True) if ade20k else ("training", processor.reduce_zero_label)
+        pairs = load_segmentation(data, task.classes, reduce_zero=reduce, split=split)
         context = DistContext(device=torch.device(device))
         model = model.to(context.device)
         if mode != "whole" or tta:
