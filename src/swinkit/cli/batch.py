@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from swinkit.batch import BatchInterrupted, BatchSummary, run_batch
+from swinkit.cli.export import add_runtime_flags
 from swinkit.engine.distributed import init_distributed, shutdown
 from swinkit.inference import load_predictor
 
@@ -43,6 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="decoding processes (0: decode inline)",
     )
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    add_runtime_flags(parser)
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument(
         "--overwrite", action="store_true", help="start afresh: discard an existing output (any model's)"
@@ -72,7 +74,13 @@ def run(args: argparse.Namespace) -> int:
     context = init_distributed(args.device)
     try:
         device = str(context.device) if context.distributed else args.device
-        predictor = load_predictor(args.model, batch_size=args.batch_size, device=device)
+        predictor = load_predictor(
+            args.model,
+            batch_size=args.batch_size,
+            device=device,
+            runtime=args.runtime,
+            precision=args.precision,
+        )
         summary = run_batch(
             predictor,
             args.input,

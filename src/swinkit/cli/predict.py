@@ -19,6 +19,7 @@ from typing import Any, TextIO
 
 from swinkit.batch import iter_image_files
 from swinkit.checkpoint_io import open_output
+from swinkit.cli.export import add_runtime_flags
 from swinkit.data.decode import ImageDecodeError, decode_image
 from swinkit.inference import load_predictor
 from swinkit.tasks.base import TaskPredictor, TaskResult
@@ -39,6 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--visualize", type=Path, default=None, help="write an annotated PNG per image here")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    add_runtime_flags(parser)
 
 
 def expand_images(arguments: Sequence[str]) -> list[Path]:
@@ -114,7 +116,13 @@ def _write_jsonl(rows: Iterator[tuple[Path, TaskResult | None, str | None]], out
 def run(args: argparse.Namespace) -> int:
     paths = expand_images(args.images)
     predictor = load_predictor(
-        args.model, batch_size=args.batch_size, device=args.device, top_k=args.top_k, threshold=args.threshold
+        args.model,
+        batch_size=args.batch_size,
+        device=args.device,
+        top_k=args.top_k,
+        threshold=args.threshold,
+        runtime=args.runtime,
+        precision=args.precision,
     )
     if args.visualize is not None:
         args.visualize.mkdir(parents=True, exist_ok=True)

@@ -146,14 +146,20 @@ class OpenVINOBackend:
         import openvino as ov
 
         check_pair("openvino", precision)
-        self.precision, self.hint = precision, hint
-        core = ov.Core()
-        self.compiled = core.compile_model(
-            core.read_model(str(graph)), "CPU", openvino_config(precision, hint, threads)
-        )
-        count = 1 if hint == "LATENCY" else self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")
-        self.requests = [self.compiled.create_infer_request() for _ in range(max(1, int(count)))]
+        self.precision, self.threads = precision, threads
+        self.core = ov.Core()
+        self.model = self.core.read_model(str(graph))
         self.lock = threading.Lock()  # an infer request runs one inference at a time
+        self.set_hint(hint)
+
+    def set_hint(self, hint: str) -> None:
+        """Compile for the performance hint ``hint``: LATENCY (one request) or THROUGHPUT (several)."""
+        config = openvino_config(self.precision, hint, self.threads)
+        with self.lock:
+            self.hint = hint
+            self.compiled = self.core.compile_model(self.model, "CPU", config)
+            count = 1 if hint == "LATENCY" else self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")
+            self.requests = [self.compiled.create_infer_request() for _ in range(max(1, int(count)))]
 
     def __call__(self, pixels: torch.Tensor) -> Outputs:
         array = pixels.detach().to("cpu", torch.float32).numpy()

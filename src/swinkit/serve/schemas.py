@@ -145,6 +145,10 @@ class InfoResponse(BaseModel):
     labels: list[str]
     problem_type: str | None = None
     preprocessing: dict[str, Any] | None = None
+    runtime: str | None = Field(
+        None, description="the backend running the network: torch, openvino, onnxruntime"
+    )
+    precision: str | None = Field(None, description="its inference precision: fp32, bf16 or int8")
     max_batch_size: int
     max_images_per_request: int
     allow_urls: bool

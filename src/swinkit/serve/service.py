@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from pydantic import BaseModel
 
-from swinkit.inference import task_of_source
+from swinkit.inference import load_predictor, task_of_source
 from swinkit.tasks.base import TaskPredictor
 
 
@@ -51,10 +51,22 @@ class TaskService:
         self.response_model: type[BaseModel] = predictor.response_model
 
     @classmethod
-    def load(cls, source: str, *, device: str = "cpu") -> TaskService:
-        """The service for any saved model swinkit reads, of the task its config names."""
-        task = task_of_source(source)
-        return cls(task.predictor(source, device=device), task.name)
+    def load(
+        cls,
+        source: str,
+        *,
+        device: str = "cpu",
+        runtime: str | None = None,
+        precision: str | None = None,
+        openvino_hint: str | None = None,
+    ) -> TaskService:
+        """The service for any saved model swinkit reads, of the task its config names, its network on
+        ``runtime`` at ``precision``; an OpenVINO backend is compiled for ``openvino_hint``."""
+        predictor = load_predictor(source, device=device, runtime=runtime, precision=precision)
+        backend = getattr(predictor, "backend", None)
+        if openvino_hint is not None and hasattr(backend, "set_hint"):
+            backend.set_hint(openvino_hint)
+        return cls(predictor, task_of_source(source).name)
 
     def prepare(self, image: Image.Image) -> torch.Tensor:
         return self.predictor.prepare(image)

@@ -35,7 +35,13 @@ def load_service(settings: ServeSettings) -> ScoringService:
     """
     if settings.torch_threads is not None:
         torch.set_num_threads(settings.torch_threads)
-    return TaskService.load(settings.model, device=settings.device)
+    return TaskService.load(
+        settings.model,
+        device=settings.device,
+        runtime=settings.runtime,
+        precision=settings.precision,
+        openvino_hint=settings.openvino_hint,
+    )
 
 
 def make_fetcher(settings: ServeSettings, resolver: Resolver = system_resolver) -> Fetcher | None:
@@ -138,6 +144,13 @@ class ServeState:
             "max_images_per_request": self.settings.max_images_per_request,
             "allow_urls": self.settings.allow_urls,
         }
+
+    def runtime_labels(self) -> dict[str, str] | None:
+        """The runtime and precision the model runs at (``swinkit_model_info``), None before it is loaded."""
+        if self.service is None:
+            return None
+        info = self.service.info()
+        return {"runtime": str(info.get("runtime", "torch")), "precision": str(info.get("precision", "fp32"))}
 
     def gauges(self) -> dict[str, float]:
         """Values of the gauges exported at ``/metrics``."""
