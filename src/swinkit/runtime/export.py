@@ -118,10 +118,15 @@ def export_onnx(
 
 
 def onnx_to_openvino(onnx_path: Path, xml_path: Path, *, ov_model: Any = None) -> Path:
-    """The ONNX file (or an already converted ``ov_model``) as OpenVINO IR, weights kept at fp32."""
+    """The ONNX file (or an already converted ``ov_model``) as OpenVINO IR, weights kept at fp32.
+
+    The ONNX file is read by ``Core.read_model``, the graph OpenVINO runs from the ONNX file itself:
+    ``ov.convert_model`` (openvino 2026.4) folds a window reshape of the traced graph to the first batch
+    size run, so a batch of 1 followed by a batch of 6 fails in the CPU plugin's Reshape.
+    """
     import openvino as ov
 
-    model = ov_model if ov_model is not None else ov.convert_model(str(onnx_path))
+    model = ov_model if ov_model is not None else ov.Core().read_model(str(onnx_path))
     ov.save_model(model, str(xml_path), compress_to_fp16=False)  # save_model halves weights by default
     return xml_path
 
