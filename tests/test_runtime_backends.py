@@ -75,6 +75,13 @@ def test_bf16_agrees_with_fp32(onnx_dir, reference, held_out, runtime):
     assert float((expected - got).abs().max()) < 0.05
 
 
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_a_graph_refuses_images_of_another_size_than_it_was_traced_at(onnx_dir, runtime):
+    predictor = Predictor.from_pretrained(onnx_dir, runtime=runtime)
+    with pytest.raises(ValueError, match="the exported graph takes 32x32 images, not 48x32"):
+        predictor.backend(torch.zeros(1, 3, 48, 32))
+
+
 def test_openvino_throughput_hint_splits_a_batch_over_requests(onnx_dir, reference, held_out):
     predictor = Predictor.from_pretrained(onnx_dir, runtime="openvino")
     predictor.backend.set_hint("THROUGHPUT")

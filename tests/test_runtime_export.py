@@ -95,6 +95,15 @@ def test_destinations_that_would_lose_data_and_bad_requests_are_refused(model_di
     assert not (tmp_path / "x").exists()
 
 
+def test_a_model_whose_inputs_vary_in_size_is_not_exported(tmp_path):
+    model = swinkit.create_model("swinv2_micro", labels=["a", "b"])
+    source = swinkit.save_pretrained(model, tmp_path / "m")
+    keeps_aspect = {"image_processor_type": "ViTImageProcessor", "size": {"shortest_edge": 64}, "resample": 3}
+    (source / "preprocessor_config.json").write_text(json.dumps(keeps_aspect))
+    with pytest.raises(ValueError, match="this model's preprocessing keeps the aspect ratio"):
+        export_model(source, tmp_path / "x", ExportRequest("onnx"))
+
+
 @pytest.mark.slow  # about 20 s (ONNX Runtime) and 60 s (NNCF) on two busy cores
 @pytest.mark.parametrize(("format", "runtime"), [("onnx", "onnxruntime"), ("openvino", "openvino")])
 def test_int8_export_agrees_with_fp32_on_held_out_images(
@@ -115,7 +124,9 @@ def test_int8_export_agrees_with_fp32_on_held_out_images(
 
 def test_int8_past_the_bound_is_refused_unless_forced(model_dir, data, tmp_path):
     calibration = data[0]
-    request = ExportRequest("onnx", "int8", calibration_data=calibration, bounds={"max_prob_diff": 0.0})
+    request = ExportRequest(
+        "onnx", "int8", calibration_data=calibration, bounds={"max_prob_diff": 0.0}, max_images=8
+    )
     with pytest.raises(
         ValueError, match=r"int8 onnx export refused, too far from fp32: .*max_prob_diff 0\.\d+ > 0"
     ):
