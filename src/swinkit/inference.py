@@ -13,6 +13,7 @@ predict``, ``swinkit batch`` and ``swinkit serve`` all run.
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,9 @@ from swinkit.data.decode import decode_image
 from swinkit.data.preprocess import ImageProcessor, preprocessing_for
 from swinkit.loading import load_checkpoint, model_from_checkpoint, read_description
 from swinkit.models.swin import SwinTransformer
+from swinkit.runtime.backends import Backend, TorchBackend
+from swinkit.runtime.export import is_export
+from swinkit.runtime.selection import backend_for, check_device
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -86,6 +90,7 @@ class Predictor:
         device: str = "cpu",
         top_k: int | None = None,
         threshold: float | None = None,
+        backend: Backend | None = None,
     ) -> None:
         if model.config.num_classes == 0:
             raise ValueError(
@@ -100,6 +105,9 @@ class Predictor:
         self.labels: list[str] = list(model.config.label_names)
         self.problem_type: str = model.config.problem_type
         self.top_k, self.threshold = top_k, threshold  # what ``infer``'s results list as their top labels
+        self.backend: Backend = (
+            backend if backend is not None else TorchBackend(self.model)
+        )  # runs the network
 
     @classmethod
     def from_pretrained(
@@ -110,12 +118,43 @@ class Predictor:
         device: str = "cpu",
         top_k: int | None = None,
         threshold: float | None = None,
+        runtime: str | None = None,
+        precision: str | None = None,
     ) -> Predictor:
-        """A predictor for a hub id, HF folder, checkpoint file in any layout or preset name."""
+        """A predictor for a hub id, HF folder, checkpoint file in any layout, preset name or export folder.
+
+        ``runtime`` (torch, openvino, onnxruntime) and ``precision`` (fp32, bf16, int8) choose the backend
+        (``swinkit.runtime.selection.backend_for``): an export folder runs its graph by default.
+        """
+        check_device(runtime, device)
         checkpoint = load_checkpoint(source)
-        model = model_from_checkpoint(checkpoint)
+        model = model_from_checkpoint(checkpoint).eval()
         processor = preprocessing_for(checkpoint)
-        return cls(model, processor, batch_size=batch_size, device=device, top_k=top_k, threshold=threshold)
+        predictor = cls(
+            model, processor, batch_size=batch_size, device=device, top_k=top_k, threshold=threshold
+        )
+        if runtime in (None, "torch") and precision in (None, "fp32") and not is_export(checkpoint.path):
+            return predictor
+        backend = backend_for(
+            predictor.model,
+            checkpoint.path,
+            predictor.example(),
+            predictor.fingerprint()[1],
+            runtime=runtime,
+            precision=precision,
+            device=device,
+        )
+        return predictor.with_backend(backend)
+
+    def with_backend(self, backend: Backend) -> Predictor:
+        """This predictor with its network run by ``backend`` (same model, preprocessing and options)."""
+        clone = copy.copy(self)
+        clone.backend = backend
+        return clone
+
+    def example(self) -> torch.Tensor:
+        """One prepared input (1, 3, H, W): a grey image through the preprocessing (for tracing)."""
+        return self.processor(Image.new("RGB", (256, 256), (124, 116, 104))).unsqueeze(0)
 
     @property
     def azure_task(self) -> str:
@@ -144,7 +183,12 @@ class Predictor:
 
     def info(self) -> dict[str, Any]:
         """The model's problem type and preprocessing (``GET /info``)."""
-        return {"problem_type": self.problem_type, "preprocessing": self.processor.to_preprocessor_config()}
+        return {
+            "problem_type": self.problem_type,
+            "preprocessing": self.processor.to_preprocessor_config(),
+            "runtime": self.backend.runtime,
+            "precision": self.backend.precision,
+        }
 
     def fingerprint(self) -> tuple[str, str]:
         """(config hash, fingerprint of config, labels and weights): ``swinkit batch``'s output owner."""
@@ -160,7 +204,7 @@ class Predictor:
     def predict_pixels(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) preprocessed images -> (B, num_classes) float32 probabilities on the CPU."""
         with torch.inference_mode():
-            logits = self.model(pixel_values.to(self.device)).float()
+            logits = self.backend(pixel_values.to(self.device)).float()
             probs = torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, dim=-1)
         return probs.cpu()
 
@@ -255,11 +299,16 @@ def load_predictor(
     batch_size: int = 16,
     top_k: int | None = None,
     threshold: float | None = None,
+    runtime: str | None = None,
+    precision: str | None = None,
     **options: Any,
 ) -> TaskPredictor:
-    """The predictor of ``source``'s task (``task_of_source``), loaded from ``source``; ``options`` are the
+    """The predictor of ``source``'s task (``task_of_source``), loaded from ``source``, its network run by
+    ``runtime`` at ``precision`` (defaults: an export folder's own, else torch fp32); ``options`` are the
     task's own predictor settings (semantic segmentation: ``mode``, ``tta``)."""
     task = task_of_source(source)
+    if runtime or precision or is_export(source):
+        options = {**options, "runtime": runtime, "precision": precision}
     check_task_options(task.predictor, options, task, "a prediction")
     return task.predictor(
         source, device=device, batch_size=batch_size, top_k=top_k, threshold=threshold, **options

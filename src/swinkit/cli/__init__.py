@@ -13,7 +13,18 @@ import os
 import sys
 from collections.abc import Sequence
 
-COMMANDS = ("models", "convert", "convert-data", "predict", "batch", "train", "pretrain", "evaluate", "serve")
+COMMANDS = (
+    "models",
+    "convert",
+    "convert-data",
+    "predict",
+    "batch",
+    "train",
+    "pretrain",
+    "evaluate",
+    "serve",
+    "export",
+)
 
 
 def _available() -> dict[str, object]:

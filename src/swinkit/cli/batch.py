@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from swinkit.batch import BatchInterrupted, BatchSummary, run_batch
-from swinkit.cli.options import add_result_limits, add_task_options, task_options
+from swinkit.cli.options import add_result_limits, add_runtime_flags, add_task_options, task_options
 from swinkit.engine.distributed import init_distributed, shutdown
 from swinkit.inference import load_predictor
 
@@ -46,6 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     add_result_limits(parser)
     add_task_options(parser)
+    add_runtime_flags(parser)
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument(
         "--overwrite", action="store_true", help="start afresh: discard an existing output (any model's)"
@@ -82,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
             top_k=args.top_k,
             threshold=args.threshold,
             **task_options(args),
+            runtime=args.runtime,
+            precision=args.precision,
         )
         summary = run_batch(
             predictor,

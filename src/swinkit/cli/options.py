@@ -44,3 +44,19 @@ def task_options(args: argparse.Namespace) -> dict[str, Any]:
     """The task-specific settings given on the command line (those left unset are not passed)."""
     options = {"mode": args.mode, "tta": args.tta or None}
     return {name: value for name, value in options.items() if value is not None}
+
+
+def add_runtime_flags(parser: argparse.ArgumentParser) -> None:
+    """``--runtime`` and ``--precision`` (``swinkit predict`` and ``batch``)."""
+    from swinkit.runtime.backends import PRECISIONS, RUNTIMES
+
+    parser.add_argument(
+        "--runtime", choices=RUNTIMES, default=None, help="torch, openvino or onnxruntime (default: torch, "
+        "or an export folder's own)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=None,
+        help="fp32, bf16 or int8 (default fp32, or the export's)",
+    )

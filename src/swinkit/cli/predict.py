@@ -19,7 +19,7 @@ from typing import Any, TextIO
 
 from swinkit.batch import iter_image_files
 from swinkit.checkpoint_io import open_output
-from swinkit.cli.options import add_result_limits, add_task_options, task_options
+from swinkit.cli.options import add_result_limits, add_runtime_flags, add_task_options, task_options
 from swinkit.data.decode import ImageDecodeError, decode_image
 from swinkit.inference import load_predictor
 from swinkit.tasks.base import TaskPredictor, TaskResult
@@ -45,6 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     add_task_options(parser)
+    add_runtime_flags(parser)
 
 
 def expand_images(arguments: Sequence[str]) -> list[Path]:
@@ -126,6 +127,8 @@ def run(args: argparse.Namespace) -> int:
         top_k=args.top_k,
         threshold=args.threshold,
         **task_options(args),
+        runtime=args.runtime,
+        precision=args.precision,
     )
     if args.visualize is not None:
         args.visualize.mkdir(parents=True, exist_ok=True)

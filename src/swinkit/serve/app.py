@@ -139,6 +139,11 @@ def _register_gauges(app: FastAPI, metrics: ServeMetrics) -> None:
     metrics.add_gauge("swinkit_queue_depth", "Images waiting for a batch.", reader("queue"))
     metrics.add_gauge("swinkit_requests_in_progress", "Scoring requests being handled.", reader("active"))
     metrics.add_gauge("swinkit_ready", "1 when the model is loaded and warmed up.", reader("ready"))
+    metrics.add_info(
+        "swinkit_model_info",
+        "The served model's runtime and precision (value 1).",
+        lambda: app.state.serve.runtime_labels() if hasattr(app.state, "serve") else None,
+    )
 
 
 def create_app(

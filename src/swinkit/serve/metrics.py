@@ -100,6 +100,19 @@ class Gauge:
         return [f"{self.name} {_number(self.read())}"]
 
 
+class InfoMetric:
+    """A gauge of value 1 whose labels describe the server (Prometheus' ``*_info`` convention), read when
+    the metrics are rendered; no sample while ``read`` returns None."""
+
+    def __init__(self, name: str, help_text: str, read: Callable[[], dict[str, str] | None]) -> None:
+        self.name, self.help, self.kind = name, help_text, "gauge"
+        self.read = read
+
+    def samples(self) -> list[str]:
+        labels = self.read()
+        return [] if labels is None else [f"{self.name}{_labels(tuple(sorted(labels.items())))} 1"]
+
+
 class ServeMetrics:
     """Every metric the endpoint exports."""
 
@@ -115,10 +128,13 @@ class ServeMetrics:
         self.batch_size = Histogram(
             "swinkit_batch_size", "Images per batch run through the model.", batch_buckets
         )
-        self.gauges: list[Gauge] = []
+        self.gauges: list[Gauge | InfoMetric] = []
 
     def add_gauge(self, name: str, help_text: str, read: Callable[[], float]) -> None:
         self.gauges.append(Gauge(name, help_text, read))
+
+    def add_info(self, name: str, help_text: str, read: Callable[[], dict[str, str] | None]) -> None:
+        self.gauges.append(InfoMetric(name, help_text, read))
 
     def render(self) -> str:
         lines: list[str] = []

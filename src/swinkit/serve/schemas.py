@@ -188,6 +188,10 @@ class InfoResponse(BaseModel):
     preprocessing: dict[str, Any] | None = None
     score_threshold: float | None = Field(None, description="detection: the lowest object score answered")
     max_detections: int | None = Field(None, description="detection: objects answered per image at most")
+    runtime: str | None = Field(
+        None, description="the backend running the network: torch, openvino, onnxruntime"
+    )
+    precision: str | None = Field(None, description="its inference precision: fp32, bf16 or int8")
     max_batch_size: int
     max_images_per_request: int
     allow_urls: bool

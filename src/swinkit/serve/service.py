@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from pydantic import BaseModel
 
-from swinkit.inference import task_of_source
+from swinkit.inference import load_predictor, task_of_source
 from swinkit.tasks.base import TaskPredictor
 
 
@@ -52,12 +52,26 @@ class TaskService:
 
     @classmethod
     def load(
-        cls, source: str, *, device: str = "cpu", top_k: int | None = None, threshold: float | None = None
+        cls,
+        source: str,
+        *,
+        device: str = "cpu",
+        top_k: int | None = None,
+        threshold: float | None = None,
+        runtime: str | None = None,
+        precision: str | None = None,
+        openvino_hint: str | None = None,
     ) -> TaskService:
-        """The service for any saved model swinkit reads, of the task its config names (``top_k`` and
-        ``threshold``: its predictor's, e.g. a detector's maximum detections and score threshold)."""
-        task = task_of_source(source)
-        return cls(task.predictor(source, device=device, top_k=top_k, threshold=threshold), task.name)
+        """The service for any saved model swinkit reads, of the task its config names, its network on
+        ``runtime`` at ``precision`` (an OpenVINO backend compiled for ``openvino_hint``); ``top_k`` and
+        ``threshold`` are its predictor's, e.g. a detector's maximum detections and score threshold."""
+        predictor = load_predictor(
+            source, device=device, top_k=top_k, threshold=threshold, runtime=runtime, precision=precision
+        )
+        backend = getattr(predictor, "backend", None)
+        if openvino_hint is not None and hasattr(backend, "set_hint"):
+            backend.set_hint(openvino_hint)
+        return cls(predictor, task_of_source(source).name)
 
     def prepare(self, image: Image.Image) -> torch.Tensor:
         return self.predictor.prepare(image)

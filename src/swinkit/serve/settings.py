@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import Field, model_validator
@@ -65,6 +65,16 @@ class ServeSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     device: str = "cpu"
+    runtime: Literal["torch", "openvino", "onnxruntime"] | None = Field(
+        None, description="the backend running the network (default: torch, or an export folder's own)"
+    )
+    precision: Literal["fp32", "bf16", "int8"] | None = Field(
+        None, description="inference precision (default: fp32, or an export folder's own)"
+    )
+    openvino_hint: Literal["LATENCY", "THROUGHPUT"] = Field(
+        "LATENCY",
+        description="OpenVINO performance hint: THROUGHPUT splits batches over parallel requests (slower on 2 cores)",
+    )
     torch_threads: int | None = Field(None, ge=1, description="intra-op threads of torch (default: torch's)")
     max_batch_size: int = Field(16, ge=1, description="images run through the model together at most")
     score_threshold: float | None = Field(

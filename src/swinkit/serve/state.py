@@ -40,6 +40,9 @@ def load_service(settings: ServeSettings) -> ScoringService:
         device=settings.device,
         top_k=settings.max_detections,
         threshold=settings.score_threshold,
+        runtime=settings.runtime,
+        precision=settings.precision,
+        openvino_hint=settings.openvino_hint,
     )
 
 
@@ -143,6 +146,13 @@ class ServeState:
             "max_images_per_request": self.settings.max_images_per_request,
             "allow_urls": self.settings.allow_urls,
         }
+
+    def runtime_labels(self) -> dict[str, str] | None:
+        """The runtime and precision the model runs at (``swinkit_model_info``), None before it is loaded."""
+        if self.service is None:
+            return None
+        info = self.service.info()
+        return {"runtime": str(info.get("runtime", "torch")), "precision": str(info.get("precision", "fp32"))}
 
     def gauges(self) -> dict[str, float]:
         """Values of the gauges exported at ``/metrics``."""

@@ -218,9 +218,13 @@ class Task(ABC):
         batch_size: int = 16,
         top_k: int | None = None,
         threshold: float | None = None,
+        runtime: str | None = None,
+        precision: str | None = None,
     ) -> TaskPredictor:
         """The predictor of a saved model of this task; results list at most ``top_k`` items (labels,
-        objects) scoring at least ``threshold``, each defaulting to the task's own rule.
+        objects) scoring at least ``threshold``, each defaulting to the task's own rule. Its network runs on
+        ``runtime`` at ``precision`` (``swinkit.runtime.selection.backend_for``: a callable in place of the
+        ``nn.Module`` returning the raw outputs; the task's post-processing stays in its predictor).
 
         By default a task makes no predictions (a pretraining task: its model is fine-tuned instead).
         """

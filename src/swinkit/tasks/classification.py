@@ -278,12 +278,20 @@ class ClassificationTask(Task):
         batch_size: int = 16,
         top_k: int | None = None,
         threshold: float | None = None,
+        runtime: str | None = None,
+        precision: str | None = None,
     ) -> Predictor:
-        """``swinkit.inference.Predictor`` of a saved classifier."""
+        """``swinkit.inference.Predictor`` of a saved classifier, on ``runtime`` at ``precision``."""
         from swinkit.inference import Predictor
 
         return Predictor.from_pretrained(
-            source, batch_size=batch_size, device=device, top_k=top_k, threshold=threshold
+            source,
+            batch_size=batch_size,
+            device=device,
+            top_k=top_k,
+            threshold=threshold,
+            runtime=runtime,
+            precision=precision,
         )
 
     @classmethod

@@ -1,0 +1,169 @@
+"""int8 post-training static quantization and the agreement check every quantized export passes.
+
+Calibration images are prepared by the model's own preprocessing (the predictor's ``prepare``).
+
+- OpenVINO: ``nncf.quantize`` of the fp32 graph with ``model_type=nncf.ModelType.TRANSFORMER`` (NNCF's
+  scheme for transformers: no quantizers on the ops that hurt accuracy, e.g. LayerNorm and Softmax inputs).
+- ONNX Runtime: ``onnxruntime.quantization.quantize_static`` in QDQ format after ``quant_pre_process``
+  (shape inference and graph optimisation), uint8 activations / int8 per-channel weights (the U8S8 kernels
+  of AVX-512 VNNI), on the MatMul / Gemm / Conv ops that carry the compute.
+
+The check runs the fp32 reference and the int8 candidate predictors on the same images and compares what a
+user sees, through a per-task function (``AGREEMENT_CHECKS``): classification compares top-1 labels and
+probabilities. A task adds its own (segmentation: mIoU difference, detection: AP difference) by registering a
+function and its bounds there.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+MAX_CALIBRATION_IMAGES = 300  # NNCF's default subset size
+
+
+def load_pixels(
+    folder: str | os.PathLike, prepare: Callable[[Image.Image], torch.Tensor], limit: int
+) -> list:
+    """Up to ``limit`` images below ``folder`` (sorted), decoded and prepared: (3, H, W) tensors."""
+    from swinkit.batch import iter_image_files
+    from swinkit.data.decode import decode_image
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no image folder {folder}")
+    paths = list(iter_image_files(folder))[:limit]
+    if not paths:
+        raise ValueError(f"{folder} holds no image files to calibrate or validate on")
+    return [prepare(decode_image(path)) for path in paths]
+
+
+def _batches(pixels: Sequence[torch.Tensor], size: int) -> Iterator[np.ndarray]:
+    for start in range(0, len(pixels), size):
+        yield torch.stack(list(pixels[start : start + size])).numpy()  # (b, 3, H, W)
+
+
+def quantize_onnx(fp32: Path, int8: Path, pixels: Sequence[torch.Tensor], input_name: str) -> Path:
+    """``fp32`` quantized to the QDQ ONNX file ``int8``, calibrated (min-max) on ``pixels``."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = _batches(pixels, 1)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            batch = next(self.batches, None)
+            return None if batch is None else {input_name: batch}
+
+    prepared = int8.with_name(f".{int8.stem}.prepared.onnx")
+    try:
+        quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+        quantize_static(
+            str(prepared),
+            str(int8),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            op_types_to_quantize=["MatMul", "Gemm", "Conv"],
+        )
+    finally:
+        prepared.unlink(missing_ok=True)
+    return int8
+
+
+def quantize_openvino(fp32: Path, pixels: Sequence[torch.Tensor]) -> Any:
+    """The fp32 graph (ONNX or IR) quantized by NNCF (transformer scheme), calibrated on ``pixels``."""
+    import nncf
+    import openvino as ov
+
+    model = ov.Core().read_model(str(fp32))
+    dataset = nncf.Dataset(list(_batches(pixels, 1)))
+    return nncf.quantize(model, dataset, model_type=nncf.ModelType.TRANSFORMER, subset_size=len(pixels))
+
+
+@dataclass(frozen=True)
+class Bound:
+    """A limit on one agreement figure: at least ``value`` (``minimum``) or at most ``value``."""
+
+    name: str
+    value: float
+    minimum: bool
+
+    def holds(self, figure: float) -> bool:
+        return figure >= self.value if self.minimum else figure <= self.value
+
+    def text(self, figure: float) -> str:
+        sign = (">=" if self.minimum else "<=") if self.holds(figure) else ("<" if self.minimum else ">")
+        return f"{self.name} {figure:.4f} {sign} {self.value:g}"
+
+
+def classification_agreement(reference: Any, candidate: Any, pixels: Sequence[torch.Tensor]) -> dict:
+    """Top-1 agreement (the argmax label) and the largest probability difference over every image and label."""
+    expected = torch.tensor(reference.probabilities(pixels))  # (N, C)
+    got = torch.tensor(candidate.probabilities(pixels))
+    return {
+        "images": len(pixels),
+        "top1_agreement": float((expected.argmax(-1) == got.argmax(-1)).float().mean()),
+        "max_prob_diff": float((expected - got).abs().max()),
+    }
+
+
+# swinkit task name -> (measure(reference predictor, candidate predictor, pixels) -> figures, default bounds)
+AGREEMENT_CHECKS: dict[str, tuple[Callable[..., dict], tuple[Bound, ...]]] = {
+    "classification": (
+        classification_agreement,
+        (Bound("top1_agreement", 0.98, minimum=True), Bound("max_prob_diff", 0.1, minimum=False)),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """The figures of a check and which bounds they break."""
+
+    figures: dict[str, float]
+    bounds: tuple[Bound, ...]
+
+    @property
+    def passed(self) -> bool:
+        return all(bound.holds(self.figures[bound.name]) for bound in self.bounds)
+
+    def text(self) -> str:
+        shown = ", ".join(bound.text(self.figures[bound.name]) for bound in self.bounds)
+        return f"{shown} on {self.figures['images']} images"
+
+    def to_dict(self) -> dict[str, Any]:
+        limits = {b.name: {"min" if b.minimum else "max": b.value} for b in self.bounds}
+        return {**self.figures, "bounds": limits, "passed": self.passed}
+
+
+def default_bounds(task: str) -> tuple[Bound, ...]:
+    return _check_of(task)[1]
+
+
+def _check_of(task: str) -> tuple[Callable[..., dict], tuple[Bound, ...]]:
+    if task not in AGREEMENT_CHECKS:
+        raise ValueError(f"no agreement check for {task} models yet, so they cannot be checked against fp32")
+    return AGREEMENT_CHECKS[task]
+
+
+def check_agreement(
+    task: str,
+    reference: Any,
+    candidate: Any,
+    pixels: Sequence[torch.Tensor],
+    bounds: Sequence[Bound] | None = None,
+) -> Agreement:
+    """The candidate predictor's agreement with the reference on ``pixels``, against ``bounds``."""
+    measure, defaults = _check_of(task)
+    return Agreement(measure(reference, candidate, pixels), tuple(bounds or defaults))

@@ -1,0 +1,101 @@
+"""Which backend a predictor runs: from the runtime and precision asked for and what the source holds.
+
+An export folder (``export.json``) runs its graph, by default on its format's runtime at its precision;
+``runtime="torch"`` runs the weights saved beside it instead. Any other source runs on torch by default;
+asked for openvino or onnxruntime it is traced to ONNX on the fly (``swinkit export`` once is faster to
+load). int8 needs a calibrated export. A stale export is refused before anything runs.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from swinkit.runtime.backends import Backend, TorchBackend, check_pair, graph_backend
+from swinkit.runtime.export import ExportInfo, check_fresh, export_onnx, read_export
+
+
+def check_device(runtime: str | None, device: str) -> None:
+    """ValueError when ``runtime`` (openvino, onnxruntime) cannot run on ``device``."""
+    if runtime not in (None, "torch") and torch.device(device).type != "cpu":
+        raise ValueError(f"runtime {runtime} runs on the CPU, not {device}; use --runtime torch for {device}")
+
+
+def _check_graph_precision(folder: Path, info: ExportInfo, precision: str) -> None:
+    if info.precision == "int8" and precision != "int8":
+        raise ValueError(
+            f"{folder} holds an int8 graph, which runs only at int8; export the model again for {precision}"
+        )
+    if precision == "int8" and info.precision != "int8":
+        raise ValueError(
+            f"{folder} holds a {info.precision} graph; int8 needs a calibrated export: "
+            "swinkit export SRC DST --precision int8 --calibration-data DIR"
+        )
+
+
+def exported_backend(
+    folder: Path, info: ExportInfo, runtime: str | None, precision: str | None, hint: str
+) -> Backend | None:
+    """The backend of an export folder's graph, or None when ``runtime`` is torch (the saved weights run)."""
+    runtime = runtime or info.runtime
+    precision = precision or (info.precision if runtime != "torch" or info.precision != "int8" else "fp32")
+    check_pair(runtime, precision)
+    if runtime == "torch":
+        return None
+    _check_graph_precision(folder, info, precision)
+    return graph_backend(folder / info.graph_file, runtime, precision, hint=hint)
+
+
+def traced_backend(
+    model: nn.Module,
+    example: torch.Tensor,
+    runtime: str,
+    precision: str,
+    output_names: Sequence[str],
+    hint: str,
+) -> Backend:
+    """``model`` traced to a temporary ONNX file and loaded on ``runtime``."""
+    if precision == "int8":
+        raise ValueError(
+            "int8 needs a calibrated export: swinkit export SRC DST --precision int8 --calibration-data DIR, "
+            "then load DST"
+        )
+    with tempfile.TemporaryDirectory(prefix="swinkit-onnx-") as folder:
+        graph = export_onnx(model, Path(folder) / "model.onnx", example, output_names=output_names)
+        return graph_backend(graph, runtime, precision, hint=hint)
+
+
+def backend_for(
+    model: nn.Module,
+    source: Path,
+    example: torch.Tensor,
+    fingerprint: str,
+    *,
+    runtime: str | None = None,
+    precision: str | None = None,
+    device: str = "cpu",
+    output_names: Sequence[str] = ("logits",),
+    hint: str = "LATENCY",
+) -> Backend:
+    """The backend for ``model`` loaded from ``source`` (its ``model_fingerprint`` is ``fingerprint``).
+
+    ``example`` is one prepared input (1, 3, H, W) for tracing; ``hint`` is OpenVINO's performance hint.
+    """
+    info = read_export(source) if source.is_dir() else None
+    if info is not None:
+        check_fresh(source, info, fingerprint)
+        backend = exported_backend(source, info, runtime, precision, hint)
+        if backend is not None:
+            check_device(backend.runtime, device)
+            return backend
+        runtime = "torch"
+    runtime, precision = runtime or "torch", precision or "fp32"
+    check_pair(runtime, precision)
+    check_device(runtime, device)
+    if runtime == "torch":
+        return TorchBackend(model, precision)
+    return traced_backend(model, example, runtime, precision, output_names, hint)
