@@ -13,7 +13,7 @@ from PIL import Image
 from swinkit.cli import main
 from swinkit.cli.pretrain import add_arguments, resolve_config
 from swinkit.engine import trainer as trainer_module
-from swinkit.engine.config import TrainConfig, apply_overrides
+from swinkit.engine.config import TrainConfig, apply_overrides, flatten
 from swinkit.engine.reconstruction import denormalise, grid_rows
 from swinkit.loading import from_pretrained
 from swinkit.models.mim import load_mim
@@ -112,6 +112,23 @@ def test_explicit_learning_rates_are_kept_and_base_lr_scales_all_three(tmp_path)
     assert config.schedule.min_lr == pytest.approx(2e-5 * 128 / 512)
     with pytest.raises(ValueError, match="swinkit pretrain trains masked_image_modeling only"):
         resolve_config(parse([*common, "--set", "task=classification"]))
+
+
+def test_train_with_the_mim_task_resolves_the_same_run_as_pretrain(tmp_path, monkeypatch):
+    """The recipe belongs to the task: ``train --task masked_image_modeling`` gets SimMIM's, batch-scaled lrs."""
+    from swinkit.cli import build_parser
+    from swinkit.cli.train import resolve_config as resolve_train
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    common = ["--data", str(tmp_path), "--output", str(tmp_path / "run"), "--preset", "swinv2_micro_simmim"]
+    common += ["--batch-size", "16", "--accum-steps", "2", "--set", "mim.mask_ratio=0.5", "--no-progress"]
+    pretrain = resolve_config(parse(common))
+    train = resolve_train(build_parser().parse_args(["train", "--task", "masked_image_modeling", *common]))
+    assert flatten(train.to_dict()) == flatten(pretrain.to_dict())
+    assert train.mim.mask_ratio == 0.5 and not train.run.progress
+    assert train.schedule.epochs == 100 and train.optim.lr == pytest.approx(2e-4 * 64 / 512)
+    classification = resolve_train(build_parser().parse_args(["train", "--data", str(tmp_path)]))
+    assert classification.schedule.epochs == 30 and classification.optim.lr == 5e-4
 
 
 def test_the_grid_shows_the_reconstruction_only_on_masked_squares():

@@ -40,7 +40,11 @@ class ModelConfig:
 
 
 # Named recipes: the defaults are the light fine-tuning recipe, chosen by measurement (docs/design.md, "The
-# default fine-tuning recipe"); ``imagenet`` is the official from-scratch ImageNet recipe.
+# default fine-tuning recipe"); ``imagenet`` is the official from-scratch ImageNet recipe; ``simmim`` is the
+# SimMIM pre-training recipe (microsoft/SimMIM configs/swin_base__100ep/
+# simmim_pretrain__swin_base__img192_window6__100ep.yaml over its config.py: AdamW, warm-up then cosine,
+# gradient clipping 5.0, weight decay 0.05; drop path stays the model's). A task names its default recipe
+# (``Task.default_recipe``), used when ``--recipe`` is not given.
 RECIPES: dict[str, dict[str, Any]] = {
     "finetune": {},
     "imagenet": {
@@ -51,7 +55,23 @@ RECIPES: dict[str, dict[str, Any]] = {
         "augment.mixup": 0.8,
         "augment.cutmix": 1.0,
     },
+    "simmim": {
+        "schedule.epochs": 100,
+        "schedule.warmup_epochs": 10.0,
+        "optim.weight_decay": 0.05,
+        "optim.betas": (0.9, 0.999),
+        "optim.eps": 1e-8,
+        "optim.clip_grad": 5.0,
+        "optim.layer_decay": 1.0,
+        "optim.lr": 2e-4,
+        "schedule.warmup_lr": 1e-6,
+        "schedule.min_lr": 1e-5,
+    },
 }
+# Recipes whose learning rates are given per this many images: the run scales them by its total batch
+# (per-process batch * processes * accumulation steps) / this, as SimMIM's main_simmim.py does.
+LR_REFERENCE_BATCH: dict[str, int] = {"simmim": 512}
+LR_KEYS = ("optim.lr", "schedule.warmup_lr", "schedule.min_lr")
 
 
 def apply_recipe(config: TrainConfig, name: str) -> TrainConfig:
@@ -66,6 +86,51 @@ def _finetune_values() -> dict[str, Any]:
     defaults = TrainConfig().to_dict()
     keys = {key for recipe in RECIPES.values() for key in recipe}
     return {key: flatten(defaults)[key] for key in keys}
+
+
+def scaled_lrs(recipe: str, total_batch: int, base_lr: float | None = None) -> dict[str, float]:
+    """The recipe's learning rates (per ``LR_REFERENCE_BATCH[recipe]`` images) for ``total_batch`` images per
+    optimizer step; ``base_lr`` replaces the recipe's peak rate and scales the other two alike."""
+    if recipe not in LR_REFERENCE_BATCH:
+        raise ValueError(
+            f"the {recipe} recipe's learning rates do not scale with the batch; set optim.lr instead of a base lr"
+        )
+    if total_batch < 1:
+        raise ValueError(f"the total batch must be at least 1 image, got {total_batch}")
+    values = RECIPES[recipe]
+    factor = (base_lr / values["optim.lr"] if base_lr is not None else 1.0) * total_batch
+    return {key: values[key] * factor / LR_REFERENCE_BATCH[recipe] for key in LR_KEYS}
+
+
+def resolve(
+    saved: TrainConfig | None,
+    recipe: str | None,
+    overrides: dict[str, Any],
+    *,
+    world_size: int = 1,
+    base_lr: float | None = None,
+) -> TrainConfig:
+    """A run's config: ``saved`` (a resumed run's) or the defaults under the recipe, then ``overrides``.
+
+    A new run without ``recipe`` takes its task's ``default_recipe``; a resumed run keeps its saved values
+    unless a recipe is named. Then, for a recipe whose learning rates are per a reference batch (or with
+    ``base_lr``), the learning rates not in ``overrides`` are scaled by the run's total batch.
+    """
+    from swinkit.tasks import get_task  # the tasks import this module
+
+    config = saved if saved is not None else TrainConfig()
+    task = str(overrides.get("task", config.task))
+    if recipe is None and saved is None:
+        recipe = get_task(task).default_recipe
+    if recipe is not None:
+        apply_recipe(config, recipe)
+    apply_overrides(config, overrides)
+    scaling = recipe if recipe is not None or base_lr is None else get_task(config.task).default_recipe
+    if scaling in LR_REFERENCE_BATCH or base_lr is not None:
+        total = config.run.batch_size * world_size * config.optim.accum_steps
+        lrs = scaled_lrs(scaling, total, base_lr)
+        apply_overrides(config, {k: v for k, v in lrs.items() if k not in overrides})
+    return config
 
 
 @dataclass

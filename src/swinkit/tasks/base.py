@@ -125,6 +125,7 @@ class Task(ABC):
 
     name: ClassVar[str]
     higher_is_better: ClassVar[bool] = True  # direction of ``primary_metric``
+    default_recipe: ClassVar[str] = "finetune"  # the recipe (engine.config.RECIPES) of a run without --recipe
 
     def __init__(self, config: TrainConfig) -> None:
         self.config = config

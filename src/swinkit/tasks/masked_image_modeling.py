@@ -27,7 +27,6 @@ from swinkit.data.datasets import IMAGE_EXTENSIONS, load_dataset, sample_rng
 from swinkit.data.decode import decode_image
 from swinkit.data.masking import MaskGenerator
 from swinkit.engine import build
-from swinkit.engine.config import TrainConfig, apply_overrides
 from swinkit.engine.distributed import DistContext, ShardedSampler, all_reduce_sum, eval_shard
 from swinkit.layouts.hf import mim_config_to_hf
 from swinkit.loading import DESCRIPTION_KEYS
@@ -40,40 +39,6 @@ from swinkit.models.mim import (
 )
 from swinkit.presets import MIM_PRESETS, get_mim_preset, get_preset
 from swinkit.tasks.base import Evaluator, Task, TrainLoader
-
-# The SimMIM pre-training recipe: microsoft/SimMIM configs/swin_base__100ep/
-# simmim_pretrain__swin_base__img192_window6__100ep.yaml over the defaults of its config.py (AdamW, warm-up
-# then cosine, gradient clipping 5.0, weight decay 0.05; drop path stays the model's).
-SIMMIM_RECIPE: dict[str, Any] = {
-    "task": "masked_image_modeling",
-    "schedule.epochs": 100,
-    "schedule.warmup_epochs": 10.0,
-    "optim.weight_decay": 0.05,
-    "optim.betas": (0.9, 0.999),
-    "optim.eps": 1e-8,
-    "optim.clip_grad": 5.0,
-    "optim.layer_decay": 1.0,
-    "mim.mask_patch_size": 32,
-    "mim.mask_ratio": 0.6,
-}
-# Learning rates per 512 images; main_simmim.py scales all three by the total batch
-# (per-process batch * processes * accumulation steps) / 512.
-SIMMIM_BASE_LRS: dict[str, float] = {"optim.lr": 2e-4, "schedule.warmup_lr": 1e-6, "schedule.min_lr": 1e-5}
-SIMMIM_LR_BATCH = 512
-
-
-def simmim_config() -> TrainConfig:
-    """A training config holding the SimMIM recipe (learning rates still unscaled: see ``scaled_lrs``)."""
-    return apply_overrides(TrainConfig(), SIMMIM_RECIPE)
-
-
-def scaled_lrs(total_batch: int, base_lr: float | None = None) -> dict[str, float]:
-    """The recipe's peak, warm-up and final learning rates for ``total_batch`` images per optimizer step;
-    ``base_lr`` (per 512 images) replaces the recipe's 2e-4 and scales the other two alike."""
-    if total_batch < 1:
-        raise ValueError(f"the total batch must be at least 1 image, got {total_batch}")
-    factor = (base_lr / SIMMIM_BASE_LRS["optim.lr"] if base_lr is not None else 1.0) * total_batch
-    return {key: value * factor / SIMMIM_LR_BATCH for key, value in SIMMIM_BASE_LRS.items()}
 
 
 @dataclass
@@ -269,6 +234,7 @@ class MaskedImageModelingTask(Task):
 
     name = "masked_image_modeling"
     higher_is_better = False
+    default_recipe = "simmim"
     primary_metric = "masked_l1"
 
     def __init__(self, config: Any) -> None:
