@@ -15,7 +15,7 @@ from pathlib import Path
 from swinkit import layouts
 from swinkit.data.preprocess import preprocessing_for
 from swinkit.loading import load_checkpoint, model_from_checkpoint, save_pretrained
-from swinkit.presets import SwinConfig
+from swinkit.models.swin import ClassifierConfig
 
 HELP = "convert a checkpoint (official, HF, timm, torchvision, OpenMMLab) to the Hugging Face layout"
 
@@ -30,12 +30,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-classes", type=int, help="write a fresh head with this many classes")
 
 
-def describe(config: SwinConfig) -> str:
+def describe(config: ClassifierConfig) -> str:
     """One line naming the architecture."""
     head = f"{config.num_classes} classes" if config.num_classes else "no classifier head"
+    t = config.trunk
     return (
-        f"Swin v{config.version}, embed {config.embed_dim}, depths {list(config.depths)}, "
-        f"heads {list(config.num_heads)}, window {config.window_size}, image {config.image_size}, {head}"
+        f"Swin v{t.version}, embed {t.embed_dim}, depths {list(t.depths)}, "
+        f"heads {list(t.num_heads)}, window {t.window_size}, image {t.image_size}, {head}"
     )
 
 

@@ -279,7 +279,7 @@ class MaskedImageModelingTask(Task):
         return model
 
     def processor(self, model: nn.Module) -> Any:
-        return build.eval_processor(self.config, model)
+        return build.eval_processor(self.config, model.config)
 
     def train_loader(self, data: MimData, processor: Any, context: DistContext) -> TrainLoader:
         cfg, m = self.config, self.config.mim
