@@ -218,3 +218,26 @@ def test_the_pretraining_crop_is_bilinear_as_simmims(tmp_path, monkeypatch):
     model = task.build_model(data)
     task.train_loader(data, task.processor(model), DistContext())
     assert seen["interpolation"] == "bilinear"
+
+
+def test_the_mim_evaluator_only_computes_and_the_task_writes_the_epoch_grid(tmp_path):
+    """compute() has no side effect; the epoch's reconstruction grid is the task's epoch report."""
+    from swinkit.engine.distributed import DistContext
+    from swinkit.engine.evaluation import run_evaluation
+    from swinkit.tasks.masked_image_modeling import MaskedImageModelingTask
+
+    run = tmp_path / "run"
+    config = resolve_config(parse(["--data", str(make_images(tmp_path / "images", 4)), "--output", str(run),
+                                   *MICRO]))  # fmt: skip
+    task, context = MaskedImageModelingTask(config), DistContext()
+    data = task.load_data()
+    model = task.build_model(data)
+    processor = task.processor(model)
+    task.train_loader(data, processor, context)
+    loader = task.eval_loader(data.val, processor, 2, context)
+    evaluator = task.evaluator(context)
+    metrics = run_evaluation(model, loader, task, evaluator, context)
+    assert metrics["masked_l1"] > 0 and not run.exists()  # nothing written by computing the metrics
+    written = task.write_epoch_report(run, 3, evaluator)
+    assert written == {"reconstruction": run / "plots" / "reconstruction_epoch3.png"}
+    assert Image.open(written["reconstruction"]).height == 3 * (96 + 4)

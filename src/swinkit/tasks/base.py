@@ -191,6 +191,11 @@ class Task(ABC):
         """Task-specific fields at the top of metrics.json."""
         return {}
 
+    def write_epoch_report(self, directory: str | os.PathLike, epoch: int, evaluator: Evaluator) -> dict:
+        """The task's files of one epoch (1-based ``epoch``) from the evaluator that computed its metrics,
+        written on the main rank after ``compute()``; by default none. Returns {name: path written}."""
+        return {}
+
     @abstractmethod
     def write_report(
         self, directory: str | os.PathLike, report: dict[str, Any], evaluator: Evaluator

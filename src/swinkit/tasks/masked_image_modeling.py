@@ -137,9 +137,8 @@ GRID_IMAGES = 6  # held-out images shown in the reconstruction grid
 
 @dataclass(frozen=True)
 class GridTarget:
-    """Where an evaluation writes its reconstruction grid (None: only on request) and how to de-normalise."""
+    """How the reconstruction grid de-normalises the evaluation pixels (the preprocessing's mean and std)."""
 
-    path: Path | None
     mean: tuple[float, ...]
     std: tuple[float, ...]
 
@@ -148,8 +147,7 @@ class MaskedL1Evaluator(Evaluator):
     """The masked L1 of the whole held-out set: all masked pixels of all ranks weigh alike.
 
     It also keeps the first ``keep`` images it sees (pixels, mask, reconstruction, on the CPU) for the
-    reconstruction grid, and writes that grid to ``grid`` on ``compute()`` unless the file exists already
-    (the final evaluation of the best weights must not overwrite an epoch's grid).
+    reconstruction grid, which the task's reports draw (``write_grid``); ``compute()`` only computes.
     """
 
     def __init__(
@@ -197,8 +195,6 @@ class MaskedL1Evaluator(Evaluator):
 
     def compute(self) -> dict[str, Any]:
         error, count, images = all_reduce_sum(self.sums, self.context).tolist()
-        if self.grid is not None and self.grid.path is not None and not self.grid.path.exists():
-            self.write_grid(self.grid.path)
         value = error / max(count, 1.0)
         return {"loss": value, "masked_l1": value, "num_samples": int(images)}
 
@@ -239,7 +235,6 @@ class MaskedImageModelingTask(Task):
 
     def __init__(self, config: Any) -> None:
         super().__init__(config)
-        self.train_set: MaskedImages | None = None  # its epoch names the epoch's reconstruction grid
         self.normalisation: tuple[tuple[float, ...], tuple[float, ...]] | None = None  # (mean, std)
 
     @classmethod
@@ -289,7 +284,6 @@ class MaskedImageModelingTask(Task):
             std=tuple(processor.std),
         )  # fmt: skip
         dataset = MaskedImages(data.train, self.masks, cfg.run.seed, transform=transform)
-        self.train_set = dataset
         sampler = ShardedSampler(
             len(dataset), seed=cfg.run.seed, rank=context.rank, world_size=context.world_size
         )
@@ -327,19 +321,21 @@ class MaskedImageModelingTask(Task):
         return model(*batch)
 
     def evaluator(self, context: DistContext) -> MaskedL1Evaluator:
-        """The masked L1; on the main rank of a run it also draws the grid of the epoch being evaluated
-        (``RUN/plots/reconstruction_epochN.png``) from the first held-out images and their fixed masks."""
+        """The masked L1; on the main rank it also keeps the first held-out images, with their fixed masks,
+        for the reconstruction grids of the reports."""
         patch, k = self.masks["model_patch_size"], self.config.mim.norm_target_patch
         if not context.is_main or self.normalisation is None or k:  # no picture of standardised targets
             return MaskedL1Evaluator(patch, context, norm_target_patch=k)
-        path = None
-        if self.config.run.output and self.train_set is not None:
-            name = f"reconstruction_epoch{self.train_set.epoch + 1}.png"
-            path = Path(self.config.run.output) / "plots" / name
-        return MaskedL1Evaluator(patch, context, GRID_IMAGES, GridTarget(path, *self.normalisation))
+        return MaskedL1Evaluator(patch, context, GRID_IMAGES, GridTarget(*self.normalisation))
 
     def summary_line(self, metrics: dict[str, Any]) -> str:
         return f"masked_l1 {metrics['masked_l1']:.4f}"
+
+    def write_epoch_report(self, directory: str | os.PathLike, epoch: int, evaluator: Evaluator) -> dict:
+        """The epoch's reconstruction grid, ``plots/reconstruction_epochN.png``, from its evaluator."""
+        path = Path(directory) / "plots" / f"reconstruction_epoch{epoch}.png"
+        grid = evaluator.write_grid(path) if isinstance(evaluator, MaskedL1Evaluator) else None
+        return {"reconstruction": grid} if grid is not None else {}
 
     def write_report(
         self, directory: str | os.PathLike, report: dict[str, Any], evaluator: Evaluator
