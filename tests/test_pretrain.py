@@ -125,7 +125,7 @@ def test_train_with_the_mim_task_resolves_the_same_run_as_pretrain(tmp_path, mon
     pretrain = resolve_config(parse(common))
     train = resolve_train(build_parser().parse_args(["train", "--task", "masked_image_modeling", *common]))
     assert flatten(train.to_dict()) == flatten(pretrain.to_dict())
-    assert train.mim.mask_ratio == 0.5 and not train.run.progress
+    assert train.task_options.mask_ratio == 0.5 and not train.run.progress
     assert train.schedule.epochs == 100 and train.optim.lr == pytest.approx(2e-4 * 64 / 512)
     classification = resolve_train(build_parser().parse_args(["train", "--data", str(tmp_path)]))
     assert classification.schedule.epochs == 30 and classification.optim.lr == 5e-4
@@ -212,7 +212,7 @@ def test_the_pretraining_crop_is_bilinear_as_simmims(tmp_path, monkeypatch):
     monkeypatch.setattr(mim_task, "TrainTransform", lambda **kw: seen.update(kw) or real(**kw))
     config = resolve_config(parse(["--data", str(make_images(tmp_path / "images", 4)), "--output",
                                    str(tmp_path / "run"), *MICRO]))  # fmt: skip
-    assert config.data.interpolation == "bicubic" and config.mim.interpolation == "bilinear"
+    assert config.data.interpolation == "bicubic" and config.task_options.interpolation == "bilinear"
     task = mim_task.MaskedImageModelingTask(config)
     data = task.load_data()
     model = task.build_model(data)

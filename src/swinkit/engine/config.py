@@ -1,8 +1,10 @@
 """The typed configuration tree of a training run, filled from defaults, a YAML file and command-line flags.
 
-Sections mirror the recipe: ``data``, ``model``, ``optim``, ``schedule``, ``augment``, ``mim`` (the masked image
-modeling task's) and ``run``; the top-level ``task`` names the task. A YAML file
-holds the same nested keys; ``apply_overrides`` takes dotted keys (``optim.lr``) as flags give them.
+Sections mirror the recipe: ``data``, ``model``, ``optim``, ``schedule``, ``augment`` and ``run``, shared by
+every task, and the run's task's own section, if it has one (``Task.options_section``, typed by
+``Task.options_class``: masked image modeling's ``mim``), held in ``TrainConfig.task_options``; the
+top-level ``task`` names the task. A YAML file holds the same nested keys; ``apply_overrides`` takes dotted
+keys (``optim.lr``, ``mim.mask_ratio``) as flags give them.
 """
 
 from __future__ import annotations
@@ -170,19 +172,6 @@ class AugmentConfig:
 
 
 @dataclass
-class MimConfig:
-    """The masked-image-modeling task's settings (SimMIM recipe); other tasks ignore them."""
-
-    mask_patch_size: int = 32  # side of a masked square, in pixels (a multiple of the model's patch)
-    mask_ratio: float = 0.6  # fraction of mask squares masked per image
-    scale: tuple[float, float] = (0.67, 1.0)  # random resized crop: area fraction
-    ratio: tuple[float, float] = (0.75, 1.3333333333333333)  # random resized crop: aspect ratio
-    hflip: float = 0.5  # probability of a horizontal flip
-    interpolation: str = "bilinear"  # the crop's filter (torchvision's RandomResizedCrop default, as SimMIM)
-    norm_target_patch: int = 0  # 0: raw-pixel targets; odd k: standardised over k x k (SwinV2 SimMIM: 47)
-
-
-@dataclass
 class RunConfig:
     output: str | None = None  # the run folder
     batch_size: int = 32  # per process and micro-batch
@@ -198,6 +187,9 @@ class RunConfig:
     progress: bool = True  # progress bar per epoch
 
 
+SECTIONS = ("data", "model", "optim", "schedule", "augment", "run")  # shared by every task
+
+
 @dataclass
 class TrainConfig:
     task: str = "classification"  # the task trained (see swinkit.tasks): classification, ...
@@ -206,16 +198,38 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    mim: MimConfig = field(default_factory=MimConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    task_options: Any = None  # the task's own section (an instance of its options_class); None: it has none
+
+    def __post_init__(self) -> None:
+        if self.task_options is None:
+            self.task_options = _task_section(self.task)[1]
+
+    def set_task(self, name: str) -> None:
+        """Train task ``name``: its own section starts from its defaults unless this task holds it already."""
+        if name != self.task:
+            self.task, self.task_options = name, _task_section(name)[1]
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain(dataclasses.asdict(self))
+        out: dict[str, Any] = {"task": self.task}
+        out.update({name: _plain(dataclasses.asdict(getattr(self, name))) for name in SECTIONS[:-1]})
+        if self.task_options is not None:
+            out[_task_section(self.task)[0]] = _plain(dataclasses.asdict(self.task_options))
+        out["run"] = _plain(dataclasses.asdict(self.run))
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """A config from ``to_dict``'s mapping (a saved ``train_config.yaml`` or a checkpoint's).
+
+        Files written when every task's section was in every config hold other tasks' sections at their
+        defaults; those are skipped (one with other values is an error naming its task).
+        """
         config = cls()
-        apply_overrides(config, flatten(data))
+        values = flatten(data)
+        if "task" in values:
+            config.set_task(_coerce(values.pop("task"), str, "task"))
+        apply_overrides(config, {k: v for k, v in values.items() if not _default_of_other_task(config, k, v)})
         return config
 
     def validate(self) -> None:
@@ -324,19 +338,62 @@ def _parse_scalar(text: str, hint: Any) -> Any:
 TOP_LEVEL = ("task",)  # keys outside the sections
 
 
+def _task_section(task: str) -> tuple[str | None, Any]:
+    """(section name, default options) of ``task``'s own config section; (None, None) when it has none."""
+    from swinkit.tasks import get_task  # the tasks import this module
+
+    cls = get_task(task)
+    if cls.options_class is None:
+        return None, None
+    return cls.options_section, cls.options_class()
+
+
+def _section_owner(name: str) -> str | None:
+    """The registered task whose own config section is called ``name``."""
+    from swinkit.tasks import get_task, task_names
+
+    return next((t for t in task_names() if get_task(t).options_section == name), None)
+
+
+def _default_of_other_task(config: TrainConfig, key: str, value: Any) -> bool:
+    """Whether ``key`` is in another task's section and holds that task's default value."""
+    name, _, field_name = key.partition(".")
+    owner = None if name in SECTIONS or name == _task_section(config.task)[0] else _section_owner(name)
+    if owner is None:
+        return False
+    defaults = _plain(dataclasses.asdict(_task_section(owner)[1]))
+    return field_name in defaults and defaults[field_name] == _plain(value)
+
+
+def _section(config: TrainConfig, key: str) -> Any:
+    """The section object a dotted ``key`` sets: a shared section or the run's task's own."""
+    name = key.split(".")[0]
+    own = _task_section(config.task)[0]
+    if name in SECTIONS:
+        return getattr(config, name)
+    if own is not None and name == own:
+        return config.task_options
+    owner = _section_owner(name)
+    if owner is not None:
+        raise ValueError(
+            f"{key!r} is a setting of the {owner} task; this run trains {config.task} (set task)"
+        )
+    extra = f", and {config.task}'s own section {own}" if own else ""
+    raise ValueError(f"unknown config key {key!r}; keys: task, the sections {', '.join(SECTIONS)}{extra}")
+
+
 def apply_overrides(config: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
-    """Set dotted keys (``optim.lr``) on ``config`` in place, converting values to the field types."""
+    """Set dotted keys (``optim.lr``, a task section's ``mim.mask_ratio``) on ``config`` in place, converting
+    values to the field types; ``task`` first, so that the keys of its own section are known."""
+    if "task" in overrides:
+        config.set_task(_coerce(overrides["task"], str, "task"))
     for key, value in overrides.items():
         if key in TOP_LEVEL:
-            setattr(config, key, _coerce(value, str, key))
             continue
         parts = key.split(".")
-        if len(parts) != 2 or not hasattr(config, parts[0]) or parts[0].startswith("_"):
-            raise ValueError(
-                f"unknown config key {key!r}; keys: task, and the sections data, model, optim, schedule, "
-                "augment, mim, run"
-            )
-        section = getattr(config, parts[0])
+        if len(parts) != 2:
+            raise ValueError(f"unknown config key {key!r}; keys are task or section.name (e.g. optim.lr)")
+        section = _section(config, key)
         hints = typing.get_type_hints(type(section))
         if parts[1] not in hints:
             raise ValueError(f"unknown config key {key!r}; {parts[0]} has: {', '.join(hints)}")

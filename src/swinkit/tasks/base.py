@@ -126,6 +126,10 @@ class Task(ABC):
     name: ClassVar[str]
     higher_is_better: ClassVar[bool] = True  # direction of ``primary_metric``
     default_recipe: ClassVar[str] = "finetune"  # the recipe (engine.config.RECIPES) of a run without --recipe
+    # the task's own config section (YAML ``{options_section}:``, ``--set {options_section}.KEY=...``), typed by
+    # a dataclass of defaults; a run's ``TrainConfig.task_options`` holds it. None: the shared sections suffice
+    options_section: ClassVar[str | None] = None
+    options_class: ClassVar[type | None] = None
 
     def __init__(self, config: TrainConfig) -> None:
         self.config = config

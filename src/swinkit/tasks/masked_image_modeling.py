@@ -42,6 +42,19 @@ from swinkit.tasks.base import Evaluator, Task, TrainLoader
 
 
 @dataclass
+class MimConfig:
+    """The masked-image-modeling task's own config section, ``mim`` (SimMIM's mask and crop settings)."""
+
+    mask_patch_size: int = 32  # side of a masked square, in pixels (a multiple of the model's patch)
+    mask_ratio: float = 0.6  # fraction of mask squares masked per image
+    scale: tuple[float, float] = (0.67, 1.0)  # random resized crop: area fraction
+    ratio: tuple[float, float] = (0.75, 1.3333333333333333)  # random resized crop: aspect ratio
+    hflip: float = 0.5  # probability of a horizontal flip
+    interpolation: str = "bilinear"  # the crop's filter (torchvision's RandomResizedCrop default, as SimMIM)
+    norm_target_patch: int = 0  # 0: raw-pixel targets; odd k: standardised over k x k (SwinV2 SimMIM: 47)
+
+
+@dataclass
 class UnlabeledImages:
     """Image paths; labels, if the source has any, are ignored."""
 
@@ -201,7 +214,7 @@ class MaskedL1Evaluator(Evaluator):
 
 def mim_model(config: Any) -> SwinForMaskedImageModeling:
     """A SimMIM model with the run's target rule (``mim.norm_target_patch``)."""
-    k = config.mim.norm_target_patch
+    k = config.task_options.norm_target_patch
     if k < 0 or (k and k % 2 == 0):
         raise ValueError(f"mim.norm_target_patch must be 0 (raw pixels) or odd (e.g. 47), got {k}")
     model = _mim_trunk_model(config)
@@ -231,6 +244,8 @@ class MaskedImageModelingTask(Task):
     name = "masked_image_modeling"
     higher_is_better = False
     default_recipe = "simmim"
+    options_section = "mim"
+    options_class = MimConfig
     primary_metric = "masked_l1"
 
     def __init__(self, config: Any) -> None:
@@ -263,7 +278,7 @@ class MaskedImageModelingTask(Task):
     def build_model(self, data: MimData) -> SwinForMaskedImageModeling:
         model = mim_model(self.config)
         size, patch = model.config.image_size, model.config.patch_size
-        m = self.config.mim
+        m = self.config.task_options
         self.masks = dict(
             input_size=size,
             mask_patch_size=m.mask_patch_size,
@@ -277,7 +292,7 @@ class MaskedImageModelingTask(Task):
         return build.eval_processor(self.config, model.config)
 
     def train_loader(self, data: MimData, processor: Any, context: DistContext) -> TrainLoader:
-        cfg, m = self.config, self.config.mim
+        cfg, m = self.config, self.config.task_options
         transform = TrainTransform(
             size=self.masks["input_size"], scale=m.scale, ratio=m.ratio, hflip=m.hflip, randaugment_ops=0,
             random_erasing=0.0, interpolation=m.interpolation, mean=tuple(processor.mean),
@@ -323,7 +338,7 @@ class MaskedImageModelingTask(Task):
     def evaluator(self, context: DistContext) -> MaskedL1Evaluator:
         """The masked L1; on the main rank it also keeps the first held-out images, with their fixed masks,
         for the reconstruction grids of the reports."""
-        patch, k = self.masks["model_patch_size"], self.config.mim.norm_target_patch
+        patch, k = self.masks["model_patch_size"], self.config.task_options.norm_target_patch
         if not context.is_main or self.normalisation is None or k:  # no picture of standardised targets
             return MaskedL1Evaluator(patch, context, norm_target_patch=k)
         return MaskedL1Evaluator(patch, context, GRID_IMAGES, GridTarget(*self.normalisation))
