@@ -118,16 +118,15 @@ def resolve(
     unless a recipe is named. Then, for a recipe whose learning rates are per a reference batch (or with
     ``base_lr``), the learning rates not in ``overrides`` are scaled by the run's total batch.
     """
-    from swinkit.tasks import get_task  # the tasks import this module
-
     config = saved if saved is not None else TrainConfig()
-    task = str(overrides.get("task", config.task))
-    if recipe is None and saved is None:
-        recipe = get_task(task).default_recipe
+    task = _registered(str(overrides.get("task", config.task)))  # an unknown name fails in validate()
+    if recipe is None and saved is None and task is not None:
+        recipe = task.default_recipe
     if recipe is not None:
         apply_recipe(config, recipe)
     apply_overrides(config, overrides)
-    scaling = recipe if recipe is not None or base_lr is None else get_task(config.task).default_recipe
+    default = getattr(_registered(config.task), "default_recipe", None)
+    scaling = recipe if recipe is not None or base_lr is None else default
     if scaling in LR_REFERENCE_BATCH or base_lr is not None:
         total = config.run.batch_size * world_size * config.optim.accum_steps
         lrs = scaled_lrs(scaling, total, base_lr)
@@ -338,12 +337,17 @@ def _parse_scalar(text: str, hint: Any) -> Any:
 TOP_LEVEL = ("task",)  # keys outside the sections
 
 
+def _registered(task: str) -> Any:
+    """The task class registered as ``task``; None for a name no task has (``validate`` says so)."""
+    from swinkit.tasks import get_task, task_names  # the tasks import this module
+
+    return get_task(task) if task in task_names() else None
+
+
 def _task_section(task: str) -> tuple[str | None, Any]:
     """(section name, default options) of ``task``'s own config section; (None, None) when it has none."""
-    from swinkit.tasks import get_task  # the tasks import this module
-
-    cls = get_task(task)
-    if cls.options_class is None:
+    cls = _registered(task)
+    if cls is None or cls.options_class is None:
         return None, None
     return cls.options_section, cls.options_class()
 
