@@ -380,7 +380,7 @@ def _section(config: TrainConfig, key: str) -> Any:
     owner = _section_owner(name)
     if owner is not None:
         raise ValueError(
-            f"{key!r} is a setting of the {owner} task; this run trains {config.task} (set task)"
+            f"{key!r} is a setting of the {owner} task; this run trains {config.task} (set task={owner} for it)"
         )
     extra = f", and {config.task}'s own section {own}" if own else ""
     raise ValueError(f"unknown config key {key!r}; keys: task, the sections {', '.join(SECTIONS)}{extra}")
