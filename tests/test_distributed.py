@@ -68,3 +68,33 @@ def test_torchrun_two_processes_matches_single_process(tmp_path):
     for name, tensor in single_weights.items():
         torch.testing.assert_close(ddp_weights[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
     assert not list((tmp_path / "ddp").glob("**/*.tmp"))
+
+
+@pytest.mark.slow
+def test_pretraining_under_torchrun_matches_a_single_process(tmp_path):
+    """``swinkit pretrain`` on 2 processes: the SimMIM run of one process with the same total batch."""
+    from test_pretrain import MICRO, make_images
+
+    images = make_images(tmp_path / "images", 11)  # 8 training images: one batch of 4 per rank
+    argv = ["pretrain", "--data", str(images), "--epochs", "2", *MICRO, "--set", "data.val_split=0.3"]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
+                "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), "-m", "swinkit", *argv,
+                "--output", str(tmp_path / "ddp")]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(launcher, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("pretrained SimMIM model") == 1  # only rank 0 reports
+    single = subprocess.run(  # batch 8 on one process: the same global batches and learning rates
+        [sys.executable, "-m", "swinkit", *argv, "--output", str(tmp_path / "single"), "--batch-size", "8"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert single.returncode == 0, single.stderr[-3000:]
+    ddp, one = (json.loads((tmp_path / run / "metrics.json").read_text()) for run in ("ddp", "single"))
+    assert ddp["num_samples"] == one["num_samples"] == 3  # every held-out image, gathered from both ranks
+    assert len(ddp["history"]) == len(one["history"]) == 2
+    for ours, theirs in zip(ddp["history"], one["history"]):
+        for key in ("train_loss", "masked_l1", "lr"):
+            assert ours[key] == pytest.approx(theirs[key], rel=1e-5), (key, ddp, one)
+    for epoch in (1, 2):
+        assert (tmp_path / "ddp" / "plots" / f"reconstruction_epoch{epoch}.png").is_file()
+    assert (tmp_path / "ddp" / "config.json").is_file() and not list((tmp_path / "ddp").glob("**/*.tmp"))

@@ -46,3 +46,43 @@ def test_default_recipe_is_the_measured_fine_tuning_one_and_imagenet_is_named():
     assert flatten(back.to_dict()) == flatten(TrainConfig().to_dict())  # recipes replace each other fully
     with pytest.raises(ValueError, match="unknown recipe 'fast'"):
         apply_recipe(TrainConfig(), "fast")
+
+
+def test_a_task_owns_its_config_section_without_the_engine_naming_it(tmp_path):
+    """A task declares its section (options_section/options_class): YAML, --set and validation follow."""
+    from dataclasses import dataclass
+    from pathlib import Path
+
+    from swinkit.engine import config as engine_config
+    from swinkit.engine.config import apply_overrides, load_yaml, save_yaml
+    from swinkit.tasks import ClassificationTask, register, unregister
+
+    @dataclass
+    class BlurOptions:
+        sigma: float = 1.0
+        kernel: tuple[int, int] = (3, 3)
+
+    class BlurTask(ClassificationTask):
+        name, options_section, options_class = "blur", "blur", BlurOptions
+
+    assert "blur" not in Path(engine_config.__file__).read_text() and not hasattr(engine_config, "MimConfig")
+    register(BlurTask)
+    try:
+        config = apply_overrides(
+            TrainConfig(), {"blur.kernel": "5,7", "task": "blur"}
+        )  # task first, any order
+        assert config.task_options == BlurOptions(kernel=(5, 7))
+        save_yaml(config, tmp_path / "run.yaml")
+        assert load_yaml(tmp_path / "run.yaml")["blur"] == {"sigma": 1.0, "kernel": [5, 7]}
+        assert TrainConfig.from_dict(load_yaml(tmp_path / "run.yaml")) == config
+        with pytest.raises(ValueError, match="blur has: sigma, kernel"):
+            apply_overrides(config, {"blur.radius": 2})
+        with pytest.raises(
+            ValueError, match="'mim.mask_ratio' is a setting of the masked_image_modeling task"
+        ):
+            apply_overrides(config, {"mim.mask_ratio": 0.5})
+        with pytest.raises(ValueError, match="'blur.sigma' is a setting of the blur task"):
+            apply_overrides(TrainConfig(), {"blur.sigma": 2.0})
+        assert "blur" not in TrainConfig().to_dict() and TrainConfig().task_options is None
+    finally:
+        unregister("blur")

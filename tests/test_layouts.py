@@ -215,7 +215,7 @@ def test_torchvision_v2_key_bias_is_never_used(canon):
 def test_v2_window_comes_from_the_index_buffer_when_the_file_has_one(canon, case, window, tmp_path, caplog):
     path = tmp_path / "ckpt.pth"
     torch.save(_foreign(canon, case), path)
-    config = load_checkpoint(path).config
+    config = load_checkpoint(path).config.trunk
     assert ("do not record the Swin v2 window size" in caplog.text) == (case == "timm_v2")
     assert (config.window_size, config.image_size) == (window, 64 if window == 4 else 256)
     assert config.pretrained_window_sizes == (0, 0, 0)
@@ -230,4 +230,4 @@ def test_v2_pretrained_windows_come_from_the_coordinate_tables(canon, library, t
         state_dict = fl.to_mmlab(canon[2], merge_at_start=True, classifier=True, pretrained=pretrained)
         checkpoint = {"state_dict": state_dict}
     torch.save(checkpoint, tmp_path / "ckpt.pth")
-    assert load_checkpoint(tmp_path / "ckpt.pth").config.pretrained_window_sizes == tuple(pretrained)
+    assert load_checkpoint(tmp_path / "ckpt.pth").config.trunk.pretrained_window_sizes == tuple(pretrained)

@@ -28,11 +28,11 @@ def test_every_required_preset_exists():
 
 
 def test_presets_know_classes_windows_and_hub_ids():
-    assert PRESETS["swin_base_patch4_window7_224_22k"].config.num_classes == 21841
+    assert PRESETS["swin_base_patch4_window7_224_22k"].num_classes == 21841
     assert PRESETS["swin_tiny_patch4_window7_224"].hub_id == "microsoft/swin-tiny-patch4-window7-224"
     v2 = PRESETS["swinv2_base_patch4_window12_192_22k"]
     assert v2.hub_id == "microsoft/swinv2-base-patch4-window12-192-22k"
-    assert v2.config.num_classes == 21841 and v2.config.image_size == 192
+    assert v2.num_classes == 21841 and v2.config.image_size == 192
     ft = PRESETS["swinv2_large_patch4_window12to24_192to384_22kto1k_ft"].config
     assert ft.pretrained_window_sizes == (12, 12, 12, 6)
     assert ft.stage_window_sizes == (24, 24, 24, 12)
@@ -224,3 +224,53 @@ def test_training_after_inference_mode_at_the_same_size(name):
     model.train()
     model(x).sum().backward()
     assert model.head.weight.grad is not None
+
+
+def test_the_trunk_config_has_no_classifier_fields_and_the_classifier_config_composes_it():
+    """SwinConfig describes the trunk only; the classifier's head lives in ClassifierConfig (issue 10)."""
+    from swinkit.models.mim import build_mim_model
+    from swinkit.models.segmentation import build_upernet, get_segmentation_preset
+    from swinkit.models.swin import ClassifierConfig
+
+    trunk_fields = {f.name for f in __import__("dataclasses").fields(SwinConfig)}
+    assert not trunk_fields & {"num_classes", "problem_type", "labels"}
+    with pytest.raises(TypeError):
+        SwinConfig(num_classes=10)
+    classifier = swinkit.create_model("swinv2_micro", labels=["a", "b"])
+    assert (
+        isinstance(classifier.config, ClassifierConfig)
+        and classifier.config.trunk == PRESETS["swinv2_micro"].config
+    )
+    assert (
+        swinkit.create_model("swin_tiny_patch4_window7_224").config.num_classes == 1000
+    )  # the preset's count
+    for model in (
+        swinkit.create_model("swinv2_micro", backbone=True),
+        build_mim_model(PRESETS["swinv2_micro"].config),
+        build_upernet(get_segmentation_preset("upernet_swin_micro").config).backbone,
+    ):
+        assert type(model.config) is SwinConfig
+    with pytest.raises(TypeError, match="ClassifierConfig"):
+        swinkit.build_model(PRESETS["swin_micro"].config)
+
+
+def test_a_classifier_config_reads_the_flat_mapping_older_files_hold():
+    """Run checkpoints and batch fingerprints keep the flat mapping SwinConfig.to_dict wrote before the move."""
+    from swinkit.models.segmentation import UperNetConfig, get_segmentation_preset
+    from swinkit.models.swin import ClassifierConfig
+
+    config = swinkit.create_model("swinv2_micro", labels=["a", "b"]).config.replace(
+        problem_type="multi_label_classification"
+    )
+    flat = config.to_dict()
+    assert flat == {**config.trunk.to_dict(), "num_classes": 2, "labels": ["a", "b"],
+                    "problem_type": "multi_label_classification"}  # fmt: skip
+    assert ClassifierConfig.from_dict(flat) == config
+    upernet = get_segmentation_preset("upernet_swin_micro").config
+    legacy = upernet.to_dict()
+    legacy["backbone"] = {**legacy["backbone"], "num_classes": 0, "problem_type": "single_label_classification",
+                          "labels": None}  # fmt: skip
+    assert UperNetConfig.from_dict(legacy) == upernet
+    legacy["backbone"]["num_classes"] = 3
+    with pytest.raises(ValueError, match="classifier field 'num_classes'"):
+        UperNetConfig.from_dict(legacy)

@@ -137,7 +137,7 @@ def test_two_stage_swinv2_saved_by_transformers_loads(tmp_path):
     )
     reference.save_pretrained(tmp_path)
     model = swinkit.from_pretrained(tmp_path).eval()
-    assert model.config.pretrained_window_sizes == (0, 0)
+    assert model.config.trunk.pretrained_window_sizes == (0, 0)
     pixels = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(model(pixels), reference(pixel_values=pixels).logits, atol=1e-4, rtol=0)
@@ -151,7 +151,7 @@ def test_single_label_problem_type_is_written(tmp_path):
 def test_saving_a_v1_model_transformers_cannot_run_warns(tmp_path, caplog):
     swinkit.save_pretrained(swinkit.create_model("swin_micro", num_classes=2), tmp_path)
     assert "transformers cannot run this architecture" in caplog.text
-    assert swinkit.from_pretrained(tmp_path).config.stage_window_sizes == (4, 4, 4, 2)
+    assert swinkit.from_pretrained(tmp_path).config.trunk.stage_window_sizes == (4, 4, 4, 2)
 
 
 def test_unnamed_classes_keep_their_head_when_named_later(tmp_path):

@@ -165,8 +165,8 @@ def test_preprocessing_for_prefers_own_config_then_preset_then_native_default():
     assert preprocessing_for(bare, hub_id=hub_id).crop_size == (224, 224)
     cached = Checkpoint(config, {}, "hf", None, Path(f"/c/models--{hub_id.replace('/', '--')}/snapshots/x"))
     assert preprocessing_for(cached).size == {"shortest_edge": 256}
-    assert preprocessing_for(config).crop_size == (64, 64)  # native size, official crop
-    assert preprocessing_for(config.replace(image_size=384)).size == {"height": 384, "width": 384}
+    assert preprocessing_for(config.trunk).crop_size == (64, 64)  # native size, official crop
+    assert preprocessing_for(config.trunk.replace(image_size=384)).size == {"height": 384, "width": 384}
 
 
 @pytest.mark.parametrize(
@@ -202,8 +202,10 @@ def test_training_eval_processor_takes_mean_and_std_from_a_pretrained_file(tmp_p
         model, tmp_path, preprocessing={**SWINV2_256, "image_mean": [0.5] * 3, "image_std": [0.25] * 3}
     )
     config = apply_overrides(TrainConfig(), {"model.pretrained": str(tmp_path / "model.safetensors")})
-    processor = eval_processor(config, model)
+    processor = eval_processor(config, model.config.trunk)
     assert processor.mean == (0.5, 0.5, 0.5) and processor.std == (0.25, 0.25, 0.25)
     assert processor.crop_size == (64, 64)  # the run's crop_pct 0.875 at the model's size
-    scratch = eval_processor(apply_overrides(TrainConfig(), {"model.preset": "swin_micro"}), model)
+    scratch = eval_processor(
+        apply_overrides(TrainConfig(), {"model.preset": "swin_micro"}), model.config.trunk
+    )
     assert scratch.mean == pytest.approx((0.485, 0.456, 0.406))

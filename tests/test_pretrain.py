@@ -13,7 +13,7 @@ from PIL import Image
 from swinkit.cli import main
 from swinkit.cli.pretrain import add_arguments, resolve_config
 from swinkit.engine import trainer as trainer_module
-from swinkit.engine.config import TrainConfig, apply_overrides
+from swinkit.engine.config import TrainConfig, apply_overrides, flatten
 from swinkit.engine.reconstruction import denormalise, grid_rows
 from swinkit.loading import from_pretrained
 from swinkit.models.mim import load_mim
@@ -114,6 +114,23 @@ def test_explicit_learning_rates_are_kept_and_base_lr_scales_all_three(tmp_path)
         resolve_config(parse([*common, "--set", "task=classification"]))
 
 
+def test_train_with_the_mim_task_resolves_the_same_run_as_pretrain(tmp_path, monkeypatch):
+    """The recipe belongs to the task: ``train --task masked_image_modeling`` gets SimMIM's, batch-scaled lrs."""
+    from swinkit.cli import build_parser
+    from swinkit.cli.train import resolve_config as resolve_train
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    common = ["--data", str(tmp_path), "--output", str(tmp_path / "run"), "--preset", "swinv2_micro_simmim"]
+    common += ["--batch-size", "16", "--accum-steps", "2", "--set", "mim.mask_ratio=0.5", "--no-progress"]
+    pretrain = resolve_config(parse(common))
+    train = resolve_train(build_parser().parse_args(["train", "--task", "masked_image_modeling", *common]))
+    assert flatten(train.to_dict()) == flatten(pretrain.to_dict())
+    assert train.task_options.mask_ratio == 0.5 and not train.run.progress
+    assert train.schedule.epochs == 100 and train.optim.lr == pytest.approx(2e-4 * 64 / 512)
+    classification = resolve_train(build_parser().parse_args(["train", "--data", str(tmp_path)]))
+    assert classification.schedule.epochs == 30 and classification.optim.lr == 5e-4
+
+
 def test_the_grid_shows_the_reconstruction_only_on_masked_squares():
     pixels, reconstruction = torch.zeros(2, 3, 8, 8), torch.ones(2, 3, 8, 8)
     mask = torch.tensor([[[1, 0], [0, 0]], [[0, 0], [0, 1]]])  # (2, 2, 2) squares of 4 px
@@ -195,9 +212,32 @@ def test_the_pretraining_crop_is_bilinear_as_simmims(tmp_path, monkeypatch):
     monkeypatch.setattr(mim_task, "TrainTransform", lambda **kw: seen.update(kw) or real(**kw))
     config = resolve_config(parse(["--data", str(make_images(tmp_path / "images", 4)), "--output",
                                    str(tmp_path / "run"), *MICRO]))  # fmt: skip
-    assert config.data.interpolation == "bicubic" and config.mim.interpolation == "bilinear"
+    assert config.data.interpolation == "bicubic" and config.task_options.interpolation == "bilinear"
     task = mim_task.MaskedImageModelingTask(config)
     data = task.load_data()
     model = task.build_model(data)
     task.train_loader(data, task.processor(model), DistContext())
     assert seen["interpolation"] == "bilinear"
+
+
+def test_the_mim_evaluator_only_computes_and_the_task_writes_the_epoch_grid(tmp_path):
+    """compute() has no side effect; the epoch's reconstruction grid is the task's epoch report."""
+    from swinkit.engine.distributed import DistContext
+    from swinkit.engine.evaluation import run_evaluation
+    from swinkit.tasks.masked_image_modeling import MaskedImageModelingTask
+
+    run = tmp_path / "run"
+    config = resolve_config(parse(["--data", str(make_images(tmp_path / "images", 4)), "--output", str(run),
+                                   *MICRO]))  # fmt: skip
+    task, context = MaskedImageModelingTask(config), DistContext()
+    data = task.load_data()
+    model = task.build_model(data)
+    processor = task.processor(model)
+    task.train_loader(data, processor, context)
+    loader = task.eval_loader(data.val, processor, 2, context)
+    evaluator = task.evaluator(context)
+    metrics = run_evaluation(model, loader, task, evaluator, context)
+    assert metrics["masked_l1"] > 0 and not run.exists()  # nothing written by computing the metrics
+    written = task.write_epoch_report(run, 3, evaluator)
+    assert written == {"reconstruction": run / "plots" / "reconstruction_epoch3.png"}
+    assert Image.open(written["reconstruction"]).height == 3 * (96 + 4)

@@ -73,7 +73,7 @@ def test_plain_state_dict_with_shrunken_last_window_reloads_exactly(tmp_path):
     model = swinkit.create_model("swin_micro").eval()  # 64 px: stage windows (4, 4, 4, 2)
     torch.save({"model": model.state_dict()}, tmp_path / "micro.pth")
     again = swinkit.from_pretrained(tmp_path / "micro.pth").eval()
-    assert again.config.image_size == 64 and again.config.stage_window_sizes == (4, 4, 4, 2)
+    assert again.config.trunk.image_size == 64 and again.config.trunk.stage_window_sizes == (4, 4, 4, 2)
     pixels = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(again(pixels), model(pixels))
@@ -85,10 +85,10 @@ def test_v2_window_transfer_keeps_the_trained_windows_as_the_official_fine_tunes
 
     _saved(tmp_path, "swinv2_micro")  # window 4 at 64 px: stage windows 4, 4, 4, 2
     model = swinkit.from_pretrained(tmp_path, window_size=8, image_size=128).eval()
-    assert model.config.stage_window_sizes == (8, 8, 8, 4)
-    assert model.config.pretrained_window_sizes == (4, 4, 4, 2)
+    assert model.config.trunk.stage_window_sizes == (8, 8, 8, 4)
+    assert model.config.trunk.pretrained_window_sizes == (4, 4, 4, 2)
     explicit = swinkit.from_pretrained(tmp_path, window_size=8, pretrained_window_sizes=(0, 0, 0, 0))
-    assert explicit.config.pretrained_window_sizes == (0, 0, 0, 0)  # what the caller says wins
+    assert explicit.config.trunk.pretrained_window_sizes == (0, 0, 0, 0)  # what the caller says wins
     reference = Swinv2ForImageClassification.from_pretrained(
         tmp_path, window_size=8, image_size=128, pretrained_window_sizes=[4, 4, 4, 2]
     ).eval()
@@ -96,4 +96,4 @@ def test_v2_window_transfer_keeps_the_trained_windows_as_the_official_fine_tunes
     with torch.no_grad():
         torch.testing.assert_close(model(pixels), reference(pixels).logits, atol=1e-4, rtol=0)
     again = swinkit.from_pretrained(tmp_path, image_size=64).eval()  # same stage windows: unchanged
-    assert again.config.pretrained_window_sizes == (0, 0, 0, 0)
+    assert again.config.trunk.pretrained_window_sizes == (0, 0, 0, 0)

@@ -68,7 +68,7 @@ def test_checkpoint_loads_as_the_trained_model(run, name):
     ckpt = load_checkpoint(folder / "checkpoints" / name)
     trained = load_checkpoint(folder).config
     assert ckpt.config == trained  # window 4, image 32, v2, four named classes, problem type
-    assert ckpt.config.window_size == 4 and ckpt.config.image_size == 32
+    assert ckpt.config.trunk.window_size == 4 and ckpt.config.trunk.image_size == 32
     assert ckpt.config.label_names == ("blue", "gray", "green", "red")
     assert ckpt.preprocessing == json.loads((folder / "preprocessor_config.json").read_text())
     expected = Predictor.from_pretrained(folder)

@@ -69,7 +69,7 @@ def test_quantize_dynamic_replaces_every_projection(name):
         quantized = torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
     modules = dict(quantized.named_modules())
     linear_targets = [n for n in _target_names(quantized) if n != "patch_embed.proj"]
-    assert len(linear_targets) == 4 * sum(model.config.depths)
+    assert len(linear_targets) == 4 * sum(model.config.trunk.depths)
     assert all(isinstance(modules[n], quantized_dynamic.Linear) for n in linear_targets)
     pixels = _pixels()
     with torch.no_grad():

@@ -13,6 +13,7 @@ from swinkit.layers.window import relative_position_index
 from swinkit.layouts import hf
 from swinkit.loading import from_pretrained
 from swinkit.models.factory import build_model
+from swinkit.models.swin import ClassifierConfig
 from swinkit.presets import SwinConfig
 
 # swin_t / swin_v2_t geometry (window 7 at 224, window 8 at 256) with tiny widths
@@ -20,13 +21,13 @@ ARCH = {
     1: dict(version=1, image_size=224, window_size=7),
     2: dict(version=2, image_size=256, window_size=8),
 }
-TINY = dict(embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), num_classes=5, drop_path_rate=0.0)
+TINY = dict(embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), drop_path_rate=0.0)
 
 
 def _torchvision_checkpoint(version: int) -> dict[str, torch.Tensor]:
     """A torchvision-layout state dict of a random tiny model, every parameter perturbed away from init."""
     torch.manual_seed(version)
-    model = build_model(SwinConfig(**ARCH[version], **TINY))
+    model = build_model(ClassifierConfig(SwinConfig(**ARCH[version], **TINY), num_classes=5))
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.1)
@@ -76,17 +77,19 @@ def test_torchvision_checkpoint_matches_torchvision(checkpoints, version, size):
 
 def test_torchvision_rules_are_recorded_and_round_trip(checkpoints):
     config = checkpoints[1][1].config
-    assert (config.shift_rule, config.patch_padding) == ("torchvision", False)
+    assert (config.trunk.shift_rule, config.trunk.patch_padding) == ("torchvision", False)
     assert hf.config_from_hf(hf.config_to_hf(config)) == config
 
 
 def test_transformers_rule_keeps_the_shift_off_on_both_axes_and_pads_the_image():
     config = SwinConfig(**ARCH[1], **TINY)
-    model = build_model(config)
+    model = build_model(ClassifierConfig(config, num_classes=5))
     block = model.layers[3].blocks[1]
     assert block._geometry(8, 6) == ((14, 7), (0, 0))
     assert model.patch_embed(torch.zeros(1, 3, 230, 190)).shape[1:3] == (58, 48)
-    tv = build_model(config.replace(shift_rule="torchvision", patch_padding=False))
+    tv = build_model(
+        ClassifierConfig(config.replace(shift_rule="torchvision", patch_padding=False), num_classes=5)
+    )
     assert tv.layers[3].blocks[1]._geometry(8, 6) == ((14, 7), (3, 0))
     assert tv.patch_embed(torch.zeros(1, 3, 230, 190)).shape[1:3] == (57, 47)
 

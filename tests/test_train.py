@@ -248,7 +248,7 @@ def test_param_groups_decay_layer_scales_and_freezing():
             if name.startswith("head."):
                 assert group["lr_scale"] == 1.0
             if name.startswith("patch_embed."):
-                assert group["lr_scale"] == 0.5 ** (sum(model.config.depths) + 1)
+                assert group["lr_scale"] == 0.5 ** (sum(model.config.trunk.depths) + 1)
     frozen = freeze_stages(model, 2)
     assert frozen > 0
     assert not model.layers[1].blocks[0].attn.qkv.weight.requires_grad
@@ -299,7 +299,7 @@ def test_param_groups_and_freezing_find_a_trunk_inside_a_composite_model():
     classifier = create_model("swin_micro", num_classes=3)
     ids, num_layers = layer_ids(composite)
     reference, reference_layers = layer_ids(classifier)
-    assert num_layers == reference_layers == sum(classifier.config.depths) + 2
+    assert num_layers == reference_layers == sum(classifier.config.trunk.depths) + 2
     for name, value in reference.items():
         if name.startswith(("patch_embed.", "layers.")):
             assert ids["backbone." + name] == value, name

@@ -14,6 +14,7 @@ _EXPORTS = {
     "SwinConfig": "swinkit.presets",
     "get_preset": "swinkit.presets",
     "list_models": "swinkit.presets",
+    "ClassifierConfig": "swinkit.models.swin",
     "SwinBackbone": "swinkit.models.swin",
     "SwinTransformer": "swinkit.models.swin",
     "build_model": "swinkit.models.factory",
@@ -23,6 +24,7 @@ _EXPORTS = {
     "save_pretrained": "swinkit.loading",
 }
 __all__ = [
+    "ClassifierConfig",
     "Preprocessing",
     "SwinBackbone",
     "SwinConfig",
@@ -40,7 +42,7 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from swinkit.loading import from_pretrained, load_checkpoint, save_pretrained
     from swinkit.models.factory import build_model, create_model
-    from swinkit.models.swin import SwinBackbone, SwinTransformer
+    from swinkit.models.swin import ClassifierConfig, SwinBackbone, SwinTransformer
     from swinkit.presets import Preprocessing, SwinConfig, get_preset, list_models
 
 

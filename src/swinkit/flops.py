@@ -21,13 +21,16 @@ so counting even Swin-L at 384 takes a fraction of a second.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from swinkit.presets import SwinConfig
+
+if TYPE_CHECKING:
+    from swinkit.models.swin import ClassifierConfig
 
 _CPU_SDPA = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
 
@@ -76,14 +79,21 @@ def count_flops(model: nn.Module, image_size: int | tuple[int, int], batch_size:
 
 
 def config_flops(
-    config: SwinConfig, image_size: int | tuple[int, int] | None = None, backbone: bool = False
+    config: ClassifierConfig | SwinConfig,
+    image_size: int | tuple[int, int] | None = None,
+    backbone: bool = False,
 ) -> int:
-    """Multiply-adds of one image through the model of ``config`` (native size unless ``image_size``).
+    """Multiply-adds of one image through the model of ``config`` (native size unless ``image_size``): the
+    classifier of a ClassifierConfig, the headless one (pooled features) of a bare trunk's SwinConfig, or
+    with ``backbone`` the multi-scale backbone.
 
     The model is built on the ``meta`` device, so nothing is allocated or computed.
     """
     from swinkit.models.factory import build_model
+    from swinkit.models.swin import ClassifierConfig
 
+    if isinstance(config, SwinConfig):
+        config = ClassifierConfig(config, num_classes=0)
     with torch.device("meta"):
         model = build_model(config, backbone=backbone).eval()
-    return count_flops(model, config.image_size if image_size is None else image_size)
+    return count_flops(model, config.trunk.image_size if image_size is None else image_size)

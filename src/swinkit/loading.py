@@ -25,7 +25,7 @@ from swinkit.data.preprocess import preprocessing_for, preprocessor_config
 from swinkit.layouts import hf
 from swinkit.layouts.common import infer_config
 from swinkit.models.factory import build_model
-from swinkit.models.swin import SwinBackbone, SwinTransformer
+from swinkit.models.swin import ClassifierConfig, SwinBackbone, SwinTransformer
 from swinkit.presets import PRESETS, Preprocessing, SwinConfig, get_preset
 
 log = logging.getLogger(__name__)
@@ -53,11 +53,15 @@ class CheckpointMismatchError(ValueError):
 class Checkpoint:
     """A checkpoint read into the canonical layout."""
 
-    config: SwinConfig
+    config: ClassifierConfig  # the trunk, and the head the checkpoint has (0 classes: none)
     state_dict: dict[str, torch.Tensor]
     layout: str  # the layout the tensors came in
     preprocessing: dict[str, Any] | None = None  # the HF preprocessor_config.json, when there was one
     path: Path | None = None  # the file or folder it was read from
+
+    @property
+    def trunk(self) -> SwinConfig:
+        return self.config.trunk
 
 
 def _hub_download(repo_id: str, *, missing_path: bool = False) -> Path:
@@ -146,25 +150,33 @@ def load_checkpoint(
     if described:
         config = hf.config_from_hf(hf_config)
         if config.num_classes == 0 and "head.weight" in state_dict:
-            config = config.replace(num_classes=state_dict["head.weight"].shape[0])
+            config = config.replace(num_classes=head_classes(state_dict))
     elif preset:
-        config = _preset_config(preset, state_dict)
+        config = ClassifierConfig(get_preset(preset).config, num_classes=head_classes(state_dict))
     else:
         module = layouts.LAYOUTS[layout]
         window = getattr(module, "window_size_hint", lambda sd: None)(raw)
         pretrained = getattr(module, "pretrained_window_sizes_hint", lambda sd: None)(raw)
-        config = infer_config(state_dict, window_size=window, pretrained_window_sizes=pretrained)
-        if config.version == 2 and window is None:
+        trunk = infer_config(state_dict, window_size=window, pretrained_window_sizes=pretrained)
+        config = ClassifierConfig(trunk, num_classes=head_classes(state_dict))
+        if trunk.version == 2 and window is None:
             log.warning(
                 "%s files do not record the Swin v2 window size: assuming %d (image %d); pass a preset if "
                 "the model used another",
                 layout,
-                config.window_size,
-                config.image_size,
+                trunk.window_size,
+                trunk.image_size,
             )
     if not described:  # a layout's own run-time rules (torchvision's); a config.json records them itself
-        config = config.replace(**getattr(layouts.LAYOUTS[layout], "CONFIG_FIELDS", {}))
+        rules = getattr(layouts.LAYOUTS[layout], "CONFIG_FIELDS", {})
+        config = config.replace(trunk=config.trunk.replace(**rules))
     return Checkpoint(config, state_dict, layout, preprocessing, path)
+
+
+def head_classes(state_dict: Mapping[str, torch.Tensor]) -> int:
+    """The classes of a canonical state dict's classifier head (0 without one)."""
+    head = state_dict.get("head.weight")
+    return head.shape[0] if head is not None else 0
 
 
 def _description(
@@ -204,10 +216,10 @@ def read_description(
 
 
 def describe_source(source: str | os.PathLike, config: SwinConfig) -> Checkpoint:
-    """``source`` as a Checkpoint of ``config`` without tensors, carrying its own preprocessor config, for
-    ``preprocessing_for``."""
+    """``source`` as a headless Checkpoint of the trunk ``config`` without tensors, carrying its own
+    preprocessor config, for ``preprocessing_for``."""
     path, _, preprocessing = read_description(source)
-    return Checkpoint(config, {}, "description", preprocessing, path)
+    return Checkpoint(ClassifierConfig(config, num_classes=0), {}, "description", preprocessing, path)
 
 
 def _folder_description(folder: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
@@ -220,7 +232,7 @@ def _folder_description(folder: Path) -> tuple[dict[str, Any] | None, dict[str, 
 
 
 def description_metadata(
-    config: SwinConfig, preprocessing: Preprocessing | dict[str, Any] | None = None
+    config: ClassifierConfig, preprocessing: Preprocessing | dict[str, Any] | None = None
 ) -> dict[str, str]:
     """What a checkpoint file needs to load as exactly its model: the config.json (architecture, labels,
     run-time rules) and the preprocessor config, as JSON strings (safetensors metadata; training state)."""
@@ -259,14 +271,6 @@ def _training_weights(loaded: dict[str, Any]) -> dict[str, Any]:
     if isinstance(ema, Mapping) and isinstance(ema.get("weights"), Mapping):
         return dict(ema["weights"])
     return loaded
-
-
-def _preset_config(preset: str, state_dict: Mapping[str, torch.Tensor]) -> SwinConfig:
-    """The preset's architecture, with the head the checkpoint has (its tensors must fit the rest)."""
-    config = get_preset(preset).config
-    head = state_dict.get("head.weight")
-    classes = head.shape[0] if head is not None else 0
-    return config if classes == config.num_classes else config.replace(num_classes=classes, labels=None)
 
 
 def _resize_v1_table(table: torch.Tensor, size: int) -> torch.Tensor:
@@ -365,12 +369,12 @@ def model_from_checkpoint(
     **overrides: Any,
 ) -> SwinTransformer | SwinBackbone:
     """The model of an already-read checkpoint; arguments as :func:`from_pretrained`."""
-    config = _transferred(ckpt.config, overrides)
+    config = ckpt.config.replace(trunk=_transferred(ckpt.config.trunk, overrides))
     state_dict = dict(ckpt.state_dict)
     if backbone:
-        return _backbone_from(config, state_dict, out_indices, out_norms)
+        return _backbone_from(config.trunk, state_dict, out_indices, out_norms)
     state_dict.pop("mask_token", None)
-    state_dict = _classifier_norm(state_dict, config.num_stages)
+    state_dict = _classifier_norm(state_dict, config.trunk.num_stages)
     new_config, fresh_head = _head_change(config, num_classes, labels)
     if fresh_head:
         log.warning(
@@ -407,7 +411,6 @@ def _backbone_from(
     out_norms: bool | None,
 ) -> SwinBackbone:
     """A backbone from canonical weights; the classifier's final norm serves as the last output norm."""
-    config = config.replace(num_classes=0, labels=None)
     stage_norm = re.compile(r"norm\d+\.")
     if out_norms is None:
         out_norms = "norm.weight" in state_dict or any(stage_norm.match(k) for k in state_dict)
@@ -446,8 +449,8 @@ def _classifier_norm(state_dict: dict[str, torch.Tensor], num_stages: int) -> di
 
 
 def _head_change(
-    config: SwinConfig, num_classes: int | None, labels: Sequence[str] | None
-) -> tuple[SwinConfig, bool]:
+    config: ClassifierConfig, num_classes: int | None, labels: Sequence[str] | None
+) -> tuple[ClassifierConfig, bool]:
     """(config with the requested head, whether that head must be freshly initialised)."""
     if labels is not None:
         labels = tuple(labels)
@@ -481,19 +484,19 @@ def save_pretrained(
         )
     directory = Path(directory)
     make_folder(directory, directory)
-    config = model.config
-    if not hf.transformers_can_run(config):
+    config, trunk = model.config, model.config.trunk
+    if not hf.transformers_can_run(trunk):
         log.warning(
             "transformers cannot run this architecture (stage windows %s for window_size %d, patch_norm=%s): "
             "swinkit reads this folder, transformers' Swin does not",
-            config.stage_window_sizes,
-            config.window_size,
-            config.patch_norm,
+            trunk.stage_window_sizes,
+            trunk.window_size,
+            trunk.patch_norm,
         )
     if preprocessing is None:
-        preprocessing = preprocessing_for(config).to_preprocessor_config()
+        preprocessing = preprocessing_for(trunk).to_preprocessor_config()
     data = preprocessing if isinstance(preprocessing, dict) else preprocessor_config(preprocessing)
-    tensors = hf.from_canonical(model.state_dict(), config)
+    tensors = hf.from_canonical(model.state_dict(), trunk)
     save_safetensors(tensors, directory / "model.safetensors", description_metadata(config, data))
     atomic_write_json(directory / "config.json", hf.config_to_hf(config))
     atomic_write_json(directory / PREPROCESSOR_FILE, data)

@@ -2,7 +2,9 @@
 
 A preset name is the official checkpoint's name (``swin_tiny_patch4_window7_224``,
 ``swinv2_base_patch4_window12_192_22k``, ...). Each preset knows its architecture, native image
-size, class count, evaluation preprocessing and, where one exists, its Hugging Face hub id.
+size, class count (the classifier's default), evaluation preprocessing and, where one exists, its Hugging
+Face hub id. ``SwinConfig`` describes the trunk only; each task's config composes it (the classifier's
+``swinkit.models.swin.ClassifierConfig``, UPerNet's ``UperNetConfig``).
 """
 
 from __future__ import annotations
@@ -14,13 +16,12 @@ from typing import Any, Literal
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-ProblemType = Literal["single_label_classification", "multi_label_classification"]
 ShiftRule = Literal["transformers", "torchvision"]
 
 
 @dataclass(frozen=True)
 class SwinConfig:
-    """Architecture of a Swin v1 or v2 model (names follow the papers and the official code)."""
+    """Architecture of a Swin v1 or v2 trunk (names follow the papers and the official code); no task head."""
 
     version: int = 1  # 1: pre-norm, relative position bias; 2: res-post-norm, cosine attention, CPB
     image_size: int = 224  # native (training) resolution; fixes the per-stage window sizes
@@ -39,9 +40,6 @@ class SwinConfig:
     absolute_pos_embed: bool = False  # learned absolute position embedding added after the stem
     patch_norm: bool = True  # LayerNorm after the patch embedding
     layer_norm_eps: float = 1e-5  # epsilon of every LayerNorm
-    num_classes: int = 1000  # classifier outputs; 0 for a headless model
-    problem_type: ProblemType = "single_label_classification"  # softmax (single) or sigmoid (multi-label)
-    labels: tuple[str, ...] | None = None  # class names in output order; None means "LABEL_i"
     shift_rule: ShiftRule = (
         "transformers"  # torchvision: unclamped windows, shift dropped per single-window axis
     )
@@ -61,8 +59,6 @@ class SwinConfig:
         for i, heads in enumerate(self.num_heads):
             if self.stage_dims[i] % heads:
                 raise ValueError(f"stage {i} width {self.stage_dims[i]} is not divisible by {heads} heads")
-        if self.labels is not None and len(self.labels) != self.num_classes:
-            raise ValueError(f"{len(self.labels)} labels given for {self.num_classes} classes")
 
     @property
     def num_stages(self) -> int:
@@ -107,23 +103,8 @@ class SwinConfig:
             return tuple(w // 2 for w in self.stage_window_sizes)
         return tuple(0 if r <= w else w // 2 for r, w in zip(self.stage_resolutions, self.stage_window_sizes))
 
-    @property
-    def label_names(self) -> tuple[str, ...]:
-        return (
-            self.labels if self.labels is not None else tuple(f"LABEL_{i}" for i in range(self.num_classes))
-        )
-
     def replace(self, **changes: Any) -> SwinConfig:
         """A copy with some fields changed (validated again)."""
-        if "labels" in changes and changes["labels"] is not None:
-            changes["labels"] = tuple(changes["labels"])
-            changes.setdefault("num_classes", len(changes["labels"]))
-        elif (
-            "num_classes" in changes
-            and self.labels is not None
-            and changes["num_classes"] != self.num_classes
-        ):
-            changes.setdefault("labels", None)
         for key in ("depths", "num_heads", "pretrained_window_sizes"):
             if key in changes:
                 changes[key] = tuple(changes[key])
@@ -162,10 +143,11 @@ class Preprocessing:
 
 @dataclass(frozen=True)
 class Preset:
-    """A named official checkpoint: architecture, preprocessing and where to download it."""
+    """A named official checkpoint: architecture, classifier classes, preprocessing and where to download it."""
 
     name: str
     config: SwinConfig
+    num_classes: int = 1000  # the classifier's outputs (0: a headless SimMIM model), its default head
     hub_id: str | None = None  # Hugging Face hub repository holding these weights
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
     description: str = ""
@@ -183,12 +165,17 @@ OFFICIAL_CROP_PCT = 224 / 256
 
 
 def _preset(
-    name: str, hub_id: str | None, description: str, crop_pct: float | None = OFFICIAL_CROP_PCT, **arch: Any
+    name: str,
+    hub_id: str | None,
+    description: str,
+    crop_pct: float | None = OFFICIAL_CROP_PCT,
+    num_classes: int = 1000,
+    **arch: Any,
 ) -> Preset:
     config = SwinConfig(**arch)
     size = config.image_size
     preprocessing = Preprocessing(image_size=(size, size), crop_pct=crop_pct)
-    return Preset(name, config, hub_id, preprocessing, description)
+    return Preset(name, config, num_classes, hub_id, preprocessing, description)
 
 
 def _build_presets() -> dict[str, Preset]:

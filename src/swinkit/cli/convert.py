@@ -30,7 +30,7 @@ from swinkit.loading import (
     resolve_source,
     save_pretrained,
 )
-from swinkit.presets import SwinConfig
+from swinkit.models.swin import ClassifierConfig
 
 HELP = "convert a checkpoint (official, HF, timm, torchvision, OpenMMLab, UperNet) to the HF, mmseg or official layout"
 TARGETS = ("hf", "mmseg", "official")
@@ -52,12 +52,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def describe(config: SwinConfig) -> str:
+def describe(config: ClassifierConfig) -> str:
     """One line naming the architecture."""
     head = f"{config.num_classes} classes" if config.num_classes else "no classifier head"
+    t = config.trunk
     return (
-        f"Swin v{config.version}, embed {config.embed_dim}, depths {list(config.depths)}, "
-        f"heads {list(config.num_heads)}, window {config.window_size}, image {config.image_size}, {head}"
+        f"Swin v{t.version}, embed {t.embed_dim}, depths {list(t.depths)}, "
+        f"heads {list(t.num_heads)}, window {t.window_size}, image {t.image_size}, {head}"
     )
 
 

@@ -16,6 +16,7 @@ from swinkit.flops import count_flops
 from swinkit.models.detection.config import DETECTION_PRESETS, DetectionPreset
 from swinkit.models.factory import build_model
 from swinkit.models.segmentation import SEGMENTATION_PRESETS, SegmentationPreset, build_upernet, upernet_flops
+from swinkit.models.swin import ClassifierConfig
 from swinkit.presets import PRESETS, Preprocessing, Preset
 
 HELP = "list the model presets with parameters and GFLOPs (multiply-adds) at their native size"
@@ -63,7 +64,7 @@ def describe_preset(preset: Preset) -> dict[str, Any]:
     """
     config = preset.config
     with torch.device("meta"):
-        model = build_model(config).eval()
+        model = build_model(ClassifierConfig(config, num_classes=preset.num_classes)).eval()
     flops = count_flops(model, config.image_size)
     return {
         "name": preset.name,
@@ -75,7 +76,7 @@ def describe_preset(preset: Preset) -> dict[str, Any]:
         "window_size": config.window_size,
         "stage_window_sizes": list(config.stage_window_sizes),
         "pretrained_window_sizes": list(config.pretrained_window_sizes),
-        "num_classes": config.num_classes,
+        "num_classes": preset.num_classes,
         "hub_id": preset.hub_id,
         "preprocessing": describe_preprocessing(preset.preprocessing),
         "description": preset.description,

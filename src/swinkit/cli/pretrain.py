@@ -1,23 +1,22 @@
 """``swinkit pretrain``: SimMIM masked image modeling on unlabelled images; resumable, same command under torchrun.
 
-The defaults are the SimMIM recipe (``swinkit.tasks.masked_image_modeling.SIMMIM_RECIPE``): AdamW, weight
-decay 0.05, warm-up then cosine, gradient clipping 5.0, learning rates given per 512 images and scaled by the
-total batch. A learning rate set explicitly (``--lr``, ``--set optim.lr=...`` or the YAML) is taken as it is.
-The resolved values are all written to ``RUN/train_config.yaml``.
+The defaults are the SimMIM recipe (``RECIPES["simmim"]`` of ``swinkit.engine.config``, the masked image
+modeling task's default recipe): AdamW, weight decay 0.05, warm-up then cosine, gradient clipping 5.0,
+learning rates given per 512 images and scaled by the total batch. A learning rate set explicitly (``--lr``,
+``--set optim.lr=...`` or the YAML) is taken as it is. ``swinkit train --task masked_image_modeling`` resolves
+the same config. The resolved values are all written to ``RUN/train_config.yaml``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
 from swinkit.cli.train import add_flags, add_run_options, requested_overrides
-from swinkit.engine.config import TrainConfig, apply_overrides, load_yaml
+from swinkit.engine.config import TrainConfig, resolve
 
 HELP = (
     "SimMIM self-supervised pretraining on unlabelled images (any folder tree, CSV or JSONL); "
@@ -64,21 +63,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def resolve_config(args: argparse.Namespace) -> TrainConfig:
     """The recipe (or, with --resume, the run's saved config) < YAML < --set < flags; then the learning rates
     not set explicitly are the recipe's scaled by the total batch (a resumed run keeps its own)."""
-    from swinkit.tasks.masked_image_modeling import scaled_lrs, simmim_config
+    from swinkit.cli.train import saved_config, world_size
 
-    saved = Path(args.output) / "train_config.yaml" if args.resume and args.output else None
-    resumed = saved is not None and saved.is_file()
-    config = TrainConfig.from_dict(load_yaml(saved)) if resumed else simmim_config()
-    overrides = requested_overrides(args, FLAGS)
-    apply_overrides(config, overrides)
+    overrides = {"task": TASK, **requested_overrides(args, FLAGS)}
+    config = resolve(saved_config(args), None, overrides, world_size=world_size(), base_lr=args.base_lr)
     if config.task != TASK:
         raise ValueError(
             f"swinkit pretrain trains {TASK} only, not {config.task!r}; use swinkit train for that"
         )
-    if not resumed or args.base_lr is not None:
-        total = config.run.batch_size * int(os.environ.get("WORLD_SIZE", "1")) * config.optim.accum_steps
-        lrs = {k: v for k, v in scaled_lrs(total, args.base_lr).items() if k not in overrides}
-        apply_overrides(config, lrs)
     if args.no_progress:
         config.run.progress = False
     return config

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
-from swinkit.engine.config import RECIPES, TrainConfig, apply_overrides, apply_recipe, flatten, load_yaml
+from swinkit.engine.config import RECIPES, TrainConfig, flatten, load_yaml, resolve
 
 HELP = (
     "fine-tune a Swin model on labelled images (class folders, CSV or Azure JSONL); resumable, torchrun-ready"
@@ -84,35 +85,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--recipe",
         choices=sorted(RECIPES),
         default=None,
-        help="named recipe under the YAML and flags: finetune (default; light augmentation, lr 5e-4) or "
-        "imagenet (RandAugment 2/9, erasing 0.25, Mixup 0.8, CutMix 1.0, lr 1e-4: from scratch, large data); "
-        "mmseg (the default of --task semantic_segmentation: AdamW 6e-5, warm-up 1500 and poly to 160k iterations)",
+        help="named recipe under the YAML and flags (default: the task's, finetune for classification and "
+        "simmim for masked_image_modeling, mmseg for semantic_segmentation): finetune (light augmentation, lr 5e-4), imagenet (RandAugment 2/9, "
+        "erasing 0.25, Mixup 0.8, CutMix 1.0, lr 1e-4: from scratch, large data) or simmim (SimMIM "
+        "pretraining: 100 epochs, lr 2e-4 per 512 images scaled by the total batch) or mmseg (AdamW 6e-5, warm-up 1500 and poly to 160k iterations)",
     )
     add_run_options(parser, "data, model, optim, schedule, augment, run", "optim.layer_decay=0.9")
 
 
 def resolve_config(args: argparse.Namespace) -> TrainConfig:
-    """Defaults (or, with --resume, the run's saved config) < recipe < YAML file < --set < explicit flags."""
-    config = TrainConfig()
-    saved = Path(args.output) / "train_config.yaml" if args.resume and args.output else None
-    resumed = saved is not None and saved.is_file()
-    if resumed:
-        config = TrainConfig.from_dict(load_yaml(saved))
-    overrides = requested_overrides(args, FLAGS)
-    recipe = args.recipe or (None if resumed else task_recipe(str(overrides.get("task", config.task))))
-    if recipe:
-        apply_recipe(config, recipe)
-    apply_overrides(config, overrides)
+    """Defaults (or, with --resume, the run's saved config) < recipe (--recipe, else the task's default) < YAML
+    file < --set < explicit flags; learning rates a recipe gives per batch scaled by the total batch."""
+    config = resolve(
+        saved_config(args), args.recipe, requested_overrides(args, FLAGS), world_size=world_size()
+    )
     if args.no_progress:
         config.run.progress = False
     return config
 
 
-def task_recipe(task: str) -> str | None:
-    """The recipe a fresh run of ``task`` starts from without --recipe (its ``default_recipe``, e.g. mmseg)."""
-    from swinkit.tasks import get_task
+def saved_config(args: argparse.Namespace) -> TrainConfig | None:
+    """The saved config of the run ``--resume`` continues (None for a new run)."""
+    saved = Path(args.output) / "train_config.yaml" if args.resume and args.output else None
+    return TrainConfig.from_dict(load_yaml(saved)) if saved is not None and saved.is_file() else None
 
-    return getattr(get_task(task), "default_recipe", None)
+
+def world_size() -> int:
+    """The number of training processes (torchrun's WORLD_SIZE; 1 without torchrun)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def check_resumable(args: argparse.Namespace) -> None:

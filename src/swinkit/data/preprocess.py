@@ -286,9 +286,13 @@ def _hub_id_from_path(path: Path | None) -> str | None:
 class Described(Protocol):
     """What ``preprocessing_for`` reads of a checkpoint (``swinkit.loading.Checkpoint`` has it)."""
 
-    config: SwinConfig
     preprocessing: dict[str, Any] | None  # its own transformers preprocessor config, when it has one
     path: Path | None  # where it was read from
+
+    @property
+    def trunk(self) -> SwinConfig:
+        """The architecture (its native size sets the default preprocessing)."""
+        ...
 
 
 def default_preprocessing(config: SwinConfig, hub_id: str | None = None) -> Preprocessing:
@@ -324,7 +328,7 @@ def preprocessing_for(
     if isinstance(source, SwinConfig):
         config, own, path = source, None, None
     else:
-        config, own, path = source.config, source.preprocessing, source.path
+        config, own, path = source.trunk, source.preprocessing, source.path
     if own:
         return ImageProcessor.from_preprocessor_config(own)
     if preset is not None:

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
 from torch.utils.data import DataLoader
 
 from swinkit.data.augment import TrainTransform
@@ -17,7 +16,7 @@ from swinkit.data.preprocess import ImageProcessor, preprocessing_for
 from swinkit.engine.config import TrainConfig
 from swinkit.engine.distributed import DistContext, ShardedSampler, eval_shard
 from swinkit.loading import describe_source
-from swinkit.presets import Preprocessing
+from swinkit.presets import Preprocessing, SwinConfig
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +55,14 @@ def model_overrides(config: TrainConfig) -> dict[str, Any]:
     return overrides
 
 
-def eval_processor(config: TrainConfig, model: nn.Module) -> ImageProcessor:
-    """Evaluation preprocessing at the model's size, with the run's crop and filter; mean/std are those of
-    the pretrained checkpoint's preprocessing (``preprocessing_for``), or the model's default from scratch."""
+def eval_processor(config: TrainConfig, trunk: SwinConfig) -> ImageProcessor:
+    """Evaluation preprocessing at the model's size (its ``trunk``'s), with the run's crop and filter; mean/std
+    are those of the pretrained checkpoint's preprocessing (``preprocessing_for``), or the default from scratch."""
     if config.model.pretrained:
-        base = preprocessing_for(describe_source(config.model.pretrained, model.config))
+        base = preprocessing_for(describe_source(config.model.pretrained, trunk))
     else:
-        base = preprocessing_for(model.config)
-    size = model.config.image_size
+        base = preprocessing_for(trunk)
+    size = trunk.image_size
     preprocessing = Preprocessing(
         image_size=(size, size),
         crop_pct=config.data.crop_pct,

@@ -1,8 +1,10 @@
 """The typed configuration tree of a training run, filled from defaults, a YAML file and command-line flags.
 
-Sections mirror the recipe: ``data``, ``model``, ``optim``, ``schedule``, ``augment``, ``mim`` (the masked image
-modeling task's), ``seg`` (the semantic segmentation task's) and ``run``; the top-level ``task`` names the task. A YAML file
-holds the same nested keys; ``apply_overrides`` takes dotted keys (``optim.lr``) as flags give them.
+Sections mirror the recipe: ``data``, ``model``, ``optim``, ``schedule``, ``augment`` and ``run``, shared by
+every task, and the run's task's own section, if it has one (``Task.options_section``, typed by
+``Task.options_class``: masked image modeling's ``mim``), held in ``TrainConfig.task_options``; the
+top-level ``task`` names the task. A YAML file holds the same nested keys; ``apply_overrides`` takes dotted
+keys (``optim.lr``, ``mim.mask_ratio``) as flags give them.
 """
 
 from __future__ import annotations
@@ -40,7 +42,11 @@ class ModelConfig:
 
 
 # Named recipes: the defaults are the light fine-tuning recipe, chosen by measurement (docs/design.md, "The
-# default fine-tuning recipe"); ``imagenet`` is the official from-scratch ImageNet recipe.
+# default fine-tuning recipe"); ``imagenet`` is the official from-scratch ImageNet recipe; ``simmim`` is the
+# SimMIM pre-training recipe (microsoft/SimMIM configs/swin_base__100ep/
+# simmim_pretrain__swin_base__img192_window6__100ep.yaml over its config.py: AdamW, warm-up then cosine,
+# gradient clipping 5.0, weight decay 0.05; drop path stays the model's). A task names its default recipe
+# (``Task.default_recipe``), used when ``--recipe`` is not given.
 RECIPES: dict[str, dict[str, Any]] = {
     "finetune": {},
     "imagenet": {
@@ -69,7 +75,23 @@ RECIPES: dict[str, dict[str, Any]] = {
         "schedule.min_lr": 0.0,
         "run.batch_size": 2,
     },
+    "simmim": {
+        "schedule.epochs": 100,
+        "schedule.warmup_epochs": 10.0,
+        "optim.weight_decay": 0.05,
+        "optim.betas": (0.9, 0.999),
+        "optim.eps": 1e-8,
+        "optim.clip_grad": 5.0,
+        "optim.layer_decay": 1.0,
+        "optim.lr": 2e-4,
+        "schedule.warmup_lr": 1e-6,
+        "schedule.min_lr": 1e-5,
+    },
 }
+# Recipes whose learning rates are given per this many images: the run scales them by its total batch
+# (per-process batch * processes * accumulation steps) / this, as SimMIM's main_simmim.py does.
+LR_REFERENCE_BATCH: dict[str, int] = {"simmim": 512}
+LR_KEYS = ("optim.lr", "schedule.warmup_lr", "schedule.min_lr")
 
 
 def apply_recipe(config: TrainConfig, name: str) -> TrainConfig:
@@ -84,6 +106,50 @@ def _finetune_values() -> dict[str, Any]:
     defaults = TrainConfig().to_dict()
     keys = {key for recipe in RECIPES.values() for key in recipe}
     return {key: flatten(defaults)[key] for key in keys}
+
+
+def scaled_lrs(recipe: str, total_batch: int, base_lr: float | None = None) -> dict[str, float]:
+    """The recipe's learning rates (per ``LR_REFERENCE_BATCH[recipe]`` images) for ``total_batch`` images per
+    optimizer step; ``base_lr`` replaces the recipe's peak rate and scales the other two alike."""
+    if recipe not in LR_REFERENCE_BATCH:
+        raise ValueError(
+            f"the {recipe} recipe's learning rates do not scale with the batch; set optim.lr instead of a base lr"
+        )
+    if total_batch < 1:
+        raise ValueError(f"the total batch must be at least 1 image, got {total_batch}")
+    values = RECIPES[recipe]
+    factor = (base_lr / values["optim.lr"] if base_lr is not None else 1.0) * total_batch
+    return {key: values[key] * factor / LR_REFERENCE_BATCH[recipe] for key in LR_KEYS}
+
+
+def resolve(
+    saved: TrainConfig | None,
+    recipe: str | None,
+    overrides: dict[str, Any],
+    *,
+    world_size: int = 1,
+    base_lr: float | None = None,
+) -> TrainConfig:
+    """A run's config: ``saved`` (a resumed run's) or the defaults under the recipe, then ``overrides``.
+
+    A new run without ``recipe`` takes its task's ``default_recipe``; a resumed run keeps its saved values
+    unless a recipe is named. Then, for a recipe whose learning rates are per a reference batch (or with
+    ``base_lr``), the learning rates not in ``overrides`` are scaled by the run's total batch.
+    """
+    config = saved if saved is not None else TrainConfig()
+    task = _registered(str(overrides.get("task", config.task)))  # an unknown name fails in validate()
+    if recipe is None and saved is None and task is not None:
+        recipe = task.default_recipe
+    if recipe is not None:
+        apply_recipe(config, recipe)
+    apply_overrides(config, overrides)
+    default = getattr(_registered(config.task), "default_recipe", None)
+    scaling = recipe if recipe is not None or base_lr is None else default
+    if scaling in LR_REFERENCE_BATCH or base_lr is not None:
+        total = config.run.batch_size * world_size * config.optim.accum_steps
+        lrs = scaled_lrs(scaling, total, base_lr)
+        apply_overrides(config, {k: v for k, v in lrs.items() if k not in overrides})
+    return config
 
 
 @dataclass
@@ -131,36 +197,6 @@ class AugmentConfig:
 
 
 @dataclass
-class MimConfig:
-    """The masked-image-modeling task's settings (SimMIM recipe); other tasks ignore them."""
-
-    mask_patch_size: int = 32  # side of a masked square, in pixels (a multiple of the model's patch)
-    mask_ratio: float = 0.6  # fraction of mask squares masked per image
-    scale: tuple[float, float] = (0.67, 1.0)  # random resized crop: area fraction
-    ratio: tuple[float, float] = (0.75, 1.3333333333333333)  # random resized crop: aspect ratio
-    hflip: float = 0.5  # probability of a horizontal flip
-    interpolation: str = "bilinear"  # the crop's filter (torchvision's RandomResizedCrop default, as SimMIM)
-    norm_target_patch: int = 0  # 0: raw-pixel targets; odd k: standardised over k x k (SwinV2 SimMIM: 47)
-
-
-@dataclass
-class SegmentationConfig:
-    """The semantic segmentation task's data and pipeline (mmseg's ADE20K settings); other tasks ignore them."""
-
-    crop_size: int | None = None  # training crop side; None: the preset's (512; 64 for upernet_swin_micro)
-    scale: tuple[int, int] = (2048, 512)  # RandomResize scale (long, short bound) before the ratio
-    ratio_range: tuple[float, float] = (0.5, 2.0)  # RandomResize ratio range
-    cat_max_ratio: float = 0.75  # RandomCrop: redraw while one class covers this fraction of the crop
-    hflip: float = 0.5  # probability of a horizontal flip
-    photometric: bool = True  # PhotoMetricDistortion (brightness, contrast, saturation, hue)
-    test_scale: tuple[int, int] = (2048, 512)  # evaluation: keep-ratio resize into this scale
-    reduce_zero_label: bool | None = None  # 0 is "other" (ignored), k -> k - 1; None: True for ADE20K
-    classes: str | None = (
-        None  # classes.txt or comma-separated names; None: the data's classes.txt or model's
-    )
-
-
-@dataclass
 class RunConfig:
     output: str | None = None  # the run folder
     batch_size: int = 32  # per process and micro-batch
@@ -176,6 +212,9 @@ class RunConfig:
     progress: bool = True  # progress bar per epoch
 
 
+SECTIONS = ("data", "model", "optim", "schedule", "augment", "run")  # shared by every task
+
+
 @dataclass
 class TrainConfig:
     task: str = "classification"  # the task trained (see swinkit.tasks): classification, ...
@@ -184,17 +223,38 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    mim: MimConfig = field(default_factory=MimConfig)
-    seg: SegmentationConfig = field(default_factory=SegmentationConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    task_options: Any = None  # the task's own section (an instance of its options_class); None: it has none
+
+    def __post_init__(self) -> None:
+        if self.task_options is None:
+            self.task_options = _task_section(self.task)[1]
+
+    def set_task(self, name: str) -> None:
+        """Train task ``name``: its own section starts from its defaults unless this task holds it already."""
+        if name != self.task:
+            self.task, self.task_options = name, _task_section(name)[1]
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain(dataclasses.asdict(self))
+        out: dict[str, Any] = {"task": self.task}
+        out.update({name: _plain(dataclasses.asdict(getattr(self, name))) for name in SECTIONS[:-1]})
+        if self.task_options is not None:
+            out[_task_section(self.task)[0]] = _plain(dataclasses.asdict(self.task_options))
+        out["run"] = _plain(dataclasses.asdict(self.run))
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """A config from ``to_dict``'s mapping (a saved ``train_config.yaml`` or a checkpoint's).
+
+        Files written when every task's section was in every config hold other tasks' sections at their
+        defaults; those are skipped (one with other values is an error naming its task).
+        """
         config = cls()
-        apply_overrides(config, flatten(data))
+        values = flatten(data)
+        if "task" in values:
+            config.set_task(_coerce(values.pop("task"), str, "task"))
+        apply_overrides(config, {k: v for k, v in values.items() if not _default_of_other_task(config, k, v)})
         return config
 
     def validate(self) -> None:
@@ -318,19 +378,67 @@ def _parse_scalar(text: str, hint: Any) -> Any:
 TOP_LEVEL = ("task",)  # keys outside the sections
 
 
+def _registered(task: str) -> Any:
+    """The task class registered as ``task``; None for a name no task has (``validate`` says so)."""
+    from swinkit.tasks import get_task, task_names  # the tasks import this module
+
+    return get_task(task) if task in task_names() else None
+
+
+def _task_section(task: str) -> tuple[str | None, Any]:
+    """(section name, default options) of ``task``'s own config section; (None, None) when it has none."""
+    cls = _registered(task)
+    if cls is None or cls.options_class is None:
+        return None, None
+    return cls.options_section, cls.options_class()
+
+
+def _section_owner(name: str) -> str | None:
+    """The registered task whose own config section is called ``name``."""
+    from swinkit.tasks import get_task, task_names
+
+    return next((t for t in task_names() if get_task(t).options_section == name), None)
+
+
+def _default_of_other_task(config: TrainConfig, key: str, value: Any) -> bool:
+    """Whether ``key`` is in another task's section and holds that task's default value."""
+    name, _, field_name = key.partition(".")
+    owner = None if name in SECTIONS or name == _task_section(config.task)[0] else _section_owner(name)
+    if owner is None:
+        return False
+    defaults = _plain(dataclasses.asdict(_task_section(owner)[1]))
+    return field_name in defaults and defaults[field_name] == _plain(value)
+
+
+def _section(config: TrainConfig, key: str) -> Any:
+    """The section object a dotted ``key`` sets: a shared section or the run's task's own."""
+    name = key.split(".")[0]
+    own = _task_section(config.task)[0]
+    if name in SECTIONS:
+        return getattr(config, name)
+    if own is not None and name == own:
+        return config.task_options
+    owner = _section_owner(name)
+    if owner is not None:
+        raise ValueError(
+            f"{key!r} is a setting of the {owner} task; this run trains {config.task} (set task={owner} for it)"
+        )
+    extra = f", and {config.task}'s own section {own}" if own else ""
+    raise ValueError(f"unknown config key {key!r}; keys: task, the sections {', '.join(SECTIONS)}{extra}")
+
+
 def apply_overrides(config: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
-    """Set dotted keys (``optim.lr``) on ``config`` in place, converting values to the field types."""
+    """Set dotted keys (``optim.lr``, a task section's ``mim.mask_ratio``) on ``config`` in place, converting
+    values to the field types; ``task`` first, so that the keys of its own section are known."""
+    if "task" in overrides:
+        config.set_task(_coerce(overrides["task"], str, "task"))
     for key, value in overrides.items():
         if key in TOP_LEVEL:
-            setattr(config, key, _coerce(value, str, key))
             continue
         parts = key.split(".")
-        if len(parts) != 2 or not hasattr(config, parts[0]) or parts[0].startswith("_"):
-            raise ValueError(
-                f"unknown config key {key!r}; keys: task, and the sections data, model, optim, schedule, "
-                "augment, mim, seg, run"
-            )
-        section = getattr(config, parts[0])
+        if len(parts) != 2:
+            raise ValueError(f"unknown config key {key!r}; keys are task or section.name (e.g. optim.lr)")
+        section = _section(config, key)
         hints = typing.get_type_hints(type(section))
         if parts[1] not in hints:
             raise ValueError(f"unknown config key {key!r}; {parts[0]} has: {', '.join(hints)}")

@@ -307,6 +307,8 @@ class Trainer:
         cfg, p = self.config, self.progress
         started = time.perf_counter()
         metrics = self._evaluate()
+        if self.context.is_main:
+            self.task.write_epoch_report(self.run_dir, p.epoch + 1, self.evaluator)
         name = self.task.primary_metric
         entry = self._epoch_entry(metrics)
         p.history.append(entry)

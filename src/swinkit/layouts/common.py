@@ -43,7 +43,8 @@ def infer_config(
     window_size: int | None = None,
     pretrained_window_sizes: Sequence[int] | None = None,
 ) -> SwinConfig:
-    """The architecture of a canonical state dict, read from its tensor shapes.
+    """The trunk's architecture of a canonical state dict, read from its tensor shapes (the head's classes
+    are ``head.weight``'s rows).
 
     Fields that shapes cannot tell (native image size, pretrained window sizes, drop rates) come from
     ``base`` when given, otherwise from the usual defaults (:func:`default_image_size`). v2 tensors do not
@@ -70,7 +71,6 @@ def infer_config(
             num_heads.append(sd[f"layers.{i}.blocks.0.attn.logit_scale"].shape[0])
     hidden = sd["layers.0.blocks.0.mlp.fc1.weight"].shape[0]
     qkv_bias = "layers.0.blocks.0.attn.qkv.bias" in sd or "layers.0.blocks.0.attn.q_bias" in sd
-    head = sd.get("head.weight")
     if base is not None:
         window_size, image_size, pretrained = base.window_size, base.image_size, base.pretrained_window_sizes
     else:
@@ -94,10 +94,7 @@ def infer_config(
         qkv_bias=qkv_bias,
         absolute_pos_embed="absolute_pos_embed" in sd,
         patch_norm="patch_embed.norm.weight" in sd,
-        num_classes=head.shape[0] if head is not None else 0,
     )
-    if base is None or values.get("labels") is not None and len(values["labels"]) != values["num_classes"]:
-        values["labels"] = None
     return SwinConfig.from_dict(values)
 
 

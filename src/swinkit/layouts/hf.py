@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from swinkit.layouts.common import rename
+from swinkit.models.swin import ClassifierConfig
 from swinkit.presets import SwinConfig
 
 NAME = "hf"
@@ -146,8 +147,26 @@ def from_canonical(state_dict: Mapping[str, torch.Tensor], config: SwinConfig) -
     return out
 
 
-def config_from_hf(hf: Mapping[str, Any]) -> SwinConfig:
-    """A SwinConfig from a transformers ``config.json`` (model_type ``swin`` or ``swinv2``)."""
+def config_from_hf(hf: Mapping[str, Any]) -> ClassifierConfig:
+    """A ClassifierConfig from a transformers ``config.json`` (model_type ``swin`` or ``swinv2``): the trunk
+    and, for a ``...ForImageClassification``, its head (any other architecture: no head)."""
+    id2label = hf.get("id2label") or {}
+    architectures = hf.get("architectures") or []
+    is_classifier = any(a.endswith("ForImageClassification") for a in architectures)
+    labels = tuple(id2label[str(i)] if str(i) in id2label else id2label[i] for i in range(len(id2label)))
+    num_classes = len(labels) if is_classifier else 0
+    if labels == tuple(f"LABEL_{i}" for i in range(len(labels))):
+        labels = ()  # transformers' placeholder names: the classes are unnamed
+    return ClassifierConfig(
+        trunk_from_hf(hf),
+        num_classes=num_classes,
+        problem_type=hf.get("problem_type") or "single_label_classification",
+        labels=labels if is_classifier and labels else None,
+    )
+
+
+def trunk_from_hf(hf: Mapping[str, Any]) -> SwinConfig:
+    """The trunk's SwinConfig from a transformers ``config.json`` (model_type ``swin`` or ``swinv2``)."""
     model_type = hf.get("model_type")
     if model_type not in ("swin", "swinv2"):
         raise ValueError(f"config.json has model_type {model_type!r}; swinkit reads 'swin' and 'swinv2'")
@@ -159,13 +178,6 @@ def config_from_hf(hf: Mapping[str, Any]) -> SwinConfig:
     patch_size = hf.get("patch_size", 4)
     patch_size = patch_size[0] if isinstance(patch_size, list | tuple) else patch_size
     depths = tuple(hf.get("depths", (2, 2, 6, 2)))
-    id2label = hf.get("id2label") or {}
-    architectures = hf.get("architectures") or []
-    is_classifier = any(a.endswith("ForImageClassification") for a in architectures)
-    labels = tuple(id2label[str(i)] if str(i) in id2label else id2label[i] for i in range(len(id2label)))
-    num_classes = len(labels) if is_classifier else 0
-    if labels == tuple(f"LABEL_{i}" for i in range(len(labels))):
-        labels = ()  # transformers' placeholder names: the classes are unnamed
     return SwinConfig(
         version=2 if model_type == "swinv2" else 1,
         image_size=image_size,
@@ -187,20 +199,15 @@ def config_from_hf(hf: Mapping[str, Any]) -> SwinConfig:
         absolute_pos_embed=hf.get("use_absolute_embeddings", False),
         patch_norm=hf.get("patch_norm", True),  # written by swinkit only; transformers always has it
         layer_norm_eps=hf.get("layer_norm_eps", 1e-5),
-        num_classes=num_classes,
-        problem_type=hf.get("problem_type") or "single_label_classification",
-        labels=labels if is_classifier and labels else None,
         shift_rule=hf.get("shift_rule", "transformers"),  # swinkit's extra keys, ignored by transformers
         patch_padding=hf.get("patch_padding", True),
     )
 
 
-def config_to_hf(config: SwinConfig) -> dict[str, Any]:
-    """A transformers ``config.json`` dict for ``Swin(v2)ForImageClassification``."""
+def trunk_to_hf(config: SwinConfig) -> dict[str, Any]:
+    """The trunk's keys of a transformers Swin(v2) ``config.json`` (no architectures, labels or problem type)."""
     v2 = config.version == 2
-    labels = config.label_names
     hf: dict[str, Any] = {
-        "architectures": ["Swinv2ForImageClassification" if v2 else "SwinForImageClassification"],
         "model_type": "swinv2" if v2 else "swin",
         "image_size": config.image_size,
         "patch_size": config.patch_size,
@@ -220,16 +227,32 @@ def config_to_hf(config: SwinConfig) -> dict[str, Any]:
         "layer_norm_eps": config.layer_norm_eps,
         "initializer_range": 0.02,
         "encoder_stride": config.patch_size * 2 ** (config.num_stages - 1),
-        "id2label": {str(i): name for i, name in enumerate(labels)},
-        "label2id": {name: i for i, name in enumerate(labels)},
     }
     if v2:
         hf["pretrained_window_sizes"] = list(config.pretrained_window_sizes)
-    hf["problem_type"] = config.problem_type
     # swinkit's run-time rules (torchvision checkpoints differ); transformers ignores unknown keys
     hf["shift_rule"] = config.shift_rule
     hf["patch_padding"] = config.patch_padding
     return hf
+
+
+def config_to_hf(config: ClassifierConfig) -> dict[str, Any]:
+    """A transformers ``config.json`` dict for ``Swin(v2)ForImageClassification`` (keys in transformers'
+    order: the trunk's, the labels, ``pretrained_window_sizes``, ``problem_type``, swinkit's rules)."""
+    trunk = trunk_to_hf(config.trunk)
+    tail = {k: trunk.pop(k) for k in ("pretrained_window_sizes", "shift_rule", "patch_padding") if k in trunk}
+    labels = config.label_names
+    v2 = config.trunk.version == 2
+    return {
+        "architectures": ["Swinv2ForImageClassification" if v2 else "SwinForImageClassification"],
+        **trunk,
+        "id2label": {str(i): name for i, name in enumerate(labels)},
+        "label2id": {name: i for i, name in enumerate(labels)},
+        **({"pretrained_window_sizes": tail["pretrained_window_sizes"]} if v2 else {}),
+        "problem_type": config.problem_type,
+        "shift_rule": tail["shift_rule"],
+        "patch_padding": tail["patch_padding"],
+    }
 
 
 def transformers_can_run(config: SwinConfig) -> bool:
@@ -270,7 +293,7 @@ def mim_from_canonical(state_dict: Mapping[str, torch.Tensor], config: SwinConfi
 
 def mim_config_to_hf(config: SwinConfig, encoder_stride: int) -> dict[str, Any]:
     """A transformers ``config.json`` dict for ``Swin(v2)ForMaskedImageModeling``."""
-    hf = config_to_hf(config.replace(num_classes=0, labels=None))
+    hf = config_to_hf(ClassifierConfig(config, num_classes=0))  # a headless model's keys, as SwinModel's
     hf["architectures"] = [MIM_ARCHITECTURES[config.version]]
     hf["encoder_stride"] = encoder_stride
     return hf

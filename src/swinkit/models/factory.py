@@ -5,19 +5,24 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from swinkit.models.swin import SwinBackbone, SwinTransformer
+from swinkit.models.swin import ClassifierConfig, SwinBackbone, SwinTransformer
 from swinkit.presets import SwinConfig, get_preset
 
 
 def build_model(
-    config: SwinConfig,
+    config: ClassifierConfig | SwinConfig,
     *,
     backbone: bool = False,
     out_indices: Sequence[int] | None = None,
     out_norms: bool = True,
 ) -> SwinTransformer | SwinBackbone:
-    """A randomly initialised classifier (or backbone, see :class:`SwinBackbone`) for ``config``."""
-    model = SwinBackbone(config, out_indices, out_norms=out_norms) if backbone else SwinTransformer(config)
+    """A randomly initialised classifier of a ClassifierConfig, or with ``backbone=True`` the backbone (see
+    :class:`SwinBackbone`) of a trunk's SwinConfig (or of a ClassifierConfig's trunk)."""
+    if backbone:
+        trunk = config.trunk if isinstance(config, ClassifierConfig) else config
+        model = SwinBackbone(trunk, out_indices, out_norms=out_norms)
+    else:
+        model = SwinTransformer(config)
     model.init_weights()
     return model
 
@@ -33,18 +38,18 @@ def create_model(
 ) -> SwinTransformer | SwinBackbone:
     """A randomly initialised model of preset ``name``.
 
-    ``num_classes``/``labels`` set the head; ``overrides`` change any SwinConfig field (e.g. ``image_size``,
-    ``drop_path_rate``). With ``backbone=True`` the model returns NCHW maps of the stages in ``out_indices``.
+    ``num_classes``/``labels`` set the head (default: the preset's classes); ``overrides`` change any
+    SwinConfig field (e.g. ``image_size``, ``drop_path_rate``). With ``backbone=True`` the model returns NCHW
+    maps of the stages in ``out_indices``.
     """
-    config = get_preset(name).config
-    changes = dict(overrides)
-    if labels is not None:
-        changes["labels"] = tuple(labels)
-        if num_classes is not None and num_classes != len(labels):
-            raise ValueError(f"num_classes={num_classes} but {len(labels)} labels were given")
-    if num_classes is not None:
-        changes["num_classes"] = num_classes
+    preset = get_preset(name)
+    trunk = preset.config.replace(**overrides)
     if backbone:
-        changes["num_classes"] = 0
-        changes["labels"] = None
-    return build_model(config.replace(**changes), backbone=backbone, out_indices=out_indices)
+        return build_model(trunk, backbone=True, out_indices=out_indices)
+    if labels is not None and num_classes is not None and num_classes != len(labels):
+        raise ValueError(f"num_classes={num_classes} but {len(labels)} labels were given")
+    classes = (
+        len(labels) if labels is not None else preset.num_classes if num_classes is None else num_classes
+    )
+    head = ClassifierConfig(trunk, num_classes=classes, labels=tuple(labels) if labels is not None else None)
+    return build_model(head)

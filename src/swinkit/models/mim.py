@@ -31,7 +31,7 @@ from swinkit import layouts
 from swinkit.checkpoint_io import atomic_write_json, load_state_file, save_safetensors, save_torch
 from swinkit.layouts import common, hf, official
 from swinkit.loading import load_into, resolve_source
-from swinkit.models.swin import SwinTransformer
+from swinkit.models.swin import SwinEncoder
 from swinkit.presets import MIM_PRESETS, SwinConfig, get_mim_preset
 
 log = logging.getLogger(__name__)
@@ -96,9 +96,8 @@ class SwinForMaskedImageModeling(nn.Module):
 
     def __init__(self, config: SwinConfig) -> None:
         super().__init__()
-        config = config.replace(num_classes=0, labels=None)
         self.config = config
-        self.encoder = SwinTransformer(config)
+        self.encoder = SwinEncoder(config)
         self.encoder.mask_token = nn.Parameter(torch.zeros(1, 1, config.embed_dim))
         stride = encoder_stride(config)
         self.encoder_stride = stride
@@ -120,10 +119,7 @@ class SwinForMaskedImageModeling(nn.Module):
 
     def encode(self, pixel_values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """(B, C_in, H, W) pixels and a (B, H/p, W/p) mask to the normalised last-stage map (B, C, h, w)."""
-        x = self.encoder.embed(pixel_values, mask)
-        for stage in self.encoder.layers:
-            _, x = stage(x)
-        x = self.encoder.norm(x)  # (B, h, w, C)
+        x = self.encoder.forward_features(pixel_values, mask)  # (B, h, w, C)
         return x.permute(0, 3, 1, 2)  # (B, C, h, w)
 
     def forward(
@@ -207,7 +203,7 @@ def load_mim(source: str | os.PathLike, *, preset: str | None = None) -> SwinFor
     hf_config, raw = _read(_resolve(source))
     layout, state_dict = mim_state_dict_from(raw)
     if hf_config is not None:
-        config = hf.config_from_hf(hf_config)
+        config = hf.trunk_from_hf(hf_config)
     elif preset is not None:
         config = get_mim_preset(preset).config
     else:

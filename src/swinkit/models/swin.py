@@ -1,12 +1,16 @@
-"""The canonical Swin model: a trunk shared by the classifier and the multi-scale backbone.
+"""The canonical Swin model: a trunk shared by the classifier, the SimMIM encoder and the multi-scale backbone.
 
 Parameter names follow the official microsoft/Swin-Transformer code, so the official layout *is* the
-canonical state dict and every other layout maps onto it (see ``swinkit.layouts``).
+canonical state dict and every other layout maps onto it (see ``swinkit.layouts``). The trunk, the encoder
+and the backbone take the trunk's ``SwinConfig``; the classifier takes a ``ClassifierConfig`` composing it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -14,6 +18,69 @@ from torch import nn
 
 from swinkit.layers.blocks import PatchEmbed, PatchMerging, SwinBlock, SwinStage
 from swinkit.presets import SwinConfig
+
+ProblemType = Literal["single_label_classification", "multi_label_classification"]
+PROBLEM_TYPES: tuple[str, ...] = ("single_label_classification", "multi_label_classification")
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """A Swin image classifier: the trunk and its head (transformers' ``Swin(v2)ForImageClassification``)."""
+
+    trunk: SwinConfig = field(default_factory=SwinConfig)  # the architecture before the pooled head
+    num_classes: int = 1000  # classifier outputs; 0 for a headless model (it returns pooled features)
+    problem_type: ProblemType = "single_label_classification"  # softmax (single) or sigmoid (multi-label)
+    labels: tuple[str, ...] | None = None  # class names in output order; None means "LABEL_i"
+
+    def __post_init__(self) -> None:
+        if self.num_classes < 0:
+            raise ValueError(f"num_classes must be 0 (no head) or more, got {self.num_classes}")
+        if self.problem_type not in PROBLEM_TYPES:
+            raise ValueError(
+                f"problem_type must be one of {', '.join(PROBLEM_TYPES)}, got {self.problem_type!r}"
+            )
+        if self.labels is not None and len(self.labels) != self.num_classes:
+            raise ValueError(f"{len(self.labels)} labels given for {self.num_classes} classes")
+
+    @property
+    def in_channels(self) -> int:
+        """Channels of the input image."""
+        return self.trunk.in_channels
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        return (
+            self.labels if self.labels is not None else tuple(f"LABEL_{i}" for i in range(self.num_classes))
+        )
+
+    def replace(self, **changes: Any) -> ClassifierConfig:
+        """A copy with some fields changed (validated again); new ``labels`` set ``num_classes``, and a new
+        class count drops labels that no longer fit."""
+        if changes.get("labels") is not None:
+            changes["labels"] = tuple(changes["labels"])
+            changes.setdefault("num_classes", len(changes["labels"]))
+        elif (
+            "num_classes" in changes
+            and self.labels is not None
+            and changes["num_classes"] != self.num_classes
+        ):
+            changes.setdefault("labels", None)
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The trunk's fields and the head's in one flat mapping (as transformers' configs hold them)."""
+        labels = list(self.labels) if self.labels is not None else None
+        head = {"num_classes": self.num_classes, "problem_type": self.problem_type, "labels": labels}
+        return {**self.trunk.to_dict(), **head}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ClassifierConfig:
+        """From :meth:`to_dict`'s flat mapping (head fields absent: the defaults)."""
+        head = {k: data[k] for k in ("num_classes", "problem_type", "labels") if k in data}
+        if head.get("labels") is not None:
+            head["labels"] = tuple(head["labels"])
+        trunk = SwinConfig.from_dict({k: v for k, v in data.items() if k not in head})
+        return cls(trunk, **head)
 
 
 def _init_weights(module: nn.Module) -> None:
@@ -78,6 +145,11 @@ class SwinTrunk(nn.Module):
             merge = PatchMerging(dim, c.version, c.layer_norm_eps) if i < c.num_stages - 1 else None
             self.layers.append(SwinStage(blocks, merge))
 
+    @property
+    def trunk_config(self) -> SwinConfig:
+        """The trunk's architecture (``config`` itself here; a task model's ``config`` composes it)."""
+        return self.config
+
     def init_weights(self) -> None:
         """The official initialisation (truncated normal 0.02; v2 res-post-norms start at zero)."""
         self.apply(_init_weights)
@@ -95,7 +167,7 @@ class SwinTrunk(nn.Module):
     @property
     def num_layers(self) -> int:
         """Layer ids run 0 (stem) .. ``sum(depths) + 1`` (whatever follows the stages: norms, heads)."""
-        return sum(self.config.depths) + 2
+        return sum(self.trunk_config.depths) + 2
 
     def layer_id(self, name: str) -> int:
         """Depth of parameter ``name`` (relative to this trunk) for layer-wise learning-rate decay.
@@ -103,7 +175,7 @@ class SwinTrunk(nn.Module):
         0: patch embedding, absolute position embedding and mask token; 1..L: the blocks in order, a stage's
         patch merging sharing its last block's id (the official Swin/SimMIM rule); L + 1: everything else.
         """
-        depths = self.config.depths
+        depths = self.trunk_config.depths
         if name.startswith(("patch_embed.", "absolute_pos_embed", "mask_token")):
             return 0
         if name.startswith("layers."):
@@ -116,8 +188,9 @@ class SwinTrunk(nn.Module):
 
     def stage_prefixes(self, stages: int) -> tuple[str, ...]:
         """Name prefixes (relative to this trunk) of the stem and the first ``stages`` stages, for freezing."""
-        if not 0 <= stages <= self.config.num_stages:
-            raise ValueError(f"cannot freeze {stages} stages: the model has {self.config.num_stages}")
+        num_stages = self.trunk_config.num_stages
+        if not 0 <= stages <= num_stages:
+            raise ValueError(f"cannot freeze {stages} stages: the model has {num_stages}")
         stem = ("patch_embed.", "absolute_pos_embed") if stages else ()
         return stem + tuple(f"layers.{i}." for i in range(stages))
 
@@ -147,7 +220,7 @@ class SwinTrunk(nn.Module):
 
     def resized_pos_embed(self, height: int, width: int) -> torch.Tensor:
         """The absolute position embedding as a (1, H, W, C) map, bicubically resized to the token grid."""
-        grid = self.config.image_size // self.config.patch_size
+        grid = self.trunk_config.image_size // self.trunk_config.patch_size
         pos = self.absolute_pos_embed.view(1, grid, grid, -1)
         if (height, width) == (grid, grid):
             return pos
@@ -168,16 +241,44 @@ class SwinTrunk(nn.Module):
         return outputs
 
 
-class SwinTransformer(SwinTrunk):
-    """Swin image classifier: calling it on (B, 3, H, W) pixels returns (B, num_classes) logits.
-
-    With ``num_classes=0`` it has no head and returns the (B, C) pooled features.
-    """
+class SwinEncoder(SwinTrunk):
+    """The trunk and its final LayerNorm: (B, 3, H, W) pixels to the normalised last-stage map (the SimMIM
+    encoder, and the classifier before its pooled head)."""
 
     def __init__(self, config: SwinConfig) -> None:
         super().__init__(config)
         self.norm = nn.LayerNorm(config.num_features, eps=config.layer_norm_eps)
-        self.head = nn.Linear(config.num_features, config.num_classes) if config.num_classes > 0 else None
+
+    def forward_features(self, pixel_values: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, 3, H, W) pixels (and an optional (B, H/p, W/p) token mask, see ``embed``) to the normalised
+        last-stage map (B, H/32, W/32, C)."""
+        x = self.embed(pixel_values, mask)
+        for stage in self.layers:
+            _, x = stage(x)
+        return self.norm(x)
+
+
+class SwinTransformer(SwinEncoder):
+    """Swin image classifier: calling it on (B, 3, H, W) pixels returns (B, num_classes) logits.
+
+    ``config`` is a :class:`ClassifierConfig` (the trunk in ``config.trunk``). With ``num_classes=0`` it has
+    no head and returns the (B, C) pooled features.
+    """
+
+    def __init__(self, config: ClassifierConfig) -> None:
+        if not isinstance(config, ClassifierConfig):
+            raise TypeError(
+                f"a classifier is built from a ClassifierConfig(trunk, num_classes, ...), not {type(config).__name__}"
+            )
+        super().__init__(config.trunk)
+        self.config = config
+        self.head = (
+            nn.Linear(config.trunk.num_features, config.num_classes) if config.num_classes > 0 else None
+        )
+
+    @property
+    def trunk_config(self) -> SwinConfig:
+        return self.config.trunk
 
     @property
     def num_classes(self) -> int:
@@ -186,17 +287,10 @@ class SwinTransformer(SwinTrunk):
     def reset_classifier(self, num_classes: int, labels: Sequence[str] | None = None) -> None:
         """Replace the head with a freshly initialised one for ``num_classes`` outputs."""
         self.config = self.config.replace(num_classes=num_classes, labels=tuple(labels) if labels else None)
-        self.head = nn.Linear(self.config.num_features, num_classes) if num_classes > 0 else None
+        self.head = nn.Linear(self.trunk_config.num_features, num_classes) if num_classes > 0 else None
         if self.head is not None:
             _init_weights(self.head)
             self.head.to(self.norm.weight.device)
-
-    def forward_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) pixels to the normalised last-stage map (B, H/32, W/32, C)."""
-        x = self.embed(pixel_values)
-        for stage in self.layers:
-            _, x = stage(x)
-        return self.norm(x)
 
     def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Average-pool (B, h, w, C) features and apply the head."""

@@ -127,6 +127,11 @@ class Task(ABC):
 
     name: ClassVar[str]
     higher_is_better: ClassVar[bool] = True  # direction of ``primary_metric``
+    default_recipe: ClassVar[str] = "finetune"  # the recipe (engine.config.RECIPES) of a run without --recipe
+    # the task's own config section (YAML ``{options_section}:``, ``--set {options_section}.KEY=...``), typed by
+    # a dataclass of defaults; a run's ``TrainConfig.task_options`` holds it. None: the shared sections suffice
+    options_section: ClassVar[str | None] = None
+    options_class: ClassVar[type | None] = None
 
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
@@ -190,6 +195,11 @@ class Task(ABC):
 
     def report_fields(self, model: nn.Module) -> dict[str, Any]:
         """Task-specific fields at the top of metrics.json."""
+        return {}
+
+    def write_epoch_report(self, directory: str | os.PathLike, epoch: int, evaluator: Evaluator) -> dict:
+        """The task's files of one epoch (1-based ``epoch``) from the evaluator that computed its metrics,
+        written on the main rank after ``compute()``; by default none. Returns {name: path written}."""
         return {}
 
     @abstractmethod

@@ -217,12 +217,12 @@ class ClassificationTask(Task):
 
     def build_model(self, data: build.RunData) -> SwinTransformer:
         model = build_classifier(self.config, self.labels, self.multi_label)
-        self.image_size = model.config.image_size
+        self.image_size = model.config.trunk.image_size
         self.mix = mixer(self.config, len(self.labels), self.multi_label)
         return model
 
     def processor(self, model: nn.Module) -> Any:
-        return build.eval_processor(self.config, model)
+        return build.eval_processor(self.config, model.config.trunk)
 
     def train_loader(self, data: build.RunData, processor: Any, context: DistContext) -> TrainLoader:
         transform = build.train_transform(self.config, self.image_size, processor)

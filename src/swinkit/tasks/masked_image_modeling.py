@@ -27,7 +27,6 @@ from swinkit.data.datasets import IMAGE_EXTENSIONS, load_dataset, sample_rng
 from swinkit.data.decode import decode_image
 from swinkit.data.masking import MaskGenerator
 from swinkit.engine import build
-from swinkit.engine.config import TrainConfig, apply_overrides
 from swinkit.engine.distributed import DistContext, ShardedSampler, all_reduce_sum, eval_shard
 from swinkit.layouts.hf import mim_config_to_hf
 from swinkit.loading import DESCRIPTION_KEYS
@@ -41,39 +40,18 @@ from swinkit.models.mim import (
 from swinkit.presets import MIM_PRESETS, get_mim_preset, get_preset
 from swinkit.tasks.base import Evaluator, Task, TrainLoader
 
-# The SimMIM pre-training recipe: microsoft/SimMIM configs/swin_base__100ep/
-# simmim_pretrain__swin_base__img192_window6__100ep.yaml over the defaults of its config.py (AdamW, warm-up
-# then cosine, gradient clipping 5.0, weight decay 0.05; drop path stays the model's).
-SIMMIM_RECIPE: dict[str, Any] = {
-    "task": "masked_image_modeling",
-    "schedule.epochs": 100,
-    "schedule.warmup_epochs": 10.0,
-    "optim.weight_decay": 0.05,
-    "optim.betas": (0.9, 0.999),
-    "optim.eps": 1e-8,
-    "optim.clip_grad": 5.0,
-    "optim.layer_decay": 1.0,
-    "mim.mask_patch_size": 32,
-    "mim.mask_ratio": 0.6,
-}
-# Learning rates per 512 images; main_simmim.py scales all three by the total batch
-# (per-process batch * processes * accumulation steps) / 512.
-SIMMIM_BASE_LRS: dict[str, float] = {"optim.lr": 2e-4, "schedule.warmup_lr": 1e-6, "schedule.min_lr": 1e-5}
-SIMMIM_LR_BATCH = 512
 
+@dataclass
+class MimConfig:
+    """The masked-image-modeling task's own config section, ``mim`` (SimMIM's mask and crop settings)."""
 
-def simmim_config() -> TrainConfig:
-    """A training config holding the SimMIM recipe (learning rates still unscaled: see ``scaled_lrs``)."""
-    return apply_overrides(TrainConfig(), SIMMIM_RECIPE)
-
-
-def scaled_lrs(total_batch: int, base_lr: float | None = None) -> dict[str, float]:
-    """The recipe's peak, warm-up and final learning rates for ``total_batch`` images per optimizer step;
-    ``base_lr`` (per 512 images) replaces the recipe's 2e-4 and scales the other two alike."""
-    if total_batch < 1:
-        raise ValueError(f"the total batch must be at least 1 image, got {total_batch}")
-    factor = (base_lr / SIMMIM_BASE_LRS["optim.lr"] if base_lr is not None else 1.0) * total_batch
-    return {key: value * factor / SIMMIM_LR_BATCH for key, value in SIMMIM_BASE_LRS.items()}
+    mask_patch_size: int = 32  # side of a masked square, in pixels (a multiple of the model's patch)
+    mask_ratio: float = 0.6  # fraction of mask squares masked per image
+    scale: tuple[float, float] = (0.67, 1.0)  # random resized crop: area fraction
+    ratio: tuple[float, float] = (0.75, 1.3333333333333333)  # random resized crop: aspect ratio
+    hflip: float = 0.5  # probability of a horizontal flip
+    interpolation: str = "bilinear"  # the crop's filter (torchvision's RandomResizedCrop default, as SimMIM)
+    norm_target_patch: int = 0  # 0: raw-pixel targets; odd k: standardised over k x k (SwinV2 SimMIM: 47)
 
 
 @dataclass
@@ -172,9 +150,8 @@ GRID_IMAGES = 6  # held-out images shown in the reconstruction grid
 
 @dataclass(frozen=True)
 class GridTarget:
-    """Where an evaluation writes its reconstruction grid (None: only on request) and how to de-normalise."""
+    """How the reconstruction grid de-normalises the evaluation pixels (the preprocessing's mean and std)."""
 
-    path: Path | None
     mean: tuple[float, ...]
     std: tuple[float, ...]
 
@@ -183,8 +160,7 @@ class MaskedL1Evaluator(Evaluator):
     """The masked L1 of the whole held-out set: all masked pixels of all ranks weigh alike.
 
     It also keeps the first ``keep`` images it sees (pixels, mask, reconstruction, on the CPU) for the
-    reconstruction grid, and writes that grid to ``grid`` on ``compute()`` unless the file exists already
-    (the final evaluation of the best weights must not overwrite an epoch's grid).
+    reconstruction grid, which the task's reports draw (``write_grid``); ``compute()`` only computes.
     """
 
     def __init__(
@@ -232,15 +208,13 @@ class MaskedL1Evaluator(Evaluator):
 
     def compute(self) -> dict[str, Any]:
         error, count, images = all_reduce_sum(self.sums, self.context).tolist()
-        if self.grid is not None and self.grid.path is not None and not self.grid.path.exists():
-            self.write_grid(self.grid.path)
         value = error / max(count, 1.0)
         return {"loss": value, "masked_l1": value, "num_samples": int(images)}
 
 
 def mim_model(config: Any) -> SwinForMaskedImageModeling:
     """A SimMIM model with the run's target rule (``mim.norm_target_patch``)."""
-    k = config.mim.norm_target_patch
+    k = config.task_options.norm_target_patch
     if k < 0 or (k and k % 2 == 0):
         raise ValueError(f"mim.norm_target_patch must be 0 (raw pixels) or odd (e.g. 47), got {k}")
     model = _mim_trunk_model(config)
@@ -269,11 +243,13 @@ class MaskedImageModelingTask(Task):
 
     name = "masked_image_modeling"
     higher_is_better = False
+    default_recipe = "simmim"
+    options_section = "mim"
+    options_class = MimConfig
     primary_metric = "masked_l1"
 
     def __init__(self, config: Any) -> None:
         super().__init__(config)
-        self.train_set: MaskedImages | None = None  # its epoch names the epoch's reconstruction grid
         self.normalisation: tuple[tuple[float, ...], tuple[float, ...]] | None = None  # (mean, std)
 
     @classmethod
@@ -302,7 +278,7 @@ class MaskedImageModelingTask(Task):
     def build_model(self, data: MimData) -> SwinForMaskedImageModeling:
         model = mim_model(self.config)
         size, patch = model.config.image_size, model.config.patch_size
-        m = self.config.mim
+        m = self.config.task_options
         self.masks = dict(
             input_size=size,
             mask_patch_size=m.mask_patch_size,
@@ -313,17 +289,16 @@ class MaskedImageModelingTask(Task):
         return model
 
     def processor(self, model: nn.Module) -> Any:
-        return build.eval_processor(self.config, model)
+        return build.eval_processor(self.config, model.config)
 
     def train_loader(self, data: MimData, processor: Any, context: DistContext) -> TrainLoader:
-        cfg, m = self.config, self.config.mim
+        cfg, m = self.config, self.config.task_options
         transform = TrainTransform(
             size=self.masks["input_size"], scale=m.scale, ratio=m.ratio, hflip=m.hflip, randaugment_ops=0,
             random_erasing=0.0, interpolation=m.interpolation, mean=tuple(processor.mean),
             std=tuple(processor.std),
         )  # fmt: skip
         dataset = MaskedImages(data.train, self.masks, cfg.run.seed, transform=transform)
-        self.train_set = dataset
         sampler = ShardedSampler(
             len(dataset), seed=cfg.run.seed, rank=context.rank, world_size=context.world_size
         )
@@ -361,19 +336,21 @@ class MaskedImageModelingTask(Task):
         return model(*batch)
 
     def evaluator(self, context: DistContext) -> MaskedL1Evaluator:
-        """The masked L1; on the main rank of a run it also draws the grid of the epoch being evaluated
-        (``RUN/plots/reconstruction_epochN.png``) from the first held-out images and their fixed masks."""
-        patch, k = self.masks["model_patch_size"], self.config.mim.norm_target_patch
+        """The masked L1; on the main rank it also keeps the first held-out images, with their fixed masks,
+        for the reconstruction grids of the reports."""
+        patch, k = self.masks["model_patch_size"], self.config.task_options.norm_target_patch
         if not context.is_main or self.normalisation is None or k:  # no picture of standardised targets
             return MaskedL1Evaluator(patch, context, norm_target_patch=k)
-        path = None
-        if self.config.run.output and self.train_set is not None:
-            name = f"reconstruction_epoch{self.train_set.epoch + 1}.png"
-            path = Path(self.config.run.output) / "plots" / name
-        return MaskedL1Evaluator(patch, context, GRID_IMAGES, GridTarget(path, *self.normalisation))
+        return MaskedL1Evaluator(patch, context, GRID_IMAGES, GridTarget(*self.normalisation))
 
     def summary_line(self, metrics: dict[str, Any]) -> str:
         return f"masked_l1 {metrics['masked_l1']:.4f}"
+
+    def write_epoch_report(self, directory: str | os.PathLike, epoch: int, evaluator: Evaluator) -> dict:
+        """The epoch's reconstruction grid, ``plots/reconstruction_epochN.png``, from its evaluator."""
+        path = Path(directory) / "plots" / f"reconstruction_epoch{epoch}.png"
+        grid = evaluator.write_grid(path) if isinstance(evaluator, MaskedL1Evaluator) else None
+        return {"reconstruction": grid} if grid is not None else {}
 
     def write_report(
         self, directory: str | os.PathLike, report: dict[str, Any], evaluator: Evaluator

@@ -132,6 +132,6 @@ def preset_upernet(
     shape = ("embed_dim", "depths", "num_heads")
     if any(getattr(trunk.config, k) != getattr(b, k) for k in shape):
         log.warning("the pretrained backbone is not %s's Swin size; the heads are built on its own", preset)
-    model = build_upernet(config.replace(backbone=trunk.config.replace(num_classes=0, labels=None)))
+    model = build_upernet(config.replace(backbone=trunk.config))
     load_into(model.backbone, trunk.state_dict())
     return model

@@ -103,6 +103,24 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "module", model)
 
 
+@dataclass
+@dataclass
+class SegmentationConfig:
+    """The semantic segmentation task's data and pipeline (mmseg's ADE20K settings)(YAML ``seg:``, ``--set seg.KEY=...``)."""
+
+    crop_size: int | None = None  # training crop side; None: the preset's (512; 64 for upernet_swin_micro)
+    scale: tuple[int, int] = (2048, 512)  # RandomResize scale (long, short bound) before the ratio
+    ratio_range: tuple[float, float] = (0.5, 2.0)  # RandomResize ratio range
+    cat_max_ratio: float = 0.75  # RandomCrop: redraw while one class covers this fraction of the crop
+    hflip: float = 0.5  # probability of a horizontal flip
+    photometric: bool = True  # PhotoMetricDistortion (brightness, contrast, saturation, hue)
+    test_scale: tuple[int, int] = (2048, 512)  # evaluation: keep-ratio resize into this scale
+    reduce_zero_label: bool | None = None  # 0 is "other" (ignored), k -> k - 1; None: True for ADE20K
+    classes: str | None = (
+        None  # classes.txt or comma-separated names; None: the data's classes.txt or model's
+    )
+
+
 class SegmentationEvaluator(Evaluator):
     """IoUMetric over every rank's images, and the validation cross entropy (mean over labelled pixels).
 
@@ -207,6 +225,8 @@ class SemanticSegmentationTask(Task):
     higher_is_better = True
     primary_metric = "mIoU"
     default_recipe = "mmseg"  # swinkit train --task semantic_segmentation starts from RECIPES["mmseg"]
+    options_section = "seg"
+    options_class = SegmentationConfig
 
     def __init__(self, config: TrainConfig, classes: Sequence[str] = ()) -> None:
         super().__init__(config)
@@ -233,8 +253,8 @@ class SemanticSegmentationTask(Task):
     def _classes(self) -> tuple[str, ...]:
         """seg.classes, else the data's classes.txt, else the pretrained UperNet's or the preset's labels."""
         cfg = self.config
-        if cfg.seg.classes:
-            return parse_classes(cfg.seg.classes)
+        if cfg.task_options.classes:
+            return parse_classes(cfg.task_options.classes)
         found = read_classes(cfg.data.train)
         if found is not None:
             return found
@@ -247,7 +267,9 @@ class SemanticSegmentationTask(Task):
         )
 
     def _pairs(self, source: str, classes: tuple[str, ...], split: str) -> SegmentationSet:
-        return load_segmentation(source, classes, reduce_zero=self.config.seg.reduce_zero_label, split=split)
+        return load_segmentation(
+            source, classes, reduce_zero=self.config.task_options.reduce_zero_label, split=split
+        )
 
     def load_data(self) -> SegmentationData:
         cfg = self.config
@@ -274,20 +296,20 @@ class SemanticSegmentationTask(Task):
             model = preset_upernet(
                 cfg.model.preset, self.classes, cfg.model.pretrained, cfg.model.drop_path_rate
             )
-        self.crop_size = cfg.seg.crop_size or (
+        self.crop_size = cfg.task_options.crop_size or (
             get_segmentation_preset(cfg.model.preset).crop_size if cfg.model.preset else 512
         )
         return model
 
     def processor(self, model: nn.Module) -> SegmentationProcessor:
         """mmseg's test pipeline at ``seg.test_scale``; mean/std are SegDataPreProcessor's."""
-        reduce = self.config.seg.reduce_zero_label
+        reduce = self.config.task_options.reduce_zero_label
         if reduce is None:
             reduce = is_ade20k(Path(self.config.data.train))
-        return SegmentationProcessor(scale=self.config.seg.test_scale, reduce_zero_label=reduce)
+        return SegmentationProcessor(scale=self.config.task_options.test_scale, reduce_zero_label=reduce)
 
     def train_transform(self, processor: SegmentationProcessor) -> SegmentationTrainTransform:
-        s = self.config.seg
+        s = self.config.task_options
         return SegmentationTrainTransform(
             crop_size=self.crop_size, scale=s.scale, ratio_range=s.ratio_range, cat_max_ratio=s.cat_max_ratio,
             flip=s.hflip, photometric=s.photometric, mean=processor.mean, std=processor.std,

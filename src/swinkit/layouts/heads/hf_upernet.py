@@ -93,9 +93,7 @@ def config_to_hf(config: UperNetConfig) -> dict[str, Any]:
         raise ValueError(
             "transformers' Swin always normalises the patch embedding; this backbone has no patch norm"
         )
-    backbone = hf.config_to_hf(config.backbone)
-    for key in ("architectures", "id2label", "label2id", "problem_type"):
-        backbone.pop(key, None)
+    backbone = hf.trunk_to_hf(config.backbone)
     stages = [f"stage{i + 1}" for i in range(config.backbone.num_stages)]
     backbone.update(out_features=stages, out_indices=list(range(1, len(stages) + 1)))
     backbone["stage_names"] = ["stem", *stages]
@@ -128,7 +126,7 @@ def config_from_hf(data: Mapping[str, Any]) -> UperNetConfig:
         raise ValueError(
             f"UperNet backbone is {backbone_data.get('model_type')!r}; swinkit reads Swin ('swin')"
         )
-    backbone = hf.config_from_hf(backbone_data).replace(num_classes=0, labels=None)
+    backbone = hf.trunk_from_hf(backbone_data)
     stages = backbone_data.get("out_indices") or list(range(1, backbone.num_stages + 1))
     if list(stages) != list(range(1, backbone.num_stages + 1)):
         raise ValueError(

@@ -87,7 +87,7 @@ def config_from_state_dict(
             "not a two-stage detector checkpoint: it has no RPN or box classifier (rpn_head.rpn_cls, roi_head.bbox_head.fc_cls)"
         )
     trunk = {k[len("backbone.") :]: v for k, v in state_dict.items() if k.startswith("backbone.")}
-    backbone = infer_config(trunk).replace(num_classes=0, labels=None, drop_path_rate=0.2)
+    backbone = infer_config(trunk).replace(drop_path_rate=0.2)
     anchors = state_dict[mmdet.HEAD_MARKER].shape[0]
     if anchors != 3:
         raise ValueError(

@@ -168,7 +168,7 @@ _ROWS = [
 
 def swin_backbone_config(size: str) -> SwinConfig:
     """The mmdet Swin backbone: ImageNet-1K 224 window 7 trunk, drop path 0.2, no classifier."""
-    return SwinConfig(image_size=224, window_size=7, drop_path_rate=0.2, num_classes=0, **_SIZES[size])
+    return SwinConfig(image_size=224, window_size=7, drop_path_rate=0.2, **_SIZES[size])
 
 
 def _coco_config(backbone: SwinConfig, **fields: Any) -> MaskRCNNConfig:
@@ -203,7 +203,6 @@ def _extra_presets() -> list[DetectionPreset]:
         depths=(2, 2, 2, 2),
         num_heads=(1, 2, 4, 8),
         drop_path_rate=0.1,
-        num_classes=0,
     )
     small_heads = dict(fpn_channels=32, fc_channels=64, mask_channels=32)
     return [

@@ -40,7 +40,7 @@ def config_from_state_dict(
             "not a segmentation checkpoint: it has no decode head classifier (decode_head.conv_seg)"
         )
     trunk = {k[len("backbone.") :]: v for k, v in state_dict.items() if k.startswith("backbone.")}
-    backbone = infer_config(trunk).replace(num_classes=0, labels=None, drop_path_rate=0.3)
+    backbone = infer_config(trunk).replace(drop_path_rate=0.3)
     num_classes, channels = state_dict["decode_head.conv_seg.weight"].shape[:2]
     scales = len({m.group(1) for k in state_dict if (m := re.match(r"decode_head\.psp_modules\.(\d+)\.", k))})
     if scales != 4:

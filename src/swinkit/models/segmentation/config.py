@@ -91,8 +91,20 @@ class UperNetConfig:
         if unknown:
             raise ValueError(f"unknown UperNetConfig fields: {sorted(unknown)}")
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-        values["backbone"] = SwinConfig.from_dict(dict(data["backbone"]))
+        values["backbone"] = _backbone_from_dict(dict(data["backbone"]))
         return cls(**values)
+
+
+def _backbone_from_dict(data: dict[str, Any]) -> SwinConfig:
+    """The backbone's SwinConfig from ``to_dict``'s mapping; files written while SwinConfig still carried the
+    classifier's fields hold them as a headless classifier's (0 classes), which tell nothing here."""
+    legacy = {"num_classes": 0, "problem_type": "single_label_classification", "labels": None}
+    for key, empty in legacy.items():
+        if key in data and data.pop(key) != empty:
+            raise ValueError(
+                f"the UperNet backbone config has a classifier field {key!r}; a backbone has none"
+            )
+    return SwinConfig.from_dict(data)
 
 
 @dataclass(frozen=True)
@@ -139,9 +151,7 @@ def _zoo_preset(row: tuple) -> SegmentationPreset:
     size, data, image, window, miou, ms_flip, run_tail, stamp, on_hub = row
     run = f"upernet_swin_{size}_patch4_window{window}_{run_tail}"
     name = f"upernet_swin_{size}_patch4_window{window}_{image}_{data.lower()}_ade20k_512"
-    backbone = SwinConfig(
-        image_size=image, window_size=window, drop_path_rate=0.3, num_classes=0, **_SIZES[size]
-    )
+    backbone = SwinConfig(image_size=image, window_size=window, drop_path_rate=0.3, **_SIZES[size])
     return SegmentationPreset(
         name=name,
         config=_ade20k_config(backbone),
@@ -164,7 +174,6 @@ def _build_presets() -> dict[str, SegmentationPreset]:
         depths=(2, 2, 2, 2),
         num_heads=(1, 2, 4, 8),
         drop_path_rate=0.1,
-        num_classes=0,
     )
     presets.append(
         SegmentationPreset(
