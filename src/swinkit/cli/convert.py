@@ -31,6 +31,7 @@ from swinkit.loading import (
     save_pretrained,
 )
 from swinkit.models.swin import ClassifierConfig
+from swinkit.presets import SwinConfig
 
 HELP = "convert a checkpoint (official, HF, timm, torchvision, OpenMMLab, UperNet) to the HF, mmseg or official layout"
 TARGETS = ("hf", "mmseg", "official")
@@ -52,14 +53,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def describe(config: ClassifierConfig) -> str:
-    """One line naming the architecture."""
-    head = f"{config.num_classes} classes" if config.num_classes else "no classifier head"
-    t = config.trunk
+def describe_trunk(t: SwinConfig) -> str:
+    """The trunk's architecture in a few words."""
     return (
         f"Swin v{t.version}, embed {t.embed_dim}, depths {list(t.depths)}, "
-        f"heads {list(t.num_heads)}, window {t.window_size}, image {t.image_size}, {head}"
+        f"heads {list(t.num_heads)}, window {t.window_size}, image {t.image_size}"
     )
+
+
+def describe(config: ClassifierConfig) -> str:
+    """One line naming a classifier's architecture."""
+    head = f"{config.num_classes} classes" if config.num_classes else "no classifier head"
+    return f"{describe_trunk(config.trunk)}, {head}"
 
 
 def _is_segmentation(source: str) -> bool:
@@ -81,7 +86,9 @@ def convert_segmentation(source: str, destination: Path, target: str) -> None:
         raise ValueError("the official layout holds Swin classifiers; an UperNet converts to hf or mmseg")
     model = load_upernet(source)[0]
     (save_hf if target == "hf" else save_mmseg)(model, destination)
-    print(f"wrote {destination}: UperNet, {model.num_classes} classes, {describe(model.config.backbone)}")
+    print(
+        f"wrote {destination}: UperNet, {model.num_classes} classes, {describe_trunk(model.config.backbone)}"
+    )
 
 
 def swin_state_dict(source: str, layout: str | None, preset: str | None) -> tuple[str, dict]:
