@@ -29,7 +29,7 @@ from swinkit.loading import load_checkpoint, model_from_checkpoint, read_descrip
 from swinkit.models.swin import SwinTransformer
 from swinkit.runtime.backends import Backend, TorchBackend
 from swinkit.runtime.export import is_export
-from swinkit.runtime.selection import backend_for
+from swinkit.runtime.selection import backend_for, check_device
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -126,6 +126,7 @@ class Predictor:
         ``runtime`` (torch, openvino, onnxruntime) and ``precision`` (fp32, bf16, int8) choose the backend
         (``swinkit.runtime.selection.backend_for``): an export folder runs its graph by default.
         """
+        check_device(runtime, device)
         checkpoint = load_checkpoint(source)
         model = model_from_checkpoint(checkpoint).eval()
         processor = preprocessing_for(checkpoint)

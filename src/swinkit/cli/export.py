@@ -34,9 +34,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-images", type=int, default=MAX_CALIBRATION_IMAGES, help="images read from each folder at most"
     )
-    parser.add_argument(
-        "--dynamic-size", action="store_true", help="dynamic height and width, not only batch"
-    )
     parser.add_argument("--min-agreement", type=float, help="lowest top-1 agreement with fp32 (default 0.98)")
     parser.add_argument("--max-prob-diff", type=float, help="largest probability difference (default 0.1)")
     parser.add_argument("--force", action="store_true", help="write an int8 graph past the agreement bounds")
@@ -51,7 +48,6 @@ def run(args: argparse.Namespace) -> int:
         args.precision,
         calibration_data=args.calibration_data,
         validation_data=args.validation_data,
-        dynamic_size=args.dynamic_size,
         force=args.force,
         bounds={name: value for name, value in bounds.items() if value is not None},
         max_images=args.max_images,

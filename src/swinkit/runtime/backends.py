@@ -59,6 +59,20 @@ def _as_outputs(arrays: Sequence[np.ndarray]) -> Outputs:
     return tensors[0] if len(tensors) == 1 else tensors
 
 
+def check_size(pixels: torch.Tensor, size: tuple[int, int] | None) -> None:
+    """ValueError when (B, 3, H, W) ``pixels`` are not of the graph's traced (H, W) (None: any size)."""
+    if size is not None and tuple(pixels.shape[2:]) != size:
+        raise ValueError(
+            f"the exported graph takes {size[0]}x{size[1]} images, not {pixels.shape[2]}x{pixels.shape[3]}: "
+            "its height and width were fixed when it was traced"
+        )
+
+
+def _static_size(dims: Sequence[Any]) -> tuple[int, int] | None:
+    height, width = dims[2:]
+    return (height, width) if isinstance(height, int) and isinstance(width, int) else None
+
+
 def _float_outputs(out: Any) -> Outputs:
     if isinstance(out, torch.Tensor):
         return out.float()
@@ -102,8 +116,10 @@ class OnnxRuntimeBackend:
         source = graph if isinstance(graph, bytes) else str(graph)
         self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
+        self.size = _static_size(self.session.get_inputs()[0].shape)
 
     def __call__(self, pixels: torch.Tensor) -> Outputs:
+        check_size(pixels, self.size)
         array = pixels.detach().to("cpu", torch.float32).numpy()
         return _as_outputs(self.session.run(None, {self.input_name: array}))
 
@@ -149,6 +165,8 @@ class OpenVINOBackend:
         self.precision, self.threads = precision, threads
         self.core = ov.Core()
         self.model = self.core.read_model(str(graph))
+        shape = self.model.input(0).get_partial_shape()
+        self.size = _static_size([d.get_length() if d.is_static else None for d in shape])
         self.lock = threading.Lock()  # an infer request runs one inference at a time
         self.set_hint(hint)
 
@@ -162,6 +180,7 @@ class OpenVINOBackend:
             self.requests = [self.compiled.create_infer_request() for _ in range(max(1, int(count)))]
 
     def __call__(self, pixels: torch.Tensor) -> Outputs:
+        check_size(pixels, self.size)
         array = pixels.detach().to("cpu", torch.float32).numpy()
         size = math.ceil(array.shape[0] / len(self.requests))
         chunks = [array[i : i + size] for i in range(0, array.shape[0], size)]

@@ -7,8 +7,10 @@ int8, the agreement with fp32 measured when it was written. Loading checks the f
 folder's weights, so a folder whose weights changed after the export (a stale graph) is refused.
 
 ONNX: opset ``OPSET`` (17: LayerNormalization is one op), TorchScript tracing exporter, input
-``pixel_values`` (B, 3, H, W) with a dynamic batch axis; ``dynamic_size=True`` makes H and W dynamic too
-(a task that feeds images of varying size needs it). The graph ends at the network's raw outputs.
+``pixel_values`` (B, 3, H, W) with a dynamic batch axis and the traced H and W: the window partition's
+shapes are Python integers the tracer records as constants, so a graph marked dynamic in H and W still fails
+at any other size (checked with ONNX Runtime 1.32 and OpenVINO 2026.4); models whose preprocessing keeps
+the aspect ratio are therefore not exported. The graph ends at the network's raw outputs.
 """
 
 from __future__ import annotations
@@ -44,8 +46,7 @@ class ExportInfo:
     source: str  # the model exported, as given to swinkit export
     fingerprint: str  # model_fingerprint of the weights saved beside the graph
     config_hash: str
-    input_shape: list[int]  # the (1, 3, H, W) example traced
-    dynamic_size: bool = False  # H and W dynamic, not only the batch
+    input_shape: list[int]  # the (1, 3, H, W) example traced: the graph takes (B, 3, H, W)
     output_names: list[str] = field(default_factory=lambda: ["logits"])
     agreement: dict[str, Any] | None = None  # the int8 check's figures (swinkit.runtime.quantize)
 
@@ -94,14 +95,10 @@ def export_onnx(
     example: torch.Tensor,
     *,
     output_names: Sequence[str] = ("logits",),
-    dynamic_size: bool = False,
     opset: int = OPSET,
 ) -> Path:
-    """``module`` traced on ``example`` (1, 3, H, W) into the ONNX file ``path``: dynamic batch (and H, W)."""
-    axes: dict[str, dict[int, str]] = {INPUT_NAME: {0: "batch"}}
-    if dynamic_size:
-        axes[INPUT_NAME].update({2: "height", 3: "width"})
-    axes.update({name: {0: "batch"} for name in output_names})
+    """``module`` traced on ``example`` (1, 3, H, W) into the ONNX file ``path``, with a dynamic batch axis."""
+    axes = {name: {0: "batch"} for name in (INPUT_NAME, *output_names)}
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
         warnings.simplefilter("ignore")  # the tracer's notes on shape-dependent Python branches
         torch.onnx.export(
@@ -118,10 +115,15 @@ def export_onnx(
 
 
 def onnx_to_openvino(onnx_path: Path, xml_path: Path, *, ov_model: Any = None) -> Path:
-    """The ONNX file (or an already converted ``ov_model``) as OpenVINO IR, weights kept at fp32."""
+    """The ONNX file (or an already converted ``ov_model``) as OpenVINO IR, weights kept at fp32.
+
+    The ONNX file is read by ``Core.read_model``, the graph OpenVINO runs from the ONNX file itself:
+    ``ov.convert_model`` (openvino 2026.4) folds a window reshape of the traced graph to the first batch
+    size run, so a batch of 1 followed by a batch of 6 fails in the CPU plugin's Reshape.
+    """
     import openvino as ov
 
-    model = ov_model if ov_model is not None else ov.convert_model(str(onnx_path))
+    model = ov_model if ov_model is not None else ov.Core().read_model(str(onnx_path))
     ov.save_model(model, str(xml_path), compress_to_fp16=False)  # save_model halves weights by default
     return xml_path
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from PIL import Image
 
 from swinkit.checkpoint_io import make_folder
@@ -53,7 +54,6 @@ class ExportRequest:
     precision: str = "fp32"
     calibration_data: str | os.PathLike | None = None  # images for int8 calibration
     validation_data: str | os.PathLike | None = None  # images for the check (default: the calibration ones)
-    dynamic_size: bool = False
     force: bool = False  # write an int8 graph past the agreement bounds
     bounds: Mapping[str, float] | None = None  # overrides of the task's default bounds, by figure name
     max_images: int = MAX_CALIBRATION_IMAGES
@@ -111,7 +111,7 @@ def _write_model_files(predictor: Any, source: str | os.PathLike, folder: Path) 
 
 def _write_graph(model: Any, folder: Path, request: ExportRequest, example: Any, calibration: list) -> None:
     """The fp32 ONNX graph, then (OpenVINO) its IR, then (int8) the quantized graph in their place."""
-    onnx_path = export_onnx(model, folder / "model.onnx", example, dynamic_size=request.dynamic_size)
+    onnx_path = export_onnx(model, folder / "model.onnx", example)
     int8 = request.precision == "int8"
     if request.format == "onnx":
         if int8:
@@ -122,6 +122,20 @@ def _write_graph(model: Any, folder: Path, request: ExportRequest, example: Any,
     ov_model = quantize_openvino(onnx_path, calibration) if int8 else None
     onnx_to_openvino(onnx_path, folder / GRAPH_FILES["openvino"], ov_model=ov_model)
     onnx_path.unlink()
+
+
+def fixed_size_example(predictor: Any) -> torch.Tensor:
+    """A prepared grey image (1, 3, H, W); ValueError when the preprocessing's output size varies with the
+    image (a traced graph fixes H and W: ``swinkit.runtime.export``)."""
+    wide, tall = (
+        predictor.prepare(Image.new("RGB", size, (124, 116, 104))) for size in ((320, 256), (256, 320))
+    )
+    if wide.shape != tall.shape:
+        raise ValueError(
+            f"this model's preprocessing keeps the aspect ratio (inputs {tuple(wide.shape[1:])} and "
+            f"{tuple(tall.shape[1:])}), but an exported graph takes one input size; export a fixed-size model"
+        )
+    return wide.unsqueeze(0)
 
 
 def _bounds(task: str, overrides: Mapping[str, float] | None) -> tuple[Bound, ...]:
@@ -169,12 +183,12 @@ def export_model(
     with _staging(destination) as staging:
         _write_model_files(reference, source, staging)
         saved = load_predictor(staging)  # the weights as saved: what the fingerprint covers
-        example = saved.prepare(Image.new("RGB", (256, 256), (124, 116, 104))).unsqueeze(0)
+        example = fixed_size_example(saved)
         _write_graph(saved.model, staging, request, example, calibration)
         config_hash, fingerprint = saved.fingerprint()
         info = ExportInfo(
             request.format, request.precision, OPSET, str(source), fingerprint, config_hash,
-            list(example.shape), request.dynamic_size,
+            list(example.shape),
         )  # fmt: skip
         write_export(staging, info)
         if validation:

@@ -19,8 +19,9 @@ from swinkit.runtime.backends import Backend, TorchBackend, check_pair, graph_ba
 from swinkit.runtime.export import ExportInfo, check_fresh, export_onnx, read_export
 
 
-def _check_cpu(runtime: str, device: str) -> None:
-    if runtime != "torch" and torch.device(device).type != "cpu":
+def check_device(runtime: str | None, device: str) -> None:
+    """ValueError when ``runtime`` (openvino, onnxruntime) cannot run on ``device``."""
+    if runtime not in (None, "torch") and torch.device(device).type != "cpu":
         raise ValueError(f"runtime {runtime} runs on the CPU, not {device}; use --runtime torch for {device}")
 
 
@@ -89,12 +90,12 @@ def backend_for(
         check_fresh(source, info, fingerprint)
         backend = exported_backend(source, info, runtime, precision, hint)
         if backend is not None:
-            _check_cpu(backend.runtime, device)
+            check_device(backend.runtime, device)
             return backend
         runtime = "torch"
     runtime, precision = runtime or "torch", precision or "fp32"
     check_pair(runtime, precision)
-    _check_cpu(runtime, device)
+    check_device(runtime, device)
     if runtime == "torch":
         return TorchBackend(model, precision)
     return traced_backend(model, example, runtime, precision, output_names, hint)

@@ -73,7 +73,7 @@ class ServeSettings(BaseSettings):
     )
     openvino_hint: Literal["LATENCY", "THROUGHPUT"] = Field(
         "LATENCY",
-        description="OpenVINO performance hint: THROUGHPUT splits batches over parallel requests",
+        description="OpenVINO performance hint: THROUGHPUT splits batches over parallel requests (slower on 2 cores)",
     )
     torch_threads: int | None = Field(None, ge=1, description="intra-op threads of torch (default: torch's)")
     max_batch_size: int = Field(16, ge=1, description="images run through the model together at most")

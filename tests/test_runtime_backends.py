@@ -1,0 +1,113 @@
+"""Backends: a fine-tuned classifier on every runtime x precision agrees with torch fp32 (fp32 runtimes to
+1e-4 in the logits), and pairs a runtime cannot run are refused with a clear message."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from runtime_helpers import trained_classifier, write_images
+
+from swinkit.data.decode import decode_image
+from swinkit.inference import Predictor
+from swinkit.runtime.backends import check_pair
+from swinkit.runtime.exporter import ExportRequest, export_model
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("openvino")
+
+
+@pytest.fixture(scope="module")
+def model_dir():
+    return trained_classifier()
+
+
+@pytest.fixture(scope="module")
+def onnx_dir(model_dir, tmp_path_factory):
+    """The model exported once to ONNX (both runtimes read it), so each test does not trace it again."""
+    destination = tmp_path_factory.mktemp("onnx") / "export"
+    export_model(model_dir, destination, ExportRequest("onnx"))
+    return destination
+
+
+@pytest.fixture(scope="module")
+def reference(model_dir):
+    return Predictor.from_pretrained(model_dir)
+
+
+@pytest.fixture(scope="module")
+def held_out(reference, tmp_path_factory):
+    """(30, 3, 32, 32) prepared images the model was not trained on."""
+    items = write_images(tmp_path_factory.mktemp("held_out"), 30, seed=7)
+    return torch.stack([reference.prepare(decode_image(path)) for path, _ in items])
+
+
+def _top1_agreement(expected: torch.Tensor, got: torch.Tensor) -> float:
+    return float((expected.argmax(-1) == got.argmax(-1)).float().mean())
+
+
+def test_a_model_folder_is_traced_on_the_fly_for_a_graph_runtime(model_dir, reference, held_out):
+    predictor = Predictor.from_pretrained(model_dir, runtime="openvino")
+    with torch.inference_mode():
+        expected = reference.model(held_out)
+    torch.testing.assert_close(predictor.backend(held_out), expected, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_fp32_runtimes_give_the_torch_logits(onnx_dir, reference, held_out, runtime):
+    predictor = Predictor.from_pretrained(onnx_dir, runtime=runtime)
+    assert predictor.info()["runtime"] == runtime and predictor.info()["precision"] == "fp32"
+    with torch.inference_mode():
+        expected = reference.model(held_out)
+    got = predictor.backend(held_out)
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
+    assert _top1_agreement(expected, got) == 1.0
+    for size in (1, 6):  # the dynamic batch axis, after a run at another size
+        torch.testing.assert_close(predictor.backend(held_out[:size]), expected[:size], atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("runtime", ["torch", "openvino"])
+def test_bf16_agrees_with_fp32(onnx_dir, reference, held_out, runtime):
+    predictor = Predictor.from_pretrained(onnx_dir, runtime=runtime, precision="bf16")
+    assert predictor.info()["precision"] == "bf16"
+    expected, got = reference.predict_pixels(held_out), predictor.predict_pixels(held_out)
+    assert not torch.equal(expected, got)  # it really ran at bf16
+    assert _top1_agreement(expected, got) >= 0.99
+    assert float((expected - got).abs().max()) < 0.05
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_a_graph_refuses_images_of_another_size_than_it_was_traced_at(onnx_dir, runtime):
+    predictor = Predictor.from_pretrained(onnx_dir, runtime=runtime)
+    with pytest.raises(ValueError, match="the exported graph takes 32x32 images, not 48x32"):
+        predictor.backend(torch.zeros(1, 3, 48, 32))
+
+
+def test_openvino_throughput_hint_splits_a_batch_over_requests(onnx_dir, reference, held_out):
+    predictor = Predictor.from_pretrained(onnx_dir, runtime="openvino")
+    predictor.backend.set_hint("THROUGHPUT")
+    with torch.inference_mode():
+        expected = reference.model(held_out[:5])
+    torch.testing.assert_close(predictor.backend(held_out[:5]), expected, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("runtime", "precision", "message"),
+    [
+        ("onnxruntime", "bf16", "runtime onnxruntime has no bf16 inference; bf16 runs on torch or openvino"),
+        ("torch", "int8", "runtime torch has no int8 inference; int8 runs on openvino or onnxruntime"),
+        ("tensorrt", "fp32", "unknown runtime 'tensorrt'"),
+        ("torch", "fp16", "unknown precision 'fp16'"),
+    ],
+)
+def test_pairs_a_runtime_cannot_run_are_refused(runtime, precision, message):
+    with pytest.raises(ValueError, match=message):
+        check_pair(runtime, precision)
+
+
+def test_int8_and_gpu_requests_without_an_export_are_refused(model_dir):
+    with pytest.raises(ValueError, match="int8 needs a calibrated export: swinkit export"):
+        Predictor.from_pretrained(model_dir, runtime="openvino", precision="int8")
+    with pytest.raises(ValueError, match="runtime onnxruntime runs on the CPU, not cuda"):
+        Predictor.from_pretrained(model_dir, runtime="onnxruntime", device="cuda")
+    with pytest.raises(ValueError, match="runtime onnxruntime has no bf16"):
+        Predictor.from_pretrained(model_dir, runtime="onnxruntime", precision="bf16")
