@@ -13,6 +13,7 @@ from torch.utils.checkpoint import checkpoint
 
 from swinkit.layers.attention import WindowAttention
 from swinkit.layers.window import (
+    static_size,
     window_gather_index,
     window_partition,
     window_reverse,
@@ -71,7 +72,7 @@ class PatchEmbed(nn.Module):
         self.norm = nn.LayerNorm(embed_dim, eps=eps) if norm else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        H, W = x.shape[-2:]
+        H, W = static_size(x.shape[-2]), static_size(x.shape[-1])  # the model's geometry is per image size
         pad_h, pad_w = (-H) % self.patch_size, (-W) % self.patch_size
         if self.padding and (pad_h or pad_w):
             x = F.pad(x, (0, pad_w, 0, pad_h))
@@ -156,7 +157,7 @@ class SwinBlock(nn.Module):
         Unless ``always_shift``: the transformers rule drops the shift on both axes when either padded axis
         is a single window; the torchvision rule drops it only along such an axis.
         """
-        ws = self.window_size
+        ws, height, width = self.window_size, static_size(height), static_size(width)
         padded = (height + (-height) % ws, width + (-width) % ws)
         if self.always_shift:
             return padded, (self.shift_size, self.shift_size)

@@ -4,12 +4,25 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 from collections.abc import Callable
 
 import torch
 
 # Additive mask value between tokens of different shift regions (the official code's choice).
 SHIFT_MASK_VALUE = -100.0
+
+
+def static_size(size: int) -> int:
+    """A map size as a Python int: under ``torch.compile`` a symbolic size is specialised to its value.
+
+    Swin's geometry (padding to window multiples, which axes shift, the shift masks and window indices) is
+    decided in Python from the map size, so it is specialised rather than traced symbolically: with
+    ``dynamic=True`` the modular padding arithmetic, nested over four stages, made symbolic tracing run for
+    many minutes. ``operator.index`` on a SymInt guards on its value (a new image size compiles a new
+    graph) without breaking the graph; the batch axis stays symbolic. Eager: the int itself.
+    """
+    return operator.index(size)
 
 
 def window_partition(x: torch.Tensor, window_size: int) -> torch.Tensor:
