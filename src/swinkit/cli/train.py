@@ -85,7 +85,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=sorted(RECIPES),
         default=None,
         help="named recipe under the YAML and flags: finetune (default; light augmentation, lr 5e-4) or "
-        "imagenet (RandAugment 2/9, erasing 0.25, Mixup 0.8, CutMix 1.0, lr 1e-4: from scratch, large data)",
+        "imagenet (RandAugment 2/9, erasing 0.25, Mixup 0.8, CutMix 1.0, lr 1e-4: from scratch, large data); "
+        "mmseg (the default of --task semantic_segmentation: AdamW 6e-5, warm-up 1500 and poly to 160k iterations)",
     )
     add_run_options(parser, "data, model, optim, schedule, augment, run", "optim.layer_decay=0.9")
 
@@ -94,14 +95,24 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     """Defaults (or, with --resume, the run's saved config) < recipe < YAML file < --set < explicit flags."""
     config = TrainConfig()
     saved = Path(args.output) / "train_config.yaml" if args.resume and args.output else None
-    if saved is not None and saved.is_file():
+    resumed = saved is not None and saved.is_file()
+    if resumed:
         config = TrainConfig.from_dict(load_yaml(saved))
-    if args.recipe:
-        apply_recipe(config, args.recipe)
-    apply_overrides(config, requested_overrides(args, FLAGS))
+    overrides = requested_overrides(args, FLAGS)
+    recipe = args.recipe or (None if resumed else task_recipe(str(overrides.get("task", config.task))))
+    if recipe:
+        apply_recipe(config, recipe)
+    apply_overrides(config, overrides)
     if args.no_progress:
         config.run.progress = False
     return config
+
+
+def task_recipe(task: str) -> str | None:
+    """The recipe a fresh run of ``task`` starts from without --recipe (its ``default_recipe``, e.g. mmseg)."""
+    from swinkit.tasks import get_task
+
+    return getattr(get_task(task), "default_recipe", None)
 
 
 def check_resumable(args: argparse.Namespace) -> None:
@@ -120,7 +131,10 @@ def finished(args: argparse.Namespace, config: TrainConfig) -> bool:
     """Whether ``--resume`` names a run that already finished (said in one line): nothing to do."""
     from swinkit.engine.checkpoint import finished_run
 
-    if not args.resume or (done := finished_run(args.output, config.schedule.epochs)) is None:
+    if (
+        not args.resume
+        or (done := finished_run(args.output, config.schedule.epochs, config.schedule.iterations)) is None
+    ):
         return False
     best = f", best at epoch {done['best_epoch']}" if done.get("best_epoch") else ""
     print(f"{args.output} already finished ({len(done['history'])} epochs{best}); nothing to resume")

@@ -79,9 +79,11 @@ def load_training_state(run: str | os.PathLike) -> dict[str, Any]:
     return state
 
 
-def finished_run(run: str | os.PathLike, epochs: int) -> dict[str, Any] | None:
-    """The saved progress of ``run`` when it is complete: ``epochs`` trained (or stopped early) and its final
-    ``metrics.json`` written; None when there is still something to do."""
+def finished_run(run: str | os.PathLike, epochs: int, iterations: int | None = None) -> dict[str, Any] | None:
+    """The saved progress of ``run`` when it is complete: ``epochs`` trained (an iteration-based run:
+    ``iterations`` optimizer steps), or stopped early, and its final ``metrics.json`` written; None when
+    there is still something to do."""
     progress = load_training_state(run)["progress"]
-    done = progress["stopped_early"] or progress["epoch"] >= epochs
+    length_done = progress["global_step"] >= iterations if iterations else progress["epoch"] >= epochs
+    done = progress["stopped_early"] or length_done
     return progress if done and (Path(run) / "metrics.json").is_file() else None

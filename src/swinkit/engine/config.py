@@ -1,7 +1,7 @@
 """The typed configuration tree of a training run, filled from defaults, a YAML file and command-line flags.
 
 Sections mirror the recipe: ``data``, ``model``, ``optim``, ``schedule``, ``augment``, ``mim`` (the masked image
-modeling task's) and ``run``; the top-level ``task`` names the task. A YAML file
+modeling task's), ``seg`` (the semantic segmentation task's) and ``run``; the top-level ``task`` names the task. A YAML file
 holds the same nested keys; ``apply_overrides`` takes dotted keys (``optim.lr``) as flags give them.
 """
 
@@ -51,6 +51,24 @@ RECIPES: dict[str, dict[str, Any]] = {
         "augment.mixup": 0.8,
         "augment.cutmix": 1.0,
     },
+    # mmsegmentation 1.x's Swin UPerNet ADE20K recipe (configs/swin/swin-tiny-patch4-window7-in1k-pre_upernet_
+    # 8xb2-160k_ade20k-512x512.py over configs/_base_/schedules/schedule_160k.py): AdamW 6e-5 with no decay on
+    # position tables and norms, no gradient clipping, LinearLR warm-up over 1500 iterations from factor 1e-6,
+    # then PolyLR (power 1, eta_min 0) to 160k iterations; 2 images per process (8 processes x 2 = 16).
+    "mmseg": {
+        "optim.lr": 6e-5,
+        "optim.weight_decay": 0.01,
+        "optim.betas": (0.9, 0.999),
+        "optim.clip_grad": None,
+        "optim.no_decay_keys": "absolute_pos_embed,relative_position_bias_table,norm",
+        "schedule.kind": "poly",
+        "schedule.power": 1.0,
+        "schedule.iterations": 160000,
+        "schedule.warmup_iters": 1500,
+        "schedule.warmup_factor": 1e-6,
+        "schedule.min_lr": 0.0,
+        "run.batch_size": 2,
+    },
 }
 
 
@@ -78,6 +96,9 @@ class OptimConfig:
     clip_grad: float | None = 5.0  # max global gradient norm; None disables
     accum_steps: int = 1  # micro-batches per optimizer step
     freeze_stages: int = 0  # freeze the patch embedding and the first N stages (Azure's layers_to_freeze)
+    # comma-separated name substrings: exactly the parameters whose names hold one get no weight decay
+    # (mmseg's paramwise_cfg custom_keys with decay_mult 0); None: norms, biases, position tables, embeddings
+    no_decay_keys: str | None = None
 
 
 @dataclass
@@ -85,7 +106,12 @@ class ScheduleConfig:
     epochs: int = 30
     warmup_epochs: float = 1.0  # linear warm-up from warmup_lr to lr
     warmup_lr: float = 1e-7
-    min_lr: float = 1e-6  # end of the cosine decay
+    min_lr: float = 1e-6  # end of the cosine (or poly) decay
+    kind: str = "cosine"  # decay after the warm-up: cosine, or poly (mmseg's PolyLR by iteration)
+    power: float = 1.0  # exponent of the poly decay
+    iterations: int | None = None  # total optimizer steps (an iteration-based run); None: epochs x epoch
+    warmup_iters: int | None = None  # warm-up optimizer steps; None: warmup_epochs * steps per epoch
+    warmup_factor: float | None = None  # warm-up from lr * factor (mmseg's start_factor); None: warmup_lr
 
 
 @dataclass
@@ -118,6 +144,23 @@ class MimConfig:
 
 
 @dataclass
+class SegmentationConfig:
+    """The semantic segmentation task's data and pipeline (mmseg's ADE20K settings); other tasks ignore them."""
+
+    crop_size: int | None = None  # training crop side; None: the preset's (512; 64 for upernet_swin_micro)
+    scale: tuple[int, int] = (2048, 512)  # RandomResize scale (long, short bound) before the ratio
+    ratio_range: tuple[float, float] = (0.5, 2.0)  # RandomResize ratio range
+    cat_max_ratio: float = 0.75  # RandomCrop: redraw while one class covers this fraction of the crop
+    hflip: float = 0.5  # probability of a horizontal flip
+    photometric: bool = True  # PhotoMetricDistortion (brightness, contrast, saturation, hue)
+    test_scale: tuple[int, int] = (2048, 512)  # evaluation: keep-ratio resize into this scale
+    reduce_zero_label: bool | None = None  # 0 is "other" (ignored), k -> k - 1; None: True for ADE20K
+    classes: str | None = (
+        None  # classes.txt or comma-separated names; None: the data's classes.txt or model's
+    )
+
+
+@dataclass
 class RunConfig:
     output: str | None = None  # the run folder
     batch_size: int = 32  # per process and micro-batch
@@ -142,6 +185,7 @@ class TrainConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     mim: MimConfig = field(default_factory=MimConfig)
+    seg: SegmentationConfig = field(default_factory=SegmentationConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -177,11 +221,26 @@ class TrainConfig:
         ):
             if value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")
+        self.schedule_checks()
         if self.run.patience is not None and self.run.patience < 1:
             raise ValueError(f"patience must be at least 1 epoch, got {self.run.patience}")
         for name, source in (("--data", self.data.train), ("--val-data", self.data.val)):
             if source and not Path(source).exists():
                 raise ValueError(f"{name} {source} does not exist")
+
+    def schedule_checks(self) -> None:
+        """Raise ValueError for a schedule kind or length no run can use."""
+        s = self.schedule
+        if s.kind not in SCHEDULE_KINDS:
+            raise ValueError(f"schedule.kind must be one of {', '.join(SCHEDULE_KINDS)}, got {s.kind!r}")
+        for name, value in (("schedule.iterations", s.iterations), ("schedule.warmup_iters", s.warmup_iters)):
+            if value is not None and value < (1 if name.endswith("iterations") else 0):
+                raise ValueError(
+                    f"{name} must be at least {1 if name.endswith('iterations') else 0}, got {value}"
+                )
+
+
+SCHEDULE_KINDS = ("cosine", "poly")
 
 
 def _plain(value: Any) -> Any:
@@ -269,7 +328,7 @@ def apply_overrides(config: TrainConfig, overrides: dict[str, Any]) -> TrainConf
         if len(parts) != 2 or not hasattr(config, parts[0]) or parts[0].startswith("_"):
             raise ValueError(
                 f"unknown config key {key!r}; keys: task, and the sections data, model, optim, schedule, "
-                "augment, mim, run"
+                "augment, mim, seg, run"
             )
         section = getattr(config, parts[0])
         hints = typing.get_type_hints(type(section))

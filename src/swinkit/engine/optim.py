@@ -80,9 +80,19 @@ def no_weight_decay(model: nn.Module) -> set[str]:
     return names
 
 
-def param_groups(model: nn.Module, weight_decay: float, layer_decay: float = 1.0) -> list[dict]:
-    """Trainable parameters grouped by (decay or not, layer); each group carries its ``lr_scale``."""
-    skip = no_weight_decay(model)
+def no_decay_by_keys(model: nn.Module, keys: str) -> set[str]:
+    """Names holding any of the comma-separated ``keys`` (mmengine's ``DefaultOptimWrapperConstructor``
+    ``custom_keys`` with ``decay_mult=0``: a substring match; everything else, biases included, decays)."""
+    wanted = [key.strip() for key in keys.split(",") if key.strip()]
+    return {name for name, _ in model.named_parameters() if any(key in name for key in wanted)}
+
+
+def param_groups(
+    model: nn.Module, weight_decay: float, layer_decay: float = 1.0, no_decay_keys: str | None = None
+) -> list[dict]:
+    """Trainable parameters grouped by (decay or not, layer); each group carries its ``lr_scale``.
+    ``no_decay_keys`` replaces the model's no-decay set by a name-substring rule (``no_decay_by_keys``)."""
+    skip = no_weight_decay(model) if no_decay_keys is None else no_decay_by_keys(model, no_decay_keys)
     ids, num_layers = layer_ids(model)
     top = num_layers - 1
     groups: dict[tuple[bool, int], dict] = {}
@@ -104,7 +114,7 @@ def param_groups(model: nn.Module, weight_decay: float, layer_decay: float = 1.0
 
 def build_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.AdamW:
     """AdamW with the recipe's groups; the schedule sets each group's lr to ``lr(step) * lr_scale``."""
-    groups = param_groups(model, config.weight_decay, config.layer_decay)
+    groups = param_groups(model, config.weight_decay, config.layer_decay, config.no_decay_keys)
     if not groups:
         raise ValueError("no trainable parameters (every stage frozen?)")
     return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps)

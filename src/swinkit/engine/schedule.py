@@ -1,10 +1,14 @@
-"""Per-step learning rate: linear warm-up, then cosine decay to a floor."""
+"""Per-step learning rate: linear warm-up, then cosine (or mmseg's poly) decay to a floor."""
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from swinkit.engine.config import ScheduleConfig, TrainConfig
 
 
 class WarmupCosine:
@@ -60,3 +64,51 @@ class WarmupCosine:
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.step_count = int(state["step_count"])
         self._apply()
+
+
+class WarmupPoly(WarmupCosine):
+    """Linear warm-up, then polynomial decay: mmseg's ``LinearLR`` + ``PolyLR`` by iteration, as mmengine
+    steps them (each scheduler spans ``end - begin - 1`` steps, so it reaches its end value on its last step).
+
+    With W = ``warmup_steps`` and T = ``total_steps``, step t < W gets ``warmup_lr + (base_lr - warmup_lr) * t /
+    (W - 1)`` (``LinearLR(start_factor=warmup_lr / base_lr, begin=0, end=W)``), and step t >= W gets ``min_lr
+    + (base_lr - min_lr) * (1 - (t - W) / (T - W - 1)) ** power`` (``PolyLR(eta_min=min_lr, begin=W, end=T)``),
+    which is 0 on the last step when ``min_lr`` is 0.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, *, power: float = 1.0, **schedule: float) -> None:
+        self.power = power
+        super().__init__(optimizer, **schedule)
+
+    def lr_at(self, step: int) -> float:
+        if step < self.warmup_steps:
+            progress = step / max(self.warmup_steps - 1, 1)
+            return self.warmup_lr + (self.base_lr - self.warmup_lr) * progress
+        span = max(self.total_steps - self.warmup_steps - 1, 1)
+        progress = min((step - self.warmup_steps) / span, 1.0)
+        return self.min_lr + (self.base_lr - self.min_lr) * (1.0 - progress) ** self.power
+
+
+def run_length(schedule: ScheduleConfig, steps_per_epoch: int) -> tuple[int, int, int]:
+    """(epochs, total optimizer steps, warm-up steps) of a run: ``schedule.iterations`` steps over as many
+    (partly) epochs as they need, or ``schedule.epochs`` whole epochs."""
+    total = schedule.iterations or steps_per_epoch * schedule.epochs
+    epochs = -(-total // steps_per_epoch) if schedule.iterations else schedule.epochs
+    warmup = schedule.warmup_iters
+    if warmup is None:
+        warmup = round(schedule.warmup_epochs * steps_per_epoch)
+    return epochs, total, warmup
+
+
+def build_schedule(
+    optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int
+) -> WarmupCosine:
+    """The run's learning-rate schedule (``schedule.kind``: cosine or poly) over ``run_length``'s steps."""
+    s = config.schedule
+    _, total, warmup = run_length(s, steps_per_epoch)
+    lr = config.optim.lr
+    warmup_lr = lr * s.warmup_factor if s.warmup_factor is not None else s.warmup_lr
+    common = dict(base_lr=lr, total_steps=total, warmup_steps=warmup, warmup_lr=warmup_lr, min_lr=s.min_lr)
+    if s.kind == "poly":
+        return WarmupPoly(optimizer, power=s.power, **common)
+    return WarmupCosine(optimizer, **common)

@@ -37,7 +37,7 @@ from swinkit.engine.distributed import all_reduce_sum, barrier, init_distributed
 from swinkit.engine.ema import ModelEma
 from swinkit.engine.evaluation import run_evaluation
 from swinkit.engine.optim import build_optimizer, freeze_stages
-from swinkit.engine.schedule import WarmupCosine
+from swinkit.engine.schedule import build_schedule, run_length
 from swinkit.tasks import get_task
 from swinkit.tasks.base import batch_length, to_device
 
@@ -108,7 +108,7 @@ class Trainer:
         self.context = init_distributed(self.config.run.device)
         try:
             self._setup()
-            while self.progress.epoch < self.config.schedule.epochs and not self.progress.stopped_early:
+            while self.progress.epoch < self.epochs and not self.progress.stopped_early:
                 self._train_epoch()
                 self._end_epoch()
             return self._finish()
@@ -137,14 +137,9 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, cfg.optim)
         batches = -(-self.sampler.shard_length() // cfg.run.batch_size)
         self.steps_per_epoch = -(-batches // cfg.optim.accum_steps)
-        self.schedule = WarmupCosine(
-            self.optimizer,
-            base_lr=cfg.optim.lr,
-            total_steps=self.steps_per_epoch * cfg.schedule.epochs,
-            warmup_steps=round(cfg.schedule.warmup_epochs * self.steps_per_epoch),
-            warmup_lr=cfg.schedule.warmup_lr,
-            min_lr=cfg.schedule.min_lr,
-        )
+        # an iteration-based run (schedule.iterations) stops mid-epoch at its last step
+        self.epochs, self.total_steps, _ = run_length(cfg.schedule, self.steps_per_epoch)
+        self.schedule = build_schedule(self.optimizer, cfg, self.steps_per_epoch)
         self.ema = ModelEma(self.model, cfg.run.ema_decay) if cfg.run.ema else None
         self.progress = self._restore() if self.resume else self._fresh()
         self.net = DistributedDataParallel(self.model) if ctx.distributed else self.model
@@ -211,7 +206,7 @@ class Trainer:
         bar = tqdm(
             total=self.steps_per_epoch,
             initial=p.step,
-            desc=f"epoch {p.epoch + 1}/{cfg.schedule.epochs}",
+            desc=f"epoch {p.epoch + 1}/{self.epochs}",
             unit="step",
             disable=not (cfg.run.progress and self.context.is_main),
             leave=False,
@@ -219,7 +214,9 @@ class Trainer:
         )
         batches = iter(self.loader)
         start, images = None, 0
-        while micro := list(itertools.islice(batches, cfg.optim.accum_steps)):
+        while p.global_step < self.total_steps and (
+            micro := list(itertools.islice(batches, cfg.optim.accum_steps))
+        ):
             if start is None:  # timed from the first batch's arrival: worker start-up is not throughput
                 start = time.perf_counter()
             lr = self.schedule.lr
@@ -329,7 +326,7 @@ class Trainer:
         rate = getattr(self, "images_per_second", 0.0)
         val = f"val_loss {entry['val_loss']:.4f}  " if "val_loss" in entry else ""
         line = (
-            f"epoch {entry['epoch']}/{cfg.schedule.epochs}  train_loss {entry['train_loss']:.4f}  "
+            f"epoch {entry['epoch']}/{self.epochs}  train_loss {entry['train_loss']:.4f}  "
             f"{val}{self.task.summary_line(metrics)}  lr {entry['lr']:.2e}  "
             f"{rate:.0f} img/s  eval {time.perf_counter() - started:.1f}s" + ("  *best*" if improved else "")
         )

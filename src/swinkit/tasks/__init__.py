@@ -46,11 +46,13 @@ def task_of_saved_model(config_dict: dict[str, Any]) -> type[Task]:
 from swinkit.tasks.classification import ClassificationTask  # noqa: E402
 from swinkit.tasks.instance_segmentation import InstanceSegmentationTask, ObjectDetectionTask  # noqa: E402
 from swinkit.tasks.masked_image_modeling import MaskedImageModelingTask  # noqa: E402
+from swinkit.tasks.semantic_segmentation import SemanticSegmentationTask  # noqa: E402
 
 register(ClassificationTask)
 register(MaskedImageModelingTask)
 register(InstanceSegmentationTask)
 register(ObjectDetectionTask)
+register(SemanticSegmentationTask)
 
 __all__ = [
     "ClassificationTask",
@@ -58,6 +60,7 @@ __all__ = [
     "InstanceSegmentationTask",
     "MaskedImageModelingTask",
     "ObjectDetectionTask",
+    "SemanticSegmentationTask",
     "Task",
     "TrainLoader",
     "get_task",

@@ -102,13 +102,14 @@ def load_mmseg(path: str | os.PathLike, config: UperNetConfig | None = None) -> 
     return model_from_state_dict(canonical, config)
 
 
-def save_hf(model: UperNet, folder: str | os.PathLike) -> None:
-    """Write ``model`` as a folder ``transformers.UperNetForSemanticSegmentation.from_pretrained`` loads."""
+def save_hf(model: UperNet, folder: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
+    """Write ``model`` as a folder ``transformers.UperNetForSemanticSegmentation.from_pretrained`` loads;
+    ``metadata`` (string pairs, e.g. swinkit's description) goes into the safetensors header."""
     config = hf_upernet.config_to_hf(model.config)  # raises before anything is written
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     save_safetensors(
-        hf_upernet.from_canonical(model.state_dict(), model.config), folder / "model.safetensors"
+        hf_upernet.from_canonical(model.state_dict(), model.config), folder / "model.safetensors", metadata
     )
     atomic_write_json(folder / "config.json", config)
 

@@ -81,16 +81,25 @@ class UperNet(nn.Module):
                 "training needs at least 2 images per batch: BatchNorm after the 1x1 pyramid pooling "
                 "branch has a single value per channel for one image"
             )
-        output = self.forward(pixel_values)
-        losses = {
-            "loss_ce": segmentation_cross_entropy(output.logits, labels, c.ignore_index, c.avg_non_ignore)
-        }
-        if output.auxiliary_logits is not None:
-            aux = segmentation_cross_entropy(
-                output.auxiliary_logits, labels, c.ignore_index, c.avg_non_ignore
-            )
-            losses["loss_aux"] = c.aux_weight * aux
-        return losses
+        return output_losses(c, self.forward(pixel_values), labels)
+
+
+def output_losses(
+    config: UperNetConfig, output: SegmentationOutput, labels: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """``UperNet.losses`` of an already computed output (what a trainer calls through a DDP wrapper,
+    whose forward is the model's)."""
+    losses = {
+        "loss_ce": segmentation_cross_entropy(
+            output.logits, labels, config.ignore_index, config.avg_non_ignore
+        )
+    }
+    if output.auxiliary_logits is not None:
+        aux = segmentation_cross_entropy(
+            output.auxiliary_logits, labels, config.ignore_index, config.avg_non_ignore
+        )
+        losses["loss_aux"] = config.aux_weight * aux
+    return losses
 
 
 def build_upernet(config: UperNetConfig) -> UperNet:

@@ -1,0 +1,1 @@
+"""Task metrics as pure functions with their evaluators (semantic segmentation: ``segmentation``)."""
