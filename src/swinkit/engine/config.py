@@ -69,6 +69,26 @@ RECIPES: dict[str, dict[str, Any]] = {
         "schedule.min_lr": 0.0,
         "run.batch_size": 2,
     },
+    # mmdetection 3.3's Swin Mask R-CNN 1x (configs/swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py over
+    # configs/_base_/schedules/schedule_1x.py): AdamW 1e-4, betas (0.9, 0.999), weight decay 0.05 with none on
+    # absolute_pos_embed, relative_position_bias_table and norms, no gradient clipping, LinearLR warm-up over
+    # 1000 iterations from factor 0.001, MultiStepLR x0.1 at epochs 8 and 11 of 12; 2 images per process.
+    "mmdet_1x": {
+        "optim.lr": 1e-4,
+        "optim.weight_decay": 0.05,
+        "optim.betas": (0.9, 0.999),
+        "optim.clip_grad": None,
+        "optim.no_decay_keys": "absolute_pos_embed,relative_position_bias_table,norm",
+        "schedule.kind": "step",
+        "schedule.epochs": 12,
+        "schedule.milestones": (8, 11),
+        "schedule.gamma": 0.1,
+        "schedule.warmup_iters": 1000,
+        "schedule.warmup_factor": 0.001,
+        "det.scale": (1333, 800),
+        "det.hflip": 0.5,
+        "run.batch_size": 2,
+    },
 }
 
 
@@ -107,11 +127,15 @@ class ScheduleConfig:
     warmup_epochs: float = 1.0  # linear warm-up from warmup_lr to lr
     warmup_lr: float = 1e-7
     min_lr: float = 1e-6  # end of the cosine (or poly) decay
-    kind: str = "cosine"  # decay after the warm-up: cosine, or poly (mmseg's PolyLR by iteration)
+    kind: str = (
+        "cosine"  # decay after the warm-up: cosine, poly (mmseg's PolyLR) or step (mmdet's MultiStepLR)
+    )
     power: float = 1.0  # exponent of the poly decay
     iterations: int | None = None  # total optimizer steps (an iteration-based run); None: epochs x epoch
     warmup_iters: int | None = None  # warm-up optimizer steps; None: warmup_epochs * steps per epoch
     warmup_factor: float | None = None  # warm-up from lr * factor (mmseg's start_factor); None: warmup_lr
+    milestones: tuple[int, int] = (8, 11)  # step decay: epochs after which the lr is multiplied by gamma
+    gamma: float = 0.1  # step decay factor (mmengine's MultiStepLR)
 
 
 @dataclass
@@ -161,6 +185,15 @@ class SegmentationConfig:
 
 
 @dataclass
+class DetectionConfig:
+    """The instance segmentation / object detection tasks' pipeline (mmdet's COCO 1x); other tasks ignore it."""
+
+    scale: tuple[int, int] = (1333, 800)  # training keep-ratio resize bound (long side, short side)
+    test_scale: tuple[int, int] | None = None  # evaluation and saved preprocessing; None: the same as scale
+    hflip: float = 0.5  # probability of a horizontal flip (RandomFlip)
+
+
+@dataclass
 class RunConfig:
     output: str | None = None  # the run folder
     batch_size: int = 32  # per process and micro-batch
@@ -186,6 +219,7 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     mim: MimConfig = field(default_factory=MimConfig)
     seg: SegmentationConfig = field(default_factory=SegmentationConfig)
+    det: DetectionConfig = field(default_factory=DetectionConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -240,7 +274,7 @@ class TrainConfig:
                 )
 
 
-SCHEDULE_KINDS = ("cosine", "poly")
+SCHEDULE_KINDS = ("cosine", "poly", "step")
 
 
 def _plain(value: Any) -> Any:
@@ -328,7 +362,7 @@ def apply_overrides(config: TrainConfig, overrides: dict[str, Any]) -> TrainConf
         if len(parts) != 2 or not hasattr(config, parts[0]) or parts[0].startswith("_"):
             raise ValueError(
                 f"unknown config key {key!r}; keys: task, and the sections data, model, optim, schedule, "
-                "augment, mim, seg, run"
+                "augment, mim, seg, det, run"
             )
         section = getattr(config, parts[0])
         hints = typing.get_type_hints(type(section))
