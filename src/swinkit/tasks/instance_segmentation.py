@@ -91,11 +91,7 @@ class InstanceSegmentationTask(Task):
 
         cfg = self.config
         self.saved = load_detector(cfg.model.pretrained)[0] if cfg.model.pretrained else None
-        data = load_instance_data(cfg, None)
-        if self.architecture == MASK_ARCHITECTURE and not data.train.has_masks:
-            raise ValueError(
-                f"{cfg.data.train} has objects without masks; train the object_detection task on boxes-only data"
-            )
+        data = load_instance_data(cfg, with_mask=self.architecture == MASK_ARCHITECTURE)
         self.labels, self.val_set = data.train.labels, data.val
         return data
 

@@ -49,9 +49,13 @@ def split_instances(
     return pick(order[held:].tolist()), pick(order[:held].tolist())
 
 
-def load_instance_data(config: TrainConfig, labels: Sequence[str] | None) -> InstanceData:
-    """The training set (labels: ``labels`` when given, else the data's) and the validation set."""
-    train = load_instances(config.data.train, labels=labels)
+def load_instance_data(config: TrainConfig, with_mask: bool) -> InstanceData:
+    """The training set (labels: the data's, sorted) and the validation set; a Mask R-CNN needs masks."""
+    train = load_instances(config.data.train)
+    if with_mask and not train.has_masks:
+        raise ValueError(
+            f"{config.data.train} has objects without masks; train the object_detection task on boxes-only data"
+        )
     if config.data.val:
         return InstanceData(train, load_instances(config.data.val, labels=train.labels))
     return InstanceData(*split_instances(train, config.data.val_split, config.run.seed))
