@@ -102,6 +102,8 @@ def test_step_schedule_is_linear_warmup_times_multistep():
     assert schedule.lr_at(8 * 500) == pytest.approx(lr * 0.1)
     assert schedule.lr_at(11 * 500) == pytest.approx(lr * 0.01)
     assert schedule.total_steps == 12 * 500
+    short = build_schedule(torch.optim.AdamW(model.parameters()), config, steps_per_epoch=10)
+    assert short.lr_at(119) == pytest.approx(lr * (0.001 + 0.999 * 119 / 999) * 0.01)  # still warming up
 
 
 @pytest.mark.slow

@@ -94,7 +94,8 @@ class WarmupStep(WarmupCosine):
     ``MultiStepLR(milestones, gamma, by_epoch=True)``.
 
     Step t gets ``base_lr * warm(t) * gamma ** (milestones <= t // steps_per_epoch)``, with ``warm(t) = f + (1 - f)
-    * t / (W - 1)`` for t < W (f = ``warmup_lr / base_lr``) and 1 afterwards.
+    * t / (W - 1)`` for t < W (f = ``warmup_lr / base_lr``) and 1 afterwards; a run shorter than W stays in
+    the warm-up, as mmengine's.
     """
 
     def __init__(
@@ -107,13 +108,14 @@ class WarmupStep(WarmupCosine):
         **schedule: float,
     ) -> None:
         self.steps_per_epoch, self.milestones, self.gamma = max(steps_per_epoch, 1), tuple(milestones), gamma
+        self.linear_steps = int(schedule.get("warmup_steps", 0))  # not cut to the run: mmengine's LinearLR end
         super().__init__(optimizer, **schedule)
 
     def lr_at(self, step: int) -> float:
         warm = 1.0
-        if step < self.warmup_steps and self.base_lr > 0:
+        if step < self.linear_steps and self.base_lr > 0:
             start = self.warmup_lr / self.base_lr
-            warm = start + (1.0 - start) * step / max(self.warmup_steps - 1, 1)
+            warm = start + (1.0 - start) * step / max(self.linear_steps - 1, 1)
         epoch = step // self.steps_per_epoch
         return self.base_lr * warm * self.gamma ** sum(epoch >= m for m in self.milestones)
 
