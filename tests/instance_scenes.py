@@ -12,8 +12,9 @@ CLASSES = ("red_box", "green_box")
 COLOURS = ((220, 40, 40), (40, 200, 60))
 
 
-def write_scenes(folder: Path, count: int, size: int = 64, seed: int = 0) -> Path:
-    """``count`` images of 1-2 rectangles (class by colour) on grey noise and their COCO ``instances.json``."""
+def write_scenes(folder: Path, count: int, size: int = 64, seed: int = 0, masks: bool = True) -> Path:
+    """``count`` images of 1-2 rectangles (class by colour) on grey noise and their COCO ``instances.json``
+    (objects with polygon masks, or boxes only)."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     images, annotations = [], []
@@ -29,6 +30,8 @@ def write_scenes(folder: Path, count: int, size: int = 64, seed: int = 0) -> Pat
                 "id": len(annotations) + 1, "image_id": i + 1, "category_id": label + 1, "iscrowd": 0,
                 "bbox": [x, y, int(w), int(h)], "area": int(w * h), "segmentation": [[float(v) for v in polygon]],
             })  # fmt: skip
+            if not masks:
+                del annotations[-1]["segmentation"]
         Image.fromarray(pixels).save(folder / f"scene{i}.png")
         images.append({"id": i + 1, "file_name": f"scene{i}.png", "width": size, "height": size})
     categories = [{"id": k + 1, "name": name} for k, name in enumerate(CLASSES)]

@@ -15,7 +15,7 @@ from swinkit.models.detection.losses import (
     sample_rois,
 )
 from swinkit.models.detection.mask_rcnn import create_mask_rcnn
-from swinkit.models.detection.structures import ImageMeta
+from swinkit.models.detection.structures import DetectionTargets, ImageMeta
 from swinkit.models.detection.train_config import DetectionTrainConfig
 from swinkit.ops.boxes import encode_deltas
 
@@ -124,6 +124,11 @@ def test_losses_are_named_deterministic_and_refuse_bad_targets():
     assert set(a) == {"loss_rpn_cls", "loss_rpn_bbox", "loss_cls", "loss_bbox", "loss_mask", "acc"}
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not a["acc"].requires_grad and a["loss_mask"].requires_grad
+    torch.manual_seed(1)
+    through_forward = model(
+        pixels, metas, DetectionTargets(boxes, labels, masks), torch.Generator().manual_seed(3)
+    )
+    assert through_forward.detections == [] and all(torch.equal(a[k], through_forward.losses[k]) for k in a)
     with pytest.raises(ValueError, match="label outside"):
         model.losses(pixels, metas, boxes, [torch.tensor([0, 2])], masks)
     with pytest.raises(ValueError, match="masks for 2 boxes"):

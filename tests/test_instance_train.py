@@ -3,6 +3,7 @@ recipe and schedule, and swinkit train / evaluate / predict end to end on genera
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import numpy as np
@@ -14,11 +15,13 @@ from swinkit.cli import main
 from swinkit.data.instance_transforms import CollateInstances, InstanceTrainSet
 from swinkit.data.instances import load_instances
 from swinkit.engine.config import TrainConfig, apply_recipe
+from swinkit.engine.distributed import DistContext
 from swinkit.engine.optim import build_optimizer, freeze_stages
 from swinkit.engine.schedule import build_schedule
+from swinkit.models.detection.checkpoints import save_pretrained
 from swinkit.models.detection.mask_rcnn import create_mask_rcnn
 from swinkit.models.detection.preprocess import DetectionPreprocessor
-from swinkit.tasks import InstanceSegmentationTask
+from swinkit.tasks import InstanceSegmentationTask, ObjectDetectionTask
 from swinkit.tasks.instance_training import CLASS_LAYERS, refit_classes
 
 
@@ -104,6 +107,28 @@ def test_step_schedule_is_linear_warmup_times_multistep():
     assert schedule.total_steps == 12 * 500
     short = build_schedule(torch.optim.AdamW(model.parameters()), config, steps_per_epoch=10)
     assert short.lr_at(119) == pytest.approx(lr * (0.001 + 0.999 * 119 / 999) * 0.01)  # still warming up
+
+
+def test_object_detection_fine_tunes_a_saved_detector_on_boxes_only_data(tmp_path):
+    torch.manual_seed(0)
+    saved = create_mask_rcnn("faster_rcnn_swin_micro", labels=("a", "b", "c"))
+    save_pretrained(saved, tmp_path / "saved")
+    config = TrainConfig(task="object_detection")
+    config.data.train = str(write_scenes(tmp_path / "data", 3, masks=False))
+    config.model.pretrained, config.run.batch_size = str(tmp_path / "saved"), 2
+    config.det.scale = (64, 64)
+    task = ObjectDetectionTask(config)
+    data = task.load_data()
+    model = task.build_model(data)
+    assert model.config.labels == CLASSES and task.primary_metric == "bbox_mAP"
+    kept = saved.state_dict()
+    for name, value in model.state_dict().items():
+        if not name.startswith(CLASS_LAYERS):
+            assert torch.equal(value, kept[name]), name
+    batch = next(iter(task.train_loader(data, task.processor(model), DistContext()).loader))
+    assert "gt_masks" not in batch
+    losses = task.losses(model, batch, np.random.default_rng(0), contextlib.nullcontext())
+    assert set(losses) == {"loss_rpn_cls", "loss_rpn_bbox", "loss_cls", "loss_bbox"}
 
 
 @pytest.mark.slow

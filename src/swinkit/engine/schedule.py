@@ -108,7 +108,9 @@ class WarmupStep(WarmupCosine):
         **schedule: float,
     ) -> None:
         self.steps_per_epoch, self.milestones, self.gamma = max(steps_per_epoch, 1), tuple(milestones), gamma
-        self.linear_steps = int(schedule.get("warmup_steps", 0))  # not cut to the run: mmengine's LinearLR end
+        self.linear_steps = int(
+            schedule.get("warmup_steps", 0)
+        )  # not cut to the run: mmengine's LinearLR end
         super().__init__(optimizer, **schedule)
 
     def lr_at(self, step: int) -> float:

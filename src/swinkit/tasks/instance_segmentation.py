@@ -147,14 +147,14 @@ class InstanceSegmentationTask(Task):
         rng: np.random.Generator,
         autocast: contextlib.AbstractContextManager,
     ) -> dict[str, torch.Tensor]:
-        """``MaskRCNN.losses`` of the batch (sampling drawn from ``rng``); ``acc`` is left out of the sum."""
+        """``MaskRCNN.losses`` of the batch through the forward (so DDP syncs the gradients), the sampling
+        drawn from ``rng``; ``acc`` is left out of the sum."""
+        from swinkit.models.detection.structures import DetectionTargets
+
         generator = torch.Generator().manual_seed(int(rng.integers(2**63 - 1)))
-        detector = model.module if hasattr(model, "module") else model
+        targets = DetectionTargets(batch["gt_boxes"], batch["gt_labels"], batch.get("gt_masks"))
         with autocast:
-            out = detector.losses(
-                batch["pixel_values"], batch["image_metas"], batch["gt_boxes"], batch["gt_labels"],
-                batch.get("gt_masks"), generator=generator,
-            )  # fmt: skip
+            out = model(batch["pixel_values"], batch["image_metas"], targets, generator).losses
         return {k: v.float() for k, v in out.items() if k.startswith("loss")}
 
     def infer(self, model: nn.Module, batch: Any) -> Any:

@@ -26,7 +26,7 @@ from swinkit.models.detection.losses import (
 )
 from swinkit.models.detection.roi_heads import FCNMaskHead, Shared2FCBBoxHead, StandardRoIHead, boxes_to_rois
 from swinkit.models.detection.rpn import RPNHead, proposals_single
-from swinkit.models.detection.structures import DetectionOutput, ImageMeta
+from swinkit.models.detection.structures import DetectionOutput, DetectionTargets, ImageMeta
 from swinkit.models.detection.train_config import DetectionTrainConfig
 from swinkit.models.swin import SwinBackbone
 
@@ -72,13 +72,24 @@ class MaskRCNN(nn.Module):
         """mmdet's ``extract_feat``: the FPN levels [(B, C, H/4, W/4), ..., (B, C, H/64, W/64)]."""
         return self.neck(self.backbone(pixel_values))
 
-    def forward(self, pixel_values: torch.Tensor, image_metas: Sequence[ImageMeta]) -> DetectionOutput:
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        image_metas: Sequence[ImageMeta],
+        targets: DetectionTargets | None = None,
+        generator: torch.Generator | None = None,
+    ) -> DetectionOutput:
         """Detections per image in its original pixels (boxes, scores, labels, masks for Mask R-CNN).
 
         ``pixel_values`` is the normalised batch padded at the bottom and right (see
         :class:`swinkit.models.detection.preprocess.DetectionPreprocessor`); ``image_metas`` has one entry
-        per image telling its resized and original sizes.
+        per image telling its resized and original sizes. With ``targets`` the output holds :meth:`losses`
+        instead (no detections; the way a DistributedDataParallel wrapper trains the detector).
         """
+        if targets is not None:
+            losses = self.losses(pixel_values, image_metas, targets.boxes, targets.labels, targets.masks,
+                                 generator=generator)  # fmt: skip
+            return DetectionOutput(detections=[], proposals=[], losses=losses)
         check_batch(pixel_values, image_metas)
         features = self.extract_features(pixel_values)
         proposals = self.rpn_head.predict(features, image_metas)
