@@ -138,15 +138,16 @@ def test_losses_are_named_deterministic_and_refuse_bad_targets():
     assert empty["loss_mask"].item() == 0.0 and empty["loss_bbox"].item() == 0.0
 
 
-@pytest.mark.slow
 def test_a_few_steps_on_one_image_reduce_the_total_loss():
     torch.manual_seed(0)
     model = create_mask_rcnn("mask_rcnn_swin_micro", num_classes=2)
     pixels, metas, boxes, labels, masks = _scene()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    small = DetectionTrainConfig(rpn_num=64, rcnn_num=64, proposal_nms_pre=200, proposal_max_per_img=100)
     totals = []
     for step in range(6):
-        out = model.losses(pixels, metas, boxes, labels, masks, generator=torch.Generator().manual_seed(step))
+        gen = torch.Generator().manual_seed(step)
+        out = model.losses(pixels, metas, boxes, labels, masks, train_config=small, generator=gen)
         total = sum(v for k, v in out.items() if k.startswith("loss"))
         optimizer.zero_grad()
         total.backward()
