@@ -176,12 +176,16 @@ def test_evaluate_refuses_labels_the_model_does_not_have(models, images, tmp_pat
         InstanceSegmentationTask.evaluate_saved(models["mask"], coco)
 
 
-def test_training_is_refused_in_one_sentence(tmp_path, capsys):
-    data = tmp_path / "train.jsonl"
-    data.write_text("")
+def test_training_refuses_boxes_only_data_and_a_preset_of_the_other_task(images, tmp_path, capsys):
+    coco = {"images": [{"id": 1, "file_name": str(images[2]), "width": 64, "height": 64}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [8, 8, 20, 20], "iscrowd": 0,
+                             "area": 400}],
+            "categories": [{"id": 1, "name": "can"}]}  # fmt: skip
+    data = tmp_path / "boxes.json"
+    data.write_text(json.dumps(coco))
     args = ["train", "--task", "instance_segmentation", "--data", str(data), "--output", str(tmp_path / "r")]
     assert main([*args, "--preset", "mask_rcnn_swin_micro"]) == 2
-    assert "training the instance segmentation task arrives with issue 13" in capsys.readouterr().err
+    assert "has objects without masks; train the object_detection task" in capsys.readouterr().err
     assert main([*args, "--preset", "faster_rcnn_swin_micro"]) == 2
     assert "preset faster_rcnn_swin_micro is a model of the object_detection task" in capsys.readouterr().err
 

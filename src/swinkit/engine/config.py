@@ -87,6 +87,26 @@ RECIPES: dict[str, dict[str, Any]] = {
         "schedule.warmup_lr": 1e-6,
         "schedule.min_lr": 1e-5,
     },
+    # mmdetection 3.3's Swin Mask R-CNN 1x (configs/swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py over
+    # configs/_base_/schedules/schedule_1x.py): AdamW 1e-4, betas (0.9, 0.999), weight decay 0.05 with none on
+    # absolute_pos_embed, relative_position_bias_table and norms, no gradient clipping, LinearLR warm-up over
+    # 1000 iterations from factor 0.001, MultiStepLR x0.1 at epochs 8 and 11 of 12; 2 images per process.
+    "mmdet_1x": {
+        "optim.lr": 1e-4,
+        "optim.weight_decay": 0.05,
+        "optim.betas": (0.9, 0.999),
+        "optim.clip_grad": None,
+        "optim.no_decay_keys": "absolute_pos_embed,relative_position_bias_table,norm",
+        "schedule.kind": "step",
+        "schedule.epochs": 12,
+        "schedule.milestones": (8, 11),
+        "schedule.gamma": 0.1,
+        "schedule.warmup_iters": 1000,
+        "schedule.warmup_factor": 0.001,
+        "det.scale": (1333, 800),
+        "det.hflip": 0.5,
+        "run.batch_size": 2,
+    },
 }
 # Recipes whose learning rates are given per this many images: the run scales them by its total batch
 # (per-process batch * processes * accumulation steps) / this, as SimMIM's main_simmim.py does.
@@ -173,11 +193,15 @@ class ScheduleConfig:
     warmup_epochs: float = 1.0  # linear warm-up from warmup_lr to lr
     warmup_lr: float = 1e-7
     min_lr: float = 1e-6  # end of the cosine (or poly) decay
-    kind: str = "cosine"  # decay after the warm-up: cosine, or poly (mmseg's PolyLR by iteration)
+    kind: str = (
+        "cosine"  # decay after the warm-up: cosine, poly (mmseg's PolyLR) or step (mmdet's MultiStepLR)
+    )
     power: float = 1.0  # exponent of the poly decay
     iterations: int | None = None  # total optimizer steps (an iteration-based run); None: epochs x epoch
     warmup_iters: int | None = None  # warm-up optimizer steps; None: warmup_epochs * steps per epoch
     warmup_factor: float | None = None  # warm-up from lr * factor (mmseg's start_factor); None: warmup_lr
+    milestones: tuple[int, int] = (8, 11)  # step decay: epochs after which the lr is multiplied by gamma
+    gamma: float = 0.1  # step decay factor (mmengine's MultiStepLR)
 
 
 @dataclass
@@ -300,7 +324,7 @@ class TrainConfig:
                 )
 
 
-SCHEDULE_KINDS = ("cosine", "poly")
+SCHEDULE_KINDS = ("cosine", "poly", "step")
 
 
 def _plain(value: Any) -> Any:

@@ -1,4 +1,4 @@
-"""Per-step learning rate: linear warm-up, then cosine (or mmseg's poly) decay to a floor."""
+"""Per-step learning rate: linear warm-up, then cosine (or mmseg's poly, or mmdet's step) decay."""
 
 from __future__ import annotations
 
@@ -89,6 +89,39 @@ class WarmupPoly(WarmupCosine):
         return self.min_lr + (self.base_lr - self.min_lr) * (1.0 - progress) ** self.power
 
 
+class WarmupStep(WarmupCosine):
+    """mmdet's 1x schedule as mmengine chains it: ``LinearLR(start_factor, by_epoch=False, end=W)`` times
+    ``MultiStepLR(milestones, gamma, by_epoch=True)``.
+
+    Step t gets ``base_lr * warm(t) * gamma ** (milestones <= t // steps_per_epoch)``, with ``warm(t) = f + (1 - f)
+    * t / (W - 1)`` for t < W (f = ``warmup_lr / base_lr``) and 1 afterwards; a run shorter than W stays in
+    the warm-up, as mmengine's.
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        *,
+        steps_per_epoch: int,
+        milestones: tuple[int, ...],
+        gamma: float,
+        **schedule: float,
+    ) -> None:
+        self.steps_per_epoch, self.milestones, self.gamma = max(steps_per_epoch, 1), tuple(milestones), gamma
+        self.linear_steps = int(
+            schedule.get("warmup_steps", 0)
+        )  # not cut to the run: mmengine's LinearLR end
+        super().__init__(optimizer, **schedule)
+
+    def lr_at(self, step: int) -> float:
+        warm = 1.0
+        if step < self.linear_steps and self.base_lr > 0:
+            start = self.warmup_lr / self.base_lr
+            warm = start + (1.0 - start) * step / max(self.linear_steps - 1, 1)
+        epoch = step // self.steps_per_epoch
+        return self.base_lr * warm * self.gamma ** sum(epoch >= m for m in self.milestones)
+
+
 def run_length(schedule: ScheduleConfig, steps_per_epoch: int) -> tuple[int, int, int]:
     """(epochs, total optimizer steps, warm-up steps) of a run: ``schedule.iterations`` steps over as many
     (partly) epochs as they need, or ``schedule.epochs`` whole epochs."""
@@ -111,4 +144,8 @@ def build_schedule(
     common = dict(base_lr=lr, total_steps=total, warmup_steps=warmup, warmup_lr=warmup_lr, min_lr=s.min_lr)
     if s.kind == "poly":
         return WarmupPoly(optimizer, power=s.power, **common)
+    if s.kind == "step":
+        return WarmupStep(
+            optimizer, steps_per_epoch=steps_per_epoch, milestones=s.milestones, gamma=s.gamma, **common
+        )
     return WarmupCosine(optimizer, **common)

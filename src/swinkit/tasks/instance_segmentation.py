@@ -5,8 +5,9 @@ Inference side: a saved detector (``config.json`` with ``model_type`` ``swinkit_
 and ``serve`` (Azure ML ``image-instance-segmentation`` / ``image-object-detection`` results), and ``swinkit
 evaluate`` scores it on a COCO ``.json`` or Azure ML ``.jsonl`` with COCO box (and mask) AP.
 
-Training belongs to issue 13 (mmdetection's assigners, samplers and losses); until the detector has them,
-``swinkit train --task instance_segmentation`` is refused in one sentence rather than faked.
+Training side (``swinkit train --task instance_segmentation``): the data, model start and evaluator of
+``swinkit.tasks.instance_training``, mmdet's train pipeline (``swinkit.data.instance_transforms``), the
+detector's own ``MaskRCNN.losses`` and mmdet's Swin 1x recipe (``RECIPES["mmdet_1x"]``) by default.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, NoReturn
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -28,6 +30,15 @@ from swinkit.tasks.base import Evaluator, Task, TrainLoader
 
 MASK_ARCHITECTURE, BOX_ARCHITECTURE = "SwinMaskRCNN", "SwinFasterRCNN"  # config.json "architectures"
 DETECTION_MODEL_TYPE = "swinkit_detection"
+
+
+@dataclass
+class DetectionConfig:
+    """The instance segmentation / object detection tasks' pipeline (mmdet's COCO 1x)(YAML ``det:``, ``--set det.KEY=...``)."""
+
+    scale: tuple[int, int] = (1333, 800)  # training keep-ratio resize bound (long side, short side)
+    test_scale: tuple[int, int] | None = None  # evaluation and saved preprocessing; None: the same as scale
+    hflip: float = 0.5  # probability of a horizontal flip (RandomFlip)
 
 
 class _EvalImages(Dataset):
@@ -63,6 +74,9 @@ class InstanceSegmentationTask(Task):
     name = "instance_segmentation"
     architecture: ClassVar[str] = MASK_ARCHITECTURE
     higher_is_better = True
+    default_recipe = "mmdet_1x"  # swinkit train --task instance_segmentation starts from RECIPES["mmdet_1x"]
+    options_section = "det"
+    options_class = DetectionConfig
 
     @classmethod
     def matches(cls, config_dict: dict[str, Any]) -> bool:
@@ -83,28 +97,60 @@ class InstanceSegmentationTask(Task):
     def primary_metric(self) -> str:
         return "segm_mAP" if self.architecture == MASK_ARCHITECTURE else "bbox_mAP"
 
-    def _no_training(self) -> NoReturn:
-        raise ValueError(
-            f"training the {self.name.replace('_', ' ')} task arrives with issue 13 (mmdetection's target "
-            "assignment and losses); this release runs, evaluates and serves saved detectors only"
-        )
-
     def load_data(self) -> Any:
-        self._no_training()
+        from swinkit.tasks.instance_predictor import load_detector
+        from swinkit.tasks.instance_training import load_instance_data
+
+        cfg = self.config
+        self.saved = load_detector(cfg.model.pretrained)[0] if cfg.model.pretrained else None
+        data = load_instance_data(cfg, with_mask=self.architecture == MASK_ARCHITECTURE)
+        self.labels, self.val_set = data.train.labels, data.val
+        return data
 
     def build_model(self, data: Any) -> nn.Module:
-        self._no_training()
+        from swinkit.tasks.instance_training import build_detector
+
+        model = build_detector(self.config, tuple(self.labels), getattr(self, "saved", None))
+        if model.with_mask != (self.architecture == MASK_ARCHITECTURE):
+            raise ValueError(
+                f"the pretrained detector is a {model.config.architecture}, not a model of {self.name}"
+            )
+        return model
 
     def processor(self, model: nn.Module) -> Any:
+        """mmdet's test pipeline at ``det.test_scale`` (else ``det.scale``), the model's mean/std and padding."""
         from swinkit.models.detection.preprocess import DetectionPreprocessor
 
-        return DetectionPreprocessor.from_config(model.config)
+        c, d = model.config, self.config.task_options
+        return DetectionPreprocessor(d.test_scale or d.scale, c.pixel_mean, c.pixel_std, c.pad_size_divisor)
 
     def train_loader(self, data: Any, processor: Any, context: DistContext) -> TrainLoader:
-        self._no_training()
+        from swinkit.data.instance_transforms import CollateInstances, InstanceTrainSet
+        from swinkit.engine.distributed import ShardedSampler
+        from swinkit.models.detection.preprocess import DetectionPreprocessor
+
+        cfg = self.config
+        train_processor = DetectionPreprocessor(cfg.task_options.scale, processor.mean, processor.std,
+                                                processor.pad_size_divisor)  # fmt: skip
+        dataset = InstanceTrainSet(data.train, train_processor, cfg.task_options.hflip, cfg.run.seed)
+        sampler = ShardedSampler(
+            len(dataset), seed=cfg.run.seed, rank=context.rank, world_size=context.world_size
+        )
+        loader = DataLoader(
+            dataset, batch_size=cfg.run.batch_size, sampler=sampler, num_workers=cfg.data.num_workers,
+            collate_fn=CollateInstances(train_processor),
+        )  # fmt: skip
+        return TrainLoader(loader, dataset, sampler)
 
     def eval_loader(self, data: Any, processor: Any, batch_size: int, context: DistContext) -> DataLoader:
-        self._no_training()
+        from swinkit.data.instance_transforms import CollateInstances, InstanceEvalSet
+        from swinkit.engine.distributed import eval_shard
+
+        images = [data.images[i] for i in eval_shard(len(data), context)]
+        return DataLoader(
+            InstanceEvalSet(images, processor), batch_size=batch_size, shuffle=False,
+            num_workers=self.config.data.num_workers, collate_fn=CollateInstances(processor),
+        )  # fmt: skip
 
     def losses(
         self,
@@ -113,13 +159,29 @@ class InstanceSegmentationTask(Task):
         rng: np.random.Generator,
         autocast: contextlib.AbstractContextManager,
     ) -> dict[str, torch.Tensor]:
-        self._no_training()
+        """``MaskRCNN.losses`` of the batch through the forward (so DDP syncs the gradients), the sampling
+        drawn from ``rng``; ``acc`` is left out of the sum."""
+        from swinkit.models.detection.structures import DetectionTargets
+
+        generator = torch.Generator().manual_seed(int(rng.integers(2**63 - 1)))
+        targets = DetectionTargets(batch["gt_boxes"], batch["gt_labels"], batch.get("gt_masks"))
+        with autocast:
+            out = model(batch["pixel_values"], batch["image_metas"], targets, generator).losses
+        return {k: v.float() for k, v in out.items() if k.startswith("loss")}
 
     def infer(self, model: nn.Module, batch: Any) -> Any:
-        self._no_training()
+        from swinkit.tasks.instance_predictor import _to_prediction
+
+        output = model(batch["pixel_values"], batch["image_metas"])
+        labels = model.config.label_names
+        return [
+            _to_prediction(d, m, labels, None, None) for d, m in zip(output.detections, batch["image_metas"])
+        ]
 
     def evaluator(self, context: DistContext) -> Evaluator:
-        self._no_training()
+        from swinkit.tasks.instance_training import TrainCocoEvaluator
+
+        return TrainCocoEvaluator(self.val_set, self.architecture == MASK_ARCHITECTURE, context)
 
     def summary_line(self, metrics: dict[str, Any]) -> str:
         return summary_line(metrics)

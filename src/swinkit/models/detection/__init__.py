@@ -13,7 +13,7 @@ from swinkit.models.detection.mask_rcnn import MaskRCNN, build_mask_rcnn, create
 from swinkit.models.detection.preprocess import DetectionBatch, DetectionPreprocessor
 from swinkit.models.detection.roi_heads import FCNMaskHead, Shared2FCBBoxHead, StandardRoIHead
 from swinkit.models.detection.rpn import RPNHead
-from swinkit.models.detection.structures import DetectionOutput, Detections, ImageMeta
+from swinkit.models.detection.structures import DetectionOutput, Detections, DetectionTargets, ImageMeta
 
 __all__ = [
     "COCO_CLASSES",
@@ -22,6 +22,7 @@ __all__ = [
     "DetectionOutput",
     "DetectionPreprocessor",
     "DetectionPreset",
+    "DetectionTargets",
     "Detections",
     "FCNMaskHead",
     "FPN",

@@ -7,6 +7,7 @@ convention with an output LayerNorm per stage (mmdet's ``SwinTransformer(out_ind
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import torch
@@ -15,9 +16,18 @@ from torch import nn
 from swinkit.flops import count_flops
 from swinkit.models.detection.config import MaskRCNNConfig, get_detection_preset
 from swinkit.models.detection.fpn import FPN
-from swinkit.models.detection.roi_heads import FCNMaskHead, Shared2FCBBoxHead, StandardRoIHead
-from swinkit.models.detection.rpn import RPNHead
-from swinkit.models.detection.structures import DetectionOutput, ImageMeta
+from swinkit.models.detection.losses import (
+    box_loss,
+    box_targets,
+    mask_loss,
+    rpn_loss,
+    sample_rois,
+    sampled_rois,
+)
+from swinkit.models.detection.roi_heads import FCNMaskHead, Shared2FCBBoxHead, StandardRoIHead, boxes_to_rois
+from swinkit.models.detection.rpn import RPNHead, proposals_single
+from swinkit.models.detection.structures import DetectionOutput, DetectionTargets, ImageMeta
+from swinkit.models.detection.train_config import DetectionTrainConfig
 from swinkit.models.swin import SwinBackbone
 
 
@@ -62,18 +72,128 @@ class MaskRCNN(nn.Module):
         """mmdet's ``extract_feat``: the FPN levels [(B, C, H/4, W/4), ..., (B, C, H/64, W/64)]."""
         return self.neck(self.backbone(pixel_values))
 
-    def forward(self, pixel_values: torch.Tensor, image_metas: Sequence[ImageMeta]) -> DetectionOutput:
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        image_metas: Sequence[ImageMeta],
+        targets: DetectionTargets | None = None,
+        generator: torch.Generator | None = None,
+    ) -> DetectionOutput:
         """Detections per image in its original pixels (boxes, scores, labels, masks for Mask R-CNN).
 
         ``pixel_values`` is the normalised batch padded at the bottom and right (see
         :class:`swinkit.models.detection.preprocess.DetectionPreprocessor`); ``image_metas`` has one entry
-        per image telling its resized and original sizes.
+        per image telling its resized and original sizes. With ``targets`` the output holds :meth:`losses`
+        instead (no detections; the way a DistributedDataParallel wrapper trains the detector).
         """
+        if targets is not None:
+            losses = self.losses(pixel_values, image_metas, targets.boxes, targets.labels, targets.masks,
+                                 generator=generator)  # fmt: skip
+            return DetectionOutput(detections=[], proposals=[], losses=losses)
         check_batch(pixel_values, image_metas)
         features = self.extract_features(pixel_values)
         proposals = self.rpn_head.predict(features, image_metas)
         detections = self.roi_head.predict(features, proposals, image_metas)
         return DetectionOutput(detections=detections, proposals=proposals)
+
+    def losses(
+        self,
+        pixel_values: torch.Tensor,
+        image_metas: Sequence[ImageMeta],
+        gt_boxes: Sequence[torch.Tensor],
+        gt_labels: Sequence[torch.Tensor],
+        gt_masks: Sequence[torch.Tensor] | None = None,
+        train_config: DetectionTrainConfig | None = None,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """mmdet's ``TwoStageDetector.loss``: ``loss_rpn_cls``, ``loss_rpn_bbox``, ``loss_cls``, ``loss_bbox``,
+        ``loss_mask`` (Mask R-CNN) and ``acc`` (the box classifier's accuracy in percent: not a loss).
+
+        Per image ``gt_boxes`` (G, 4) in input pixels (after the resize), ``gt_labels`` (G,) in
+        ``[0, num_classes)`` and ``gt_masks`` (G, H, W) at least ``img_shape`` large. ``generator`` makes the
+        anchor and RoI sampling reproducible.
+        """
+        check_batch(pixel_values, image_metas)
+        check_targets(self, len(image_metas), gt_boxes, gt_labels, gt_masks)
+        cfg = train_config or DetectionTrainConfig()
+        c = self.config
+        features = self.extract_features(pixel_values)
+        scores, deltas = self.rpn_head(features)
+        anchors = self.rpn_head.anchors(features)
+        out = rpn_loss(
+            scores,
+            deltas,
+            anchors,
+            image_metas,
+            gt_boxes,
+            cfg,
+            c.anchor_strides,
+            c.pad_size_divisor,
+            generator,
+        )
+        proposal_config = dataclasses.replace(
+            c, rpn_nms_pre=cfg.proposal_nms_pre, rpn_iou_threshold=cfg.proposal_iou_threshold,
+            rpn_max_per_img=cfg.proposal_max_per_img,
+        )  # fmt: skip
+        with torch.no_grad():
+            proposals = [
+                proposals_single(
+                    [s[i] for s in scores], [d[i] for d in deltas], anchors, m.img_shape, proposal_config
+                )
+                for i, m in enumerate(image_metas)
+            ]
+        out.update(self.roi_losses(features, proposals, gt_boxes, gt_labels, gt_masks, cfg, generator))
+        return out
+
+    def roi_losses(
+        self,
+        features: Sequence[torch.Tensor],
+        proposals: Sequence[torch.Tensor],
+        gt_boxes: Sequence[torch.Tensor],
+        gt_labels: Sequence[torch.Tensor],
+        gt_masks: Sequence[torch.Tensor] | None,
+        cfg: DetectionTrainConfig,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """mmdet's ``StandardRoIHead.loss``: sampled RoIs through the box head, positives through the mask head."""
+        c, head = self.config, self.roi_head
+        samples = sample_rois(proposals, gt_boxes, gt_labels, cfg, generator)
+        rois = boxes_to_rois(sampled_rois(samples))
+        cls_scores, pred_deltas = head.bbox_head(head.roi_features(features, rois, c.bbox_roi_size))
+        labels, target_deltas = box_targets(samples, c.num_classes, c.bbox_target_means, c.bbox_target_stds)
+        out = box_loss(cls_scores, pred_deltas, labels, target_deltas, c.num_classes)
+        if head.mask_head is not None:
+            pos_rois = boxes_to_rois([s.pos_priors for s in samples])
+            if pos_rois.shape[0]:
+                logits = head.mask_head(head.roi_features(features, pos_rois, c.mask_roi_size))
+            else:
+                logits = pos_rois.new_zeros((0, c.num_classes, cfg.mask_size, cfg.mask_size))
+            out["loss_mask"] = mask_loss(logits, samples, gt_masks, cfg.mask_size)
+        return out
+
+
+def check_targets(
+    model: MaskRCNN,
+    num_images: int,
+    gt_boxes: Sequence[torch.Tensor],
+    gt_labels: Sequence[torch.Tensor],
+    gt_masks: Sequence[torch.Tensor] | None,
+) -> None:
+    """A ValueError unless there are one (G, 4) box, (G,) label and, for Mask R-CNN, (G, H, W) mask set per image."""
+    if len(gt_boxes) != num_images or len(gt_labels) != num_images:
+        raise ValueError(f"{len(gt_boxes)} box and {len(gt_labels)} label sets given for {num_images} images")
+    if model.with_mask and (gt_masks is None or len(gt_masks) != num_images):
+        raise ValueError("Mask R-CNN's losses need one (G, H, W) ground-truth mask tensor per image")
+    for i, (boxes, labels) in enumerate(zip(gt_boxes, gt_labels)):
+        if boxes.ndim != 2 or boxes.shape[1] != 4 or labels.shape != boxes.shape[:1]:
+            raise ValueError(
+                f"image {i} has ground-truth boxes {tuple(boxes.shape)} and labels {tuple(labels.shape)}; "
+                "expected (G, 4) and (G,)"
+            )
+        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= model.num_classes):
+            raise ValueError(f"image {i} has a label outside [0, {model.num_classes})")
+        if model.with_mask and (gt_masks[i].ndim != 3 or gt_masks[i].shape[0] != boxes.shape[0]):
+            raise ValueError(f"image {i} has {tuple(gt_masks[i].shape)} masks for {boxes.shape[0]} boxes")
 
 
 def check_batch(pixel_values: torch.Tensor, image_metas: Sequence[ImageMeta]) -> None:

@@ -48,3 +48,13 @@ class DetectionOutput:
 
     detections: list[Detections]  # one entry per image, in batch order
     proposals: list[torch.Tensor]  # per image (P, 5) RPN proposals (x1, y1, x2, y2, score) in input pixels
+    losses: dict[str, torch.Tensor] | None = None  # with targets given to forward: MaskRCNN.losses' dict
+
+
+@dataclass(frozen=True)
+class DetectionTargets:
+    """Per image ground truth for the losses, in input pixels (after the resize): what ``forward`` trains on."""
+
+    boxes: list[torch.Tensor]  # per image (G, 4) x1, y1, x2, y2
+    labels: list[torch.Tensor]  # per image (G,) int64 in [0, num_classes)
+    masks: list[torch.Tensor] | None = None  # per image (G, H, W) bool, at least img_shape large (Mask R-CNN)
