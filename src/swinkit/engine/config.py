@@ -118,14 +118,15 @@ def apply_recipe(config: TrainConfig, name: str) -> TrainConfig:
     """Set the keys of the named recipe (see ``RECIPES``) on ``config``."""
     if name not in RECIPES:
         raise ValueError(f"unknown recipe {name!r}; the recipes are {', '.join(sorted(RECIPES))}")
-    return apply_overrides(config, {**_finetune_values(), **RECIPES[name]})
+    return apply_overrides(config, {**_finetune_values(config.task), **RECIPES[name]})
 
 
-def _finetune_values() -> dict[str, Any]:
-    """The default (finetune) values of every key some recipe sets, so recipes replace each other fully."""
-    defaults = TrainConfig().to_dict()
+def _finetune_values(task: str) -> dict[str, Any]:
+    """The default values of every key of ``task``'s config that some recipe sets, so recipes replace each
+    other fully (keys of other tasks' own sections are not ``task``'s to reset)."""
+    defaults = flatten(TrainConfig(task=task).to_dict())
     keys = {key for recipe in RECIPES.values() for key in recipe}
-    return {key: flatten(defaults)[key] for key in keys}
+    return {key: defaults[key] for key in keys if key in defaults}
 
 
 def scaled_lrs(recipe: str, total_batch: int, base_lr: float | None = None) -> dict[str, float]:
@@ -160,6 +161,8 @@ def resolve(
     task = _registered(str(overrides.get("task", config.task)))  # an unknown name fails in validate()
     if recipe is None and saved is None and task is not None:
         recipe = task.default_recipe
+    if task is not None:
+        config.set_task(task.name)  # first, so that a recipe may set keys of the task's own section
     if recipe is not None:
         apply_recipe(config, recipe)
     apply_overrides(config, overrides)
