@@ -215,3 +215,23 @@ def test_the_architecture_read_from_the_shapes_is_the_presets(name):
     with torch.device("meta"):
         model = build_mask_rcnn(preset.config)
     assert ck.config_from_state_dict(model.state_dict(), labels=preset.config.labels) == preset.config
+
+
+def test_a_raw_mmdet_file_is_predicted_as_a_detector(mmdet_file, tmp_path, capsys):
+    """An mmdetection .pth (no swinkit description) is recognised as a detector by its tensors and predicted
+    with the mmdet weights and the meta's class names."""
+    from PIL import Image
+
+    from swinkit.cli import main
+    from swinkit.inference import task_of_source
+    from swinkit.tasks import get_task
+
+    assert task_of_source(mmdet_file) is get_task("instance_segmentation")
+    image = tmp_path / "scene.png"
+    Image.new("RGB", (96, 64), (120, 90, 60)).save(image)
+    out = tmp_path / "rows.jsonl"
+    assert main(["predict", "--model", str(mmdet_file), str(image), "--output", str(out)]) == 0
+    (row,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert "boxes" in row and all(0 <= b["box"]["topX"] <= 1 for b in row["boxes"])
+    labels = set(ck.load_mmdet(mmdet_file).config.labels)
+    assert all(b["label"] in labels for b in row["boxes"])

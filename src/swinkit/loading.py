@@ -208,10 +208,13 @@ def read_description(
     pytorch_file = weights.is_file() and weights.suffix != ".safetensors"
     loaded = load_state_file(weights) if pytorch_file else {}
     config, preprocessing = _description(path, weights, loaded)
-    if config is None and loaded:  # an mmseg segmentor file or UperNet state dict: described by its tensors
+    if (
+        config is None and loaded
+    ):  # an mmseg segmentor, UperNet or mmdet detector file: described by its tensors
+        from swinkit.models.detection.checkpoints import detection_description
         from swinkit.models.segmentation.checkpoints import segmentation_description
 
-        config = segmentation_description(loaded)
+        config = segmentation_description(loaded) or detection_description(loaded)
     return path, config, preprocessing
 
 

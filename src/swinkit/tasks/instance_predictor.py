@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from swinkit.models.detection.checkpoints import config_from_json, model_from_state_dict
+from swinkit.models.detection.checkpoints import config_from_json, load_mmdet, model_from_state_dict
 from swinkit.models.detection.mask_rcnn import MaskRCNN
 from swinkit.models.detection.preprocess import DetectionPreprocessor
 from swinkit.models.detection.structures import Detections, ImageMeta
@@ -42,7 +42,8 @@ class PreparedImage:
 
 def load_detector(source: str | os.PathLike) -> tuple[MaskRCNN, DetectionPreprocessor]:
     """The detector and its preprocessing of a saved model folder or a ``model.safetensors`` carrying its
-    description (swinkit's layout, ``swinkit.models.detection.checkpoints.save_pretrained``)."""
+    description (swinkit's layout, ``swinkit.models.detection.checkpoints.save_pretrained``), or of an
+    mmdetection checkpoint file (``load_mmdet``: mmdet 3.x or the official Swin detection repository's)."""
     from swinkit.checkpoint_io import load_state_file
     from swinkit.loading import read_description
 
@@ -55,7 +56,10 @@ def load_detector(source: str | os.PathLike) -> tuple[MaskRCNN, DetectionPreproc
     if not weights.is_file():
         raise ValueError(f"{path} holds no model.safetensors with the detector's weights")
     config = config_from_json(config_dict)
-    model = model_from_state_dict(load_state_file(weights), config)
+    if weights.suffix == ".safetensors":
+        model = model_from_state_dict(load_state_file(weights), config)
+    else:
+        model = load_mmdet(weights, config)
     if preprocessing is None:
         return model, DetectionPreprocessor.from_config(config)
     return model, DetectionPreprocessor.from_preprocessor_config(preprocessing)

@@ -157,6 +157,20 @@ def load_mmdet(path: str | os.PathLike, config: MaskRCNNConfig | None = None) ->
     return model_from_state_dict(canonical, config)
 
 
+def detection_description(checkpoint: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The config.json (as a dict) of a loaded PyTorch checkpoint file holding an mmdetection two-stage
+    detector (3.x model zoo, or the official Swin detection repository's 2.x files), read from swinkit's meta
+    or from the shapes and the meta's class names; None when the file holds no such detector."""
+    try:
+        _, canonical = canonical_from_mmdet(unwrap(checkpoint))
+    except ValueError:
+        return None
+    config = _config_from_meta(checkpoint)
+    if config is None:
+        config = config_from_state_dict(canonical, labels=classes_from_meta(checkpoint))
+    return config_to_json(config)
+
+
 def to_mmdet_checkpoint(model: MaskRCNN) -> dict[str, Any]:
     """The ``{'state_dict', 'meta'}`` body mmdet 3.x writes (classes in ``meta['dataset_meta']``)."""
     meta = {
