@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install clean
+.PHONY: demo demo-instances test lint install clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -18,6 +18,10 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python -m swinkit.demo
+
+# Mask R-CNN fine-tuning on generated fridgeObjects-style instance data (Azure ML JSONL), COCO AP, pictures.
+demo-instances: $(STAMP)
+	$(BIN)/python -m swinkit.demo_instances
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
