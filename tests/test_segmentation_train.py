@@ -212,7 +212,7 @@ def test_micro_upernet_learns_generated_scenes(tmp_path):
     train = write_pairs(tmp_path / "train", 300, seed=1)
     val = write_pairs(tmp_path / "val", 60, seed=2)
     settings = {
-        "schedule.iterations": 600, "schedule.warmup_iters": 20, "optim.lr": 3e-3, "model.drop_path_rate": 0.0,
+        "schedule.iterations": 400, "schedule.warmup_iters": 20, "optim.lr": 3e-3, "model.drop_path_rate": 0.0,
         "seg.crop_size": 64, "seg.scale": "128,64", "seg.test_scale": "128,64", "seg.ratio_range": "0.75,1.5",
         "seg.photometric": False, "run.checkpoint_every": 0,
     }  # fmt: skip
