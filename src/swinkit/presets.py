@@ -10,8 +10,9 @@ Face hub id. ``SwinConfig`` describes the trunk only; each task's config compose
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -355,16 +356,24 @@ def list_models() -> list[str]:
     return sorted(PRESETS)
 
 
-def get_preset(name: str) -> Preset:
-    """The preset called ``name``; a ValueError names close matches when it does not exist."""
+P = TypeVar("P")
+
+
+def lookup_preset(table: Mapping[str, P], name: str, kind: str) -> P:
+    """``table[name]``; a ValueError naming the close matches (``kind``: e.g. "model preset") otherwise."""
     try:
-        return PRESETS[name]
+        return table[name]
     except KeyError:
         import difflib
 
-        close = difflib.get_close_matches(name, PRESETS, n=3)
+        close = difflib.get_close_matches(name, table, n=3)
         hint = f" Did you mean: {', '.join(close)}?" if close else " See `swinkit models`."
-        raise ValueError(f"unknown model preset {name!r}.{hint}") from None
+        raise ValueError(f"unknown {kind} {name!r}.{hint}") from None
+
+
+def get_preset(name: str) -> Preset:
+    """The preset called ``name``; a ValueError names close matches when it does not exist."""
+    return lookup_preset(PRESETS, name, "model preset")
 
 
 def preset_for_hub_id(hub_id: str) -> Preset | None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from swinkit.models.detection.coco import COCO_CLASSES
-from swinkit.presets import SwinConfig
+from swinkit.presets import SwinConfig, lookup_preset
 
 _TUPLES = (
     "anchor_scales",
@@ -240,11 +240,4 @@ DETECTION_PRESETS: dict[str, DetectionPreset] = _build_presets()
 
 def get_detection_preset(name: str) -> DetectionPreset:
     """The detection preset called ``name``; a ValueError names close matches when it does not exist."""
-    try:
-        return DETECTION_PRESETS[name]
-    except KeyError:
-        import difflib
-
-        close = difflib.get_close_matches(name, DETECTION_PRESETS, n=3)
-        hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise ValueError(f"unknown detection preset {name!r}.{hint}") from None
+    return lookup_preset(DETECTION_PRESETS, name, "detection preset")

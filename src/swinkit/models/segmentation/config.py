@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from swinkit.models.segmentation.ade20k import ADE20K_CLASSES
-from swinkit.presets import SwinConfig
+from swinkit.presets import SwinConfig, lookup_preset
 
 
 @dataclass(frozen=True)
@@ -194,14 +194,7 @@ SEGMENTATION_PRESETS: dict[str, SegmentationPreset] = _build_presets()
 
 def get_segmentation_preset(name: str) -> SegmentationPreset:
     """The segmentation preset called ``name``; a ValueError names close matches when it does not exist."""
-    try:
-        return SEGMENTATION_PRESETS[name]
-    except KeyError:
-        import difflib
-
-        close = difflib.get_close_matches(name, SEGMENTATION_PRESETS, n=3)
-        hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise ValueError(f"unknown segmentation preset {name!r}.{hint}") from None
+    return lookup_preset(SEGMENTATION_PRESETS, name, "segmentation preset")
 
 
 def segmentation_hub_id(name: str) -> str | None:
