@@ -25,11 +25,12 @@ from PIL import Image
 
 from swinkit.data.decode import decode_image
 from swinkit.data.preprocess import ImageProcessor, preprocessing_for
-from swinkit.loading import load_checkpoint, model_from_checkpoint, read_description
+from swinkit.loading import load_checkpoint, model_from_checkpoint
 from swinkit.models.swin import SwinTransformer
 from swinkit.runtime.backends import Backend, TorchBackend
 from swinkit.runtime.export import is_export
 from swinkit.runtime.selection import backend_for, check_device
+from swinkit.sources import read_description
 
 if TYPE_CHECKING:
     from pydantic import BaseModel

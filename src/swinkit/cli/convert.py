@@ -23,15 +23,10 @@ from swinkit import layouts
 from swinkit.checkpoint_io import load_state_file, save_torch
 from swinkit.data.preprocess import preprocessing_for
 from swinkit.layouts import swin2mmseg
-from swinkit.loading import (
-    load_checkpoint,
-    model_from_checkpoint,
-    read_description,
-    resolve_source,
-    save_pretrained,
-)
+from swinkit.loading import load_checkpoint, model_from_checkpoint, save_pretrained
 from swinkit.models.swin import ClassifierConfig
 from swinkit.presets import SwinConfig
+from swinkit.sources import read_description, resolve_source
 
 HELP = "convert a checkpoint (official, HF, timm, torchvision, OpenMMLab, UperNet) to the HF, mmseg or official layout"
 TARGETS = ("hf", "mmseg", "official")

@@ -30,9 +30,10 @@ from torch import nn
 from swinkit import layouts
 from swinkit.checkpoint_io import atomic_write_json, load_state_file, save_safetensors, save_torch
 from swinkit.layouts import common, hf, official
-from swinkit.loading import load_into, resolve_source
+from swinkit.loading import load_into
 from swinkit.models.swin import SwinEncoder
 from swinkit.presets import MIM_PRESETS, SwinConfig, get_mim_preset
+from swinkit.sources import resolve_source
 
 log = logging.getLogger(__name__)
 

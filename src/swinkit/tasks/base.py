@@ -215,7 +215,7 @@ class Task(ABC):
     def description(self, model: nn.Module, processor: Any) -> dict[str, str]:
         """What makes a checkpoint file load as exactly this model (safetensors metadata and training state):
         by default the Swin model's config.json and the preprocessing."""
-        from swinkit.loading import description_metadata
+        from swinkit.sources import description_metadata
 
         return description_metadata(model.config, processor.to_preprocessor_config())
 

@@ -29,7 +29,6 @@ from swinkit.data.masking import MaskGenerator
 from swinkit.engine import build
 from swinkit.engine.distributed import DistContext, ShardedSampler, all_reduce_sum, eval_shard
 from swinkit.layouts.hf import mim_config_to_hf
-from swinkit.loading import DESCRIPTION_KEYS
 from swinkit.models.mim import (
     SwinForMaskedImageModeling,
     build_mim_model,
@@ -38,6 +37,7 @@ from swinkit.models.mim import (
     save_mim_pretrained,
 )
 from swinkit.presets import MIM_PRESETS, get_mim_preset, get_preset
+from swinkit.sources import DESCRIPTION_KEYS
 from swinkit.tasks.base import Evaluator, Task, TrainLoader
 
 

@@ -21,10 +21,11 @@ from swinkit.checkpoint_io import load_state_file, load_torch
 from swinkit.data.segmentation import SegmentationProcessor
 from swinkit.layouts import unwrap
 from swinkit.layouts.heads import hf_upernet, mmseg
-from swinkit.loading import DESCRIPTION_KEYS, PREPROCESSOR_FILE, from_pretrained, load_into, resolve_source
+from swinkit.loading import from_pretrained, load_into
 from swinkit.models.segmentation.checkpoints import load_hf, load_mmseg, model_from_state_dict
 from swinkit.models.segmentation.config import UperNetConfig, get_segmentation_preset
 from swinkit.models.segmentation.upernet import UperNet, build_upernet
+from swinkit.sources import DESCRIPTION_KEYS, PREPROCESSOR_FILE, resolve_source
 
 log = logging.getLogger(__name__)
 

@@ -46,10 +46,10 @@ from swinkit.evaluation.segmentation import (
     report_text,
 )
 from swinkit.layouts.heads import hf_upernet
-from swinkit.loading import DESCRIPTION_KEYS, PREPROCESSOR_FILE
 from swinkit.models.segmentation.checkpoints import save_hf
 from swinkit.models.segmentation.config import SEGMENTATION_PRESETS, get_segmentation_preset
 from swinkit.models.segmentation.upernet import UperNet, output_losses
+from swinkit.sources import DESCRIPTION_KEYS, PREPROCESSOR_FILE
 from swinkit.tasks.base import Evaluator, Task, TaskPredictor, TrainLoader, run_by_shape
 from swinkit.tasks.segmentation_model import (
     UPERNET_ARCHITECTURE,
