@@ -8,24 +8,12 @@ keep-ratio resize to 1333x800, mmdet's ``DetDataPreprocessor`` mean/std in RGB, 
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 from swinkit.models.detection.coco import COCO_CLASSES
+from swinkit.models.nested_config import config_from_dict, config_to_dict, label_names, replace_labelled
 from swinkit.presets import SwinConfig, lookup_preset
-
-_TUPLES = (
-    "anchor_scales",
-    "anchor_ratios",
-    "anchor_strides",
-    "roi_strides",
-    "bbox_target_means",
-    "bbox_target_stds",
-    "test_scale",
-    "pixel_mean",
-    "pixel_std",
-)
 
 
 @dataclass(frozen=True)
@@ -98,9 +86,7 @@ class MaskRCNNConfig:
 
     @property
     def label_names(self) -> tuple[str, ...]:
-        return (
-            self.labels if self.labels is not None else tuple(f"LABEL_{i}" for i in range(self.num_classes))
-        )
+        return label_names(self.labels, self.num_classes)
 
     @property
     def architecture(self) -> str:
@@ -109,33 +95,14 @@ class MaskRCNNConfig:
 
     def replace(self, **changes: Any) -> MaskRCNNConfig:
         """A copy with some fields changed (validated again); new ``labels`` set ``num_classes``."""
-        if changes.get("labels") is not None:
-            changes["labels"] = tuple(changes["labels"])
-            changes.setdefault("num_classes", len(changes["labels"]))
-        elif "num_classes" in changes and changes["num_classes"] != self.num_classes:
-            changes.setdefault("labels", None)
-        for name in _TUPLES:
-            if name in changes:
-                changes[name] = tuple(changes[name])
-        return dataclasses.replace(self, **changes)
+        return replace_labelled(self, changes)
 
     def to_dict(self) -> dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        out["backbone"] = self.backbone.to_dict()
-        for name in _TUPLES:
-            out[name] = list(out[name])
-        out["labels"] = list(self.labels) if self.labels is not None else None
-        return out
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MaskRCNNConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - names
-        if unknown:
-            raise ValueError(f"unknown MaskRCNNConfig fields: {sorted(unknown)}")
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-        values["backbone"] = SwinConfig.from_dict(dict(data["backbone"]))
-        return cls(**values)
+        return config_from_dict(cls, data)
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,10 @@ The numbers follow mmsegmentation 1.x: ``configs/_base_/models/upernet_swin.py``
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from swinkit.models.nested_config import config_from_dict, config_to_dict, label_names, replace_labelled
 from swinkit.models.segmentation.ade20k import ADE20K_CLASSES
 from swinkit.presets import SwinConfig, lookup_preset
 
@@ -62,37 +62,18 @@ class UperNetConfig:
 
     @property
     def label_names(self) -> tuple[str, ...]:
-        return (
-            self.labels if self.labels is not None else tuple(f"LABEL_{i}" for i in range(self.num_classes))
-        )
+        return label_names(self.labels, self.num_classes)
 
     def replace(self, **changes: Any) -> UperNetConfig:
         """A copy with some fields changed (validated again); new ``labels`` set ``num_classes``."""
-        if changes.get("labels") is not None:
-            changes["labels"] = tuple(changes["labels"])
-            changes.setdefault("num_classes", len(changes["labels"]))
-        elif "num_classes" in changes and changes["num_classes"] != self.num_classes:
-            changes.setdefault("labels", None)
-        if "pool_scales" in changes:
-            changes["pool_scales"] = tuple(changes["pool_scales"])
-        return dataclasses.replace(self, **changes)
+        return replace_labelled(self, changes)
 
     def to_dict(self) -> dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        out["backbone"] = self.backbone.to_dict()
-        out["pool_scales"] = list(self.pool_scales)
-        out["labels"] = list(self.labels) if self.labels is not None else None
-        return out
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> UperNetConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - names
-        if unknown:
-            raise ValueError(f"unknown UperNetConfig fields: {sorted(unknown)}")
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-        values["backbone"] = _backbone_from_dict(dict(data["backbone"]))
-        return cls(**values)
+        return config_from_dict(cls, data, _backbone_from_dict)
 
 
 def _backbone_from_dict(data: dict[str, Any]) -> SwinConfig:
