@@ -4,11 +4,12 @@ the evaluation processor (the exact preprocessing ``swinkit predict`` applies to
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from swinkit.data.augment import TrainTransform
 from swinkit.data.datasets import EvalImages, LabeledImages, TrainImages, load_dataset, split
@@ -93,11 +94,25 @@ def train_transform(config: TrainConfig, size: int, processor: ImageProcessor) -
 def train_loader(
     config: TrainConfig, data: LabeledImages, transform: TrainTransform, context: DistContext
 ) -> tuple[DataLoader, TrainImages, ShardedSampler]:
-    """Shuffled, sharded, reproducible loader; the DataLoader's own generator keeps global RNGs untouched."""
+    """Shuffled, sharded, reproducible loader of the classification training images."""
     dataset = TrainImages(data, transform, config.run.seed)
-    sampler = ShardedSampler(
-        len(data), seed=config.run.seed, rank=context.rank, world_size=context.world_size
+    loader, sampler = sharded_loader(config, dataset, context)
+    return loader, dataset, sampler
+
+
+def sharded_loader(
+    config: TrainConfig,
+    dataset: Dataset,
+    context: DistContext,
+    batches: Callable[[ShardedSampler], Sampler[int]] | None = None,
+) -> tuple[DataLoader, Any]:
+    """(loader, sampler) of this rank's seeded shuffle of ``dataset``; ``batches`` wraps the sampler (a task's
+    own batching rule, e.g. whole batches only). The DataLoader's own generator keeps global RNGs untouched."""
+    sampler: Any = ShardedSampler(
+        len(dataset), seed=config.run.seed, rank=context.rank, world_size=context.world_size
     )
+    if batches is not None:
+        sampler = batches(sampler)
     loader = DataLoader(
         dataset,
         batch_size=config.run.batch_size,
@@ -106,7 +121,7 @@ def train_loader(
         generator=torch.Generator().manual_seed(config.run.seed),
         pin_memory=context.device.type == "cuda",
     )
-    return loader, dataset, sampler
+    return loader, sampler
 
 
 def eval_loader(

@@ -27,7 +27,7 @@ from swinkit.data.datasets import IMAGE_EXTENSIONS, load_dataset, sample_rng
 from swinkit.data.decode import decode_image
 from swinkit.data.masking import MaskGenerator
 from swinkit.engine import build
-from swinkit.engine.distributed import DistContext, ShardedSampler, all_reduce_sum, eval_shard
+from swinkit.engine.distributed import DistContext, all_reduce_sum, eval_shard
 from swinkit.layouts.hf import mim_config_to_hf
 from swinkit.models.mim import (
     SwinForMaskedImageModeling,
@@ -299,17 +299,7 @@ class MaskedImageModelingTask(Task):
             std=tuple(processor.std),
         )  # fmt: skip
         dataset = MaskedImages(data.train, self.masks, cfg.run.seed, transform=transform)
-        sampler = ShardedSampler(
-            len(dataset), seed=cfg.run.seed, rank=context.rank, world_size=context.world_size
-        )
-        loader = DataLoader(
-            dataset,
-            batch_size=cfg.run.batch_size,
-            sampler=sampler,
-            num_workers=cfg.data.num_workers,
-            generator=torch.Generator().manual_seed(cfg.run.seed),
-            pin_memory=context.device.type == "cuda",
-        )
+        loader, sampler = build.sharded_loader(cfg, dataset, context)
         return TrainLoader(loader, dataset, sampler)
 
     def eval_loader(self, data: Any, processor: Any, batch_size: int, context: DistContext) -> DataLoader:

@@ -36,6 +36,7 @@ from swinkit.data.segmentation import (
     read_classes,
 )
 from swinkit.data.segmentation_transforms import SegmentationTrainTransform
+from swinkit.engine import build
 from swinkit.engine.config import TrainConfig
 from swinkit.engine.distributed import DistContext, ShardedSampler, all_reduce_sum, eval_shard
 from swinkit.evaluation.segmentation import (
@@ -323,17 +324,8 @@ class SemanticSegmentationTask(Task):
                 "1x1 pyramid pooling has a single value per channel for one image"
             )
         dataset = SegmentationTrainSet(data.train, self.train_transform(processor), cfg.run.seed)
-        shards = ShardedSampler(
-            len(dataset), seed=cfg.run.seed, rank=context.rank, world_size=context.world_size
-        )
-        sampler = FullBatches(shards, cfg.run.batch_size)
-        loader = DataLoader(
-            dataset,
-            batch_size=cfg.run.batch_size,
-            sampler=sampler,
-            num_workers=cfg.data.num_workers,
-            generator=torch.Generator().manual_seed(cfg.run.seed),
-            pin_memory=context.device.type == "cuda",
+        loader, sampler = build.sharded_loader(
+            cfg, dataset, context, lambda shards: FullBatches(shards, cfg.run.batch_size)
         )
         return TrainLoader(loader, dataset, sampler)
 
