@@ -10,6 +10,7 @@ from segmentation_scenes import CLASSES, write_ade20k, write_pairs
 
 from swinkit.data import segmentation as seg
 from swinkit.data import segmentation_transforms as sdt
+from swinkit.data.datasets import sample_rng
 
 
 @pytest.mark.parametrize(
@@ -169,7 +170,7 @@ def test_train_transform_pads_with_0_and_255_and_is_seeded():
     assert (pixels[:, 20:] == 0).all() and (pixels[:, :, 30:] == 0).all()
     assert torch.allclose(pixels[0, 0, 0], torch.tensor((200 - 123.675) / 58.395))
     full = sdt.SegmentationTrainTransform(crop_size=16, scale=(64, 32))
-    first = full(image, labels, seg.sample_rng(0, 1, 5))
-    again = full(image, labels, seg.sample_rng(0, 1, 5))
-    other = full(image, labels, seg.sample_rng(0, 2, 5))
+    first = full(image, labels, sample_rng(0, 1, 5))
+    again = full(image, labels, sample_rng(0, 1, 5))
+    other = full(image, labels, sample_rng(0, 2, 5))
     assert torch.equal(first[0], again[0]) and not torch.equal(first[0], other[0])

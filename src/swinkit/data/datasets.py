@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -189,15 +190,11 @@ def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, epoch, index])
 
 
-class TrainImages(Dataset):
-    """Decoded, augmented training samples: ``(pixels (3, H, W), target)``; call ``set_epoch`` each epoch."""
+class AugmentedSet(Dataset):
+    """Training samples of ``data`` drawn through ``transform``, with one generator per (seed, epoch, sample):
+    the same draws on every rank and after a resume; call ``set_epoch`` each epoch."""
 
-    def __init__(
-        self,
-        data: LabeledImages,
-        transform: Callable[[Image.Image, np.random.Generator], torch.Tensor],
-        seed: int,
-    ) -> None:
+    def __init__(self, data: Any, transform: Callable, seed: int) -> None:
         self.data, self.transform, self.seed, self.epoch = data, transform, seed, 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -206,20 +203,33 @@ class TrainImages(Dataset):
     def __len__(self) -> int:
         return len(self.data)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = decode_image(self.data.paths[index])
-        pixels = self.transform(image, sample_rng(self.seed, self.epoch, index))
-        return pixels, target_tensor(self.data.targets[index], len(self.data.labels), self.data.multi_label)
+    def rng(self, index: int) -> np.random.Generator:
+        """The augmentation generator of sample ``index`` this epoch."""
+        return sample_rng(self.seed, self.epoch, index)
 
 
-class EvalImages(Dataset):
-    """Decoded samples through the evaluation processor: ``(pixels (3, H, W), target)``."""
+class ProcessedSet(Dataset):
+    """Evaluation samples of ``data`` through a deterministic ``processor``."""
 
-    def __init__(self, data: LabeledImages, processor: Callable[[Image.Image], torch.Tensor]) -> None:
+    def __init__(self, data: Any, processor: Callable[[Image.Image], torch.Tensor]) -> None:
         self.data, self.processor = data, processor
 
     def __len__(self) -> int:
         return len(self.data)
+
+
+class TrainImages(AugmentedSet):
+    """Decoded, augmented training samples of ``LabeledImages``: ``(pixels (3, H, W), target)``; ``transform``
+    maps (image, generator) to pixels."""
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image = decode_image(self.data.paths[index])
+        pixels = self.transform(image, self.rng(index))
+        return pixels, target_tensor(self.data.targets[index], len(self.data.labels), self.data.multi_label)
+
+
+class EvalImages(ProcessedSet):
+    """Decoded samples through the evaluation processor: ``(pixels (3, H, W), target)``."""
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         pixels = self.processor(decode_image(self.data.paths[index]))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,9 +21,8 @@ import cv2
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
 
-from swinkit.data.datasets import sample_rng
+from swinkit.data.datasets import AugmentedSet, ProcessedSet
 from swinkit.data.decode import IMAGE_EXTENSIONS, decode_image
 from swinkit.data.records import ImageRecord, resolve_path
 
@@ -296,31 +295,17 @@ def load_segmentation(
     return data
 
 
-class SegmentationTrainSet(Dataset):
-    """Augmented training pairs ``(pixels (3, c, c), labels (c, c))``; ``set_epoch`` changes the draws."""
-
-    def __init__(self, data: SegmentationSet, transform: Callable, seed: int) -> None:
-        self.data, self.transform, self.seed, self.epoch = data, transform, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.data)
+class SegmentationTrainSet(AugmentedSet):
+    """Augmented training pairs ``(pixels (3, c, c), labels (c, c))`` of a ``SegmentationSet``; ``transform``
+    maps (image, labels, generator) to the pair; ``set_epoch`` changes the draws."""
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image, labels = self.data.read(index)
-        return self.transform(image, labels, sample_rng(self.seed, self.epoch, index))
+        return self.transform(image, labels, self.rng(index))
 
 
-class SegmentationEvalSet(Dataset):
+class SegmentationEvalSet(ProcessedSet):
     """Evaluation pairs ``(pixels (3, h, w) through ``processor``, labels (H, W) at the original size)``."""
-
-    def __init__(self, data: SegmentationSet, processor: Callable[[Image.Image], torch.Tensor]) -> None:
-        self.data, self.processor = data, processor
-
-    def __len__(self) -> int:
-        return len(self.data)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image, labels = self.data.read(index)
