@@ -27,6 +27,7 @@ _OPTIONS: tuple[tuple[str, type, str], ...] = (
     ("--max-batch-size", int, "images run through the model together at most (default 16)"),
     ("--score-threshold", float, "detection: lowest object score answered (default: the model's, 0.05)"),
     ("--max-detections", int, "detection: objects answered per image at most (default: the model's, 100)"),
+    ("--mode", str, "semantic segmentation: whole or slide (sliding-window) inference (default whole)"),
     ("--max-delay-ms", float, "how long a batch waits for more images (default 10)"),
     ("--max-queue-size", int, "images that may wait for the model before 503 (default 256)"),
     ("--max-concurrent-requests", int, "requests handled at once before 503 (default 64)"),
@@ -62,6 +63,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="let URLs reach this non-public network too (repeatable), e.g. 10.1.0.0/16",
     )
     parser.add_argument(
+        "--tta",
+        action="store_true",
+        default=None,
+        help="semantic segmentation: multi-scale + flip testing (mmseg's ratios 0.5-1.75)",
+    )
+    parser.add_argument(
         "--no-warmup", dest="warmup", action="store_false", default=None, help="skip the warm-up batch"
     )
 
@@ -72,7 +79,7 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
 
     from swinkit.serve.settings import ServeSettings
 
-    names = ["config_file", "allow_urls", "url_allowed_networks", "warmup"]
+    names = ["config_file", "allow_urls", "url_allowed_networks", "warmup", "tta"]
     names += [flag[2:].replace("-", "_") for flag, _, _ in _OPTIONS]
     flags = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
     try:

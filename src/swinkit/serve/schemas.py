@@ -188,6 +188,9 @@ class InfoResponse(BaseModel):
     preprocessing: dict[str, Any] | None = None
     score_threshold: float | None = Field(None, description="detection: the lowest object score answered")
     max_detections: int | None = Field(None, description="detection: objects answered per image at most")
+    inference: dict[str, Any] | None = Field(
+        None, description="semantic segmentation: mode (whole or slide), sliding-window crop and stride, tta"
+    )
     runtime: str | None = Field(
         None, description="the backend running the network: torch, openvino, onnxruntime"
     )

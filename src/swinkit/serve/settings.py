@@ -86,6 +86,13 @@ class ServeSettings(BaseSettings):
     max_detections: int | None = Field(
         None, ge=1, description="detection: objects per image at most (default: the model's, 100)"
     )
+    mode: Literal["whole", "slide"] | None = Field(
+        None,
+        description="semantic segmentation: whole-image or sliding-window inference (default: whole)",
+    )
+    tta: bool | None = Field(
+        None, description="semantic segmentation: multi-scale + flip testing (mmseg's tta_pipeline)"
+    )
     max_delay_ms: float = Field(10.0, ge=0, description="how long a batch waits for more images")
     max_queue_size: int = Field(256, ge=1, description="images waiting for the model; beyond it: 503")
     max_concurrent_requests: int = Field(64, ge=1, description="requests being handled at once; beyond: 503")
@@ -116,6 +123,12 @@ class ServeSettings(BaseSettings):
                 f"({self.max_queue_size}): such a request could never be queued"
             )
         return self
+
+    def task_options(self) -> dict[str, Any]:
+        """The task's own predictor settings that were given (``load_predictor(**options)``, as
+        ``swinkit predict --mode/--tta`` passes them); a task whose predictor takes none refuses them."""
+        options = {"mode": self.mode, "tta": self.tta or None}
+        return {name: value for name, value in options.items() if value is not None}
 
     @classmethod
     def settings_customise_sources(

@@ -43,6 +43,7 @@ def load_service(settings: ServeSettings) -> ScoringService:
         runtime=settings.runtime,
         precision=settings.precision,
         openvino_hint=settings.openvino_hint,
+        **settings.task_options(),
     )
 
 
