@@ -126,7 +126,7 @@ class Trainer:
         self.data = task.load_data()
         self._say(self.data.train.summary("training set"))
         self._say(self.data.val.summary("validation set"))
-        self.model = task.build_model(self.data).to(ctx.device)
+        self.model = task.distributed_model(task.build_model(self.data).to(ctx.device), ctx)
         if freeze_stages(self.model, cfg.optim.freeze_stages):
             self._say(f"frozen: patch embedding and the first {cfg.optim.freeze_stages} stage(s)")
         self.processor = task.processor(self.model)

@@ -161,6 +161,11 @@ class Task(ABC):
     def build_model(self, data: Any) -> nn.Module:
         """The model to train, on the CPU, initialised from ``config.run.seed``."""
 
+    def distributed_model(self, model: nn.Module, context: DistContext) -> nn.Module:
+        """``model`` (on ``context.device``) as this task trains it across ``context``'s processes, before
+        DistributedDataParallel wraps it (semantic segmentation: SyncBN heads); by default unchanged."""
+        return model
+
     @abstractmethod
     def processor(self, model: nn.Module) -> Any:
         """The evaluation preprocessing (has ``to_preprocessor_config()``), as saved with the model."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -49,7 +50,7 @@ from swinkit.evaluation.segmentation import (
 from swinkit.layouts.heads import hf_upernet
 from swinkit.models.segmentation.checkpoints import save_hf
 from swinkit.models.segmentation.config import SEGMENTATION_PRESETS, get_segmentation_preset
-from swinkit.models.segmentation.upernet import UperNet, output_losses
+from swinkit.models.segmentation.upernet import SYNC_BN_DEVICES, UperNet, output_losses, sync_head_norms
 from swinkit.sources import DESCRIPTION_KEYS, PREPROCESSOR_FILE
 from swinkit.tasks.base import Evaluator, Task, TaskPredictor, TrainLoader, run_by_shape
 from swinkit.tasks.segmentation_model import (
@@ -59,6 +60,8 @@ from swinkit.tasks.segmentation_model import (
     load_upernet,
     preset_upernet,
 )
+
+log = logging.getLogger(__name__)
 
 
 def upernet_description(model: UperNet, processor: SegmentationProcessor) -> dict[str, str]:
@@ -301,6 +304,20 @@ class SemanticSegmentationTask(Task):
             get_segmentation_preset(cfg.model.preset).crop_size if cfg.model.preset else 512
         )
         return model
+
+    def distributed_model(self, model: nn.Module, context: DistContext) -> nn.Module:
+        """Under torchrun the heads' BatchNorm becomes SyncBN, as mmseg's configs; torch's SyncBatchNorm runs
+        on CUDA (XPU, HPU) only, so CPU processes keep BatchNorm with their own batch statistics (logged)."""
+        if not context.distributed:
+            return model
+        if context.device.type not in SYNC_BN_DEVICES:
+            log.warning(
+                "SyncBN needs CUDA (torch's SyncBatchNorm refuses %s tensors): on %d CPU processes each "
+                "normalises the heads with its own batch of %d images",
+                context.device.type, context.world_size, self.config.run.batch_size,
+            )  # fmt: skip
+            return model
+        return sync_head_norms(model)
 
     def processor(self, model: nn.Module) -> SegmentationProcessor:
         """mmseg's test pipeline at ``seg.test_scale``; mean/std are SegDataPreProcessor's."""

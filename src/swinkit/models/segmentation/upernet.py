@@ -136,3 +136,19 @@ def upernet_flops(config: UperNetConfig, image_size: tuple[int, int] = (512, 204
 def create_upernet(name: str, **overrides: object) -> UperNet:
     """A randomly initialised UperNet of segmentation preset ``name``; ``overrides`` change UperNetConfig fields."""
     return build_upernet(get_segmentation_preset(name).config.replace(**overrides))
+
+
+# devices torch's SyncBatchNorm runs on; on others (the CPU) its forward raises "SyncBatchNorm expected input
+# tensor to be on GPU or XPU or privateuseone" once a process group exists
+SYNC_BN_DEVICES = ("cuda", "xpu", "hpu")
+
+
+def sync_head_norms(model: UperNet) -> UperNet:
+    """``model`` with the heads' BatchNorm as ``nn.SyncBatchNorm`` (batch statistics over every process), as
+    mmseg's Swin UPerNet configs (``norm_cfg=dict(type='SyncBN')`` in the decode and auxiliary heads); the
+    backbone has LayerNorm only. Converts in place and returns ``model``, like torch's
+    ``convert_sync_batchnorm``; the weights, buffers and state-dict keys are unchanged."""
+    model.decode_head = nn.SyncBatchNorm.convert_sync_batchnorm(model.decode_head)
+    if model.auxiliary_head is not None:
+        model.auxiliary_head = nn.SyncBatchNorm.convert_sync_batchnorm(model.auxiliary_head)
+    return model
