@@ -66,6 +66,7 @@ class Progress:
     seen: int = 0  # samples of this epoch so far (this rank)
     best: float | None = None  # best validation value of the primary metric
     best_epoch: int | None = None
+    best_step: int | None = None  # the global step of the best validation
     bad_epochs: int = 0  # epochs since the best
     stopped_early: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -140,6 +141,7 @@ class Trainer:
         # an iteration-based run (schedule.iterations) stops mid-epoch at its last step
         self.epochs, self.total_steps, _ = run_length(cfg.schedule, self.steps_per_epoch)
         self.schedule = build_schedule(self.optimizer, cfg, self.steps_per_epoch)
+        self.val_interval = self._val_interval()
         self.ema = ModelEma(self.model, cfg.run.ema_decay) if cfg.run.ema else None
         self.progress = self._restore() if self.resume else self._fresh()
         self.net = DistributedDataParallel(self.model) if ctx.distributed else self.model
@@ -214,8 +216,10 @@ class Trainer:
         )
         batches = iter(self.loader)
         start, images = None, 0
-        while p.global_step < self.total_steps and (
-            micro := list(itertools.islice(batches, cfg.optim.accum_steps))
+        while (
+            p.global_step < self.total_steps
+            and not p.stopped_early
+            and (micro := list(itertools.islice(batches, cfg.optim.accum_steps)))
         ):
             if start is None:  # timed from the first batch's arrival: worker start-up is not throughput
                 start = time.perf_counter()
@@ -225,6 +229,7 @@ class Trainer:
             p.loss_sums = {k: p.loss_sums.get(k, 0.0) + named[k] for k in named}
             p.loss_sum, p.seen, images = p.loss_sum + loss_sum, p.seen + count, images + count
             rate = images * self.context.world_size / max(time.perf_counter() - start, 1e-9)
+            self.images_per_second = rate
             bar.set_postfix(
                 loss=f"{p.loss_sum / p.seen:.4f}", lr=f"{lr:.2e}", img_s=f"{rate:.0f}", refresh=False
             )
@@ -235,9 +240,13 @@ class Trainer:
                 and p.step < self.steps_per_epoch
             ):
                 self._save_state()
+            if self.val_interval and (
+                p.global_step % self.val_interval == 0 or p.global_step == self.total_steps
+            ):
+                paused = time.perf_counter()
+                self._validate_and_save()
+                start += time.perf_counter() - paused  # throughput counts training time only
         bar.close()
-        elapsed = time.perf_counter() - start if start is not None else 0.0
-        self.images_per_second = images * self.context.world_size / max(elapsed, 1e-9)
 
     def _step(self, micro: list[Any]) -> tuple[float, int, dict[str, float]]:
         """One optimizer step over the micro-batches; (summed loss, samples, summed loss per name)."""
@@ -303,7 +312,39 @@ class Trainer:
         entry.update({k: v for k, v in metrics.items() if isinstance(v, float) and k != "loss"})
         return entry
 
+    def _val_interval(self) -> int | None:
+        """The task's steps between validations (iteration-based runs, as mmengine's ``IterBasedTrainLoop``);
+        None: validate at each epoch's end."""
+        interval = self.task.val_interval
+        if interval is None:
+            return None
+        if interval < 1:
+            raise ValueError(f"the validation interval must be at least 1 iteration, got {interval}")
+        if not self.config.schedule.iterations:
+            raise ValueError(
+                f"a validation interval of {interval} iterations needs an iteration-based run "
+                "(schedule.iterations); an epoch-based run validates at each epoch's end"
+            )
+        return interval
+
     def _end_epoch(self) -> None:
+        p = self.progress
+        lines = [] if self.val_interval else self._validate()
+        p.epoch, p.step = p.epoch + 1, 0
+        self._save_state()
+        for line in lines:
+            self._say(line)
+
+    def _validate_and_save(self) -> None:
+        """A validation within an epoch (every ``val_interval`` steps), then a checkpoint."""
+        lines = self._validate()
+        self._save_state()
+        for line in lines:
+            self._say(line)
+
+    def _validate(self) -> list[str]:
+        """Evaluate, record the history row, keep the best weights, decide early stopping; the training-loss
+        sums restart. Returns the lines to report (said once the state is saved)."""
         cfg, p = self.config, self.progress
         started = time.perf_counter()
         metrics = self._evaluate()
@@ -311,10 +352,12 @@ class Trainer:
             self.task.write_epoch_report(self.run_dir, p.epoch + 1, self.evaluator)
         name = self.task.primary_metric
         entry = self._epoch_entry(metrics)
+        if self.val_interval:
+            entry["iteration"] = p.global_step
         p.history.append(entry)
         improved = self._better(metrics[name])
         if improved:
-            p.best, p.best_epoch, p.bad_epochs = metrics[name], p.epoch + 1, 0
+            p.best, p.best_epoch, p.best_step, p.bad_epochs = metrics[name], p.epoch + 1, p.global_step, 0
             if self.context.is_main:
                 save_safetensors(
                     self.eval_model.state_dict(), checkpoint_dir(self.run_dir) / BEST, self._description()
@@ -323,20 +366,28 @@ class Trainer:
             p.bad_epochs += 1
         if cfg.run.patience is not None and p.bad_epochs >= cfg.run.patience:
             p.stopped_early = True
-        p.epoch, p.step, p.loss_sum, p.loss_sums, p.seen = p.epoch + 1, 0, 0.0, {}, 0
-        self._save_state()
+        p.loss_sum, p.loss_sums, p.seen = 0.0, {}, 0
+        return self._report_lines(entry, metrics, improved, time.perf_counter() - started)
+
+    def _report_lines(
+        self, entry: dict[str, Any], metrics: dict[str, Any], improved: bool, took: float
+    ) -> list[str]:
+        cfg, p = self.config, self.progress
         rate = getattr(self, "images_per_second", 0.0)
+        at = f"iter {entry['iteration']}/{self.total_steps}  " if "iteration" in entry else ""
         val = f"val_loss {entry['val_loss']:.4f}  " if "val_loss" in entry else ""
-        line = (
-            f"epoch {entry['epoch']}/{self.epochs}  train_loss {entry['train_loss']:.4f}  "
+        lines = [
+            f"epoch {entry['epoch']}/{self.epochs}  {at}train_loss {entry['train_loss']:.4f}  "
             f"{val}{self.task.summary_line(metrics)}  lr {entry['lr']:.2e}  "
-            f"{rate:.0f} img/s  eval {time.perf_counter() - started:.1f}s" + ("  *best*" if improved else "")
-        )
-        self._say(line)
+            f"{rate:.0f} img/s  eval {took:.1f}s" + ("  *best*" if improved else "")
+        ]
         if p.stopped_early:
-            self._say(
-                f"early stopping: no better {name} for {cfg.run.patience} epochs (best at epoch {p.best_epoch})"
+            unit = "validations" if self.val_interval else "epochs"
+            lines.append(
+                f"early stopping: no better {self.task.primary_metric} for {cfg.run.patience} {unit} "
+                f"(best at epoch {p.best_epoch})"
             )
+        return lines
 
     def _finish(self) -> dict[str, Any]:
         """Best weights -> final evaluation, metrics.json, plots and the HF-layout model in the run folder."""
@@ -350,7 +401,8 @@ class Trainer:
             "primary_metric": self.task.primary_metric,
             **self.task.report_fields(self.model),
             "best_epoch": p.best_epoch,
-            "epochs_run": len(p.history),
+            **({"best_iteration": p.best_step} if self.val_interval else {}),
+            "epochs_run": p.epoch,
             "stopped_early": p.stopped_early,
             "train_size": len(self.data.train),
             **metrics,

@@ -161,6 +161,12 @@ class Task(ABC):
     def build_model(self, data: Any) -> nn.Module:
         """The model to train, on the CPU, initialised from ``config.run.seed``."""
 
+    @property
+    def val_interval(self) -> int | None:
+        """Optimizer steps between validations of an iteration-based run (mmengine's ``val_interval``);
+        None, the default: validate at each epoch's end."""
+        return None
+
     def distributed_model(self, model: nn.Module, context: DistContext) -> nn.Module:
         """``model`` (on ``context.device``) as this task trains it across ``context``'s processes, before
         DistributedDataParallel wraps it (semantic segmentation: SyncBN heads); by default unchanged."""

@@ -108,7 +108,6 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 
 @dataclass
-@dataclass
 class SegmentationConfig:
     """The semantic segmentation task's data and pipeline (mmseg's ADE20K settings)(YAML ``seg:``, ``--set seg.KEY=...``)."""
 
@@ -123,6 +122,7 @@ class SegmentationConfig:
     classes: str | None = (
         None  # classes.txt or comma-separated names; None: the data's classes.txt or model's
     )
+    val_interval: int | None = None  # iterations between validations (mmseg 160k: 16000); None: epoch ends
 
 
 class SegmentationEvaluator(Evaluator):
@@ -304,6 +304,11 @@ class SemanticSegmentationTask(Task):
             get_segmentation_preset(cfg.model.preset).crop_size if cfg.model.preset else 512
         )
         return model
+
+    @property
+    def val_interval(self) -> int | None:
+        """``seg.val_interval``: mmseg's iteration-based runs validate every ``val_interval`` iterations."""
+        return self.config.task_options.val_interval
 
     def distributed_model(self, model: nn.Module, context: DistContext) -> nn.Module:
         """Under torchrun the heads' BatchNorm becomes SyncBN, as mmseg's configs; torch's SyncBatchNorm runs
