@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import socket
 import struct
 import threading
 import time
@@ -42,6 +43,30 @@ def make_images(root: Path) -> list[Path]:
         Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(path)
         paths.append(path)
     return paths
+
+
+@contextmanager
+def live_server(app: FastAPI) -> Iterator[str]:
+    """The base URL of ``app`` served by a real uvicorn on a free 127.0.0.1 port, once ``/ready`` says 200."""
+    import httpx
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while not server.started or httpx.get(f"{url}/ready").status_code != 200:
+            assert time.monotonic() < deadline and thread.is_alive(), "the server did not become ready"
+            time.sleep(0.05)
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(30)
 
 
 @contextmanager

@@ -6,17 +6,13 @@ from __future__ import annotations
 import base64
 import io
 import json
-import socket
-import threading
-import time
 
 import httpx
 import numpy as np
 import pytest
 import torch
-import uvicorn
 from PIL import Image
-from serve_helpers import b64, png_bomb, ready_client
+from serve_helpers import b64, live_server, png_bomb, ready_client
 
 from swinkit.checkpoint_io import atomic_write_json
 from swinkit.cli import main
@@ -149,32 +145,14 @@ def test_bad_inputs_get_the_classification_4xx(client, files, body, status, code
     assert response.json()["error"]["code"] == code and response.json()["error"]["index"] == index
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_a_real_uvicorn_server_on_loopback_answers_the_schema(files):
     folder, images = files
-    app = create_app(ServeSettings(model=str(folder)))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=_free_port(), log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{server.config.port}"
-    try:
-        deadline = time.monotonic() + 60
-        while not server.started or httpx.get(f"{url}/ready").status_code != 200:
-            assert time.monotonic() < deadline and thread.is_alive(), "the server did not become ready"
-            time.sleep(0.05)
+    with live_server(create_app(ServeSettings(model=str(folder)))) as url:
         answer = httpx.post(
             f"{url}/score", content=images[2].read_bytes(), headers={"content-type": "image/png"}
         )
         assert answer.status_code == 200, answer.text
         check_rows(answer.json(), images[2:])
-    finally:
-        server.should_exit = True
-        thread.join(30)
 
 
 def test_predict_and_batch_take_slide_and_tta(files, tmp_path, capsys):

@@ -5,15 +5,11 @@ same predictor options as predict's."""
 from __future__ import annotations
 
 import argparse
-import socket
-import threading
-import time
 
 import httpx
 import pytest
-import uvicorn
 from PIL import Image
-from serve_helpers import make_model_dir
+from serve_helpers import live_server, make_model_dir
 from test_segmentation_serve import check_rows, files  # noqa: F401  (the served UperNet folder fixture)
 
 from swinkit.cli import serve as serve_cli
@@ -58,33 +54,16 @@ def test_a_classifier_refuses_tta_in_one_sentence(tmp_path):
         load_model(ServeSettings(model=str(folder), tta=True))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_served_slide_tta_answers_equal_predicts_on_loopback(files):  # noqa: F811
     folder, images = files
     app = create_app(ServeSettings(model=str(folder), mode="slide", tta=True, warmup=False))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=_free_port(), log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{server.config.port}"
-    try:
-        deadline = time.monotonic() + 60
-        while not server.started or httpx.get(f"{url}/ready").status_code != 200:
-            assert time.monotonic() < deadline and thread.is_alive(), "the server did not become ready"
-            time.sleep(0.05)
+    with live_server(app) as url:
         inference = httpx.get(f"{url}/info").json()["inference"]
         assert inference["mode"] == "slide" and inference["tta"] is True
         answer = httpx.post(
             f"{url}/score", content=images[2].read_bytes(), headers={"content-type": "image/png"}
         )
         assert answer.status_code == 200, answer.text
-    finally:
-        server.should_exit = True
-        thread.join(30)
     check_rows(answer.json(), images[2:])
     predictor = load_predictor(folder, mode="slide", tta=True)
     (expected,) = predictor.infer([predictor.prepare(Image.open(images[2]).convert("RGB"))])
