@@ -17,6 +17,11 @@ The contract every task predictor follows (``export_graph() -> GraphSpec``):
   a static graph is faster on OpenVINO, see ``swinkit.runtime.export``). The exporter refuses a static
   spec whose preprocessing varies in size (``check_static``).
 
+A predictor gets its backend with ``swinkit.runtime.selection.backend_for(self.model, source, fingerprint,
+self.export_graph, runtime=..., precision=..., device=...)`` (torch runs ``self.model``; a graph runtime runs
+the export folder's graph or ``export_graph()`` traced on the fly); ``swinkit export`` calls ``export_graph``
+on the predictor loaded from the staged folder (``swinkit.runtime.exporter.graph_of``).
+
 The module must be traceable with dynamic H and W: sizes taken from ``x.shape`` stay traced values (never
 Python ints or branches on them while ``torch.jit.is_tracing()``); the Swin trunk, UPerNet and the FPN are.
 """
