@@ -83,7 +83,9 @@ def crop(inst: Instances, top: int, left: int, height: int, width: int) -> Insta
     return Instances(pixels, boxes[inside], inst.labels[inside], masks)
 
 
-def absolute_range_crop(rng: np.random.Generator, shape: tuple[int, int], crop_range: Sequence[int]) -> tuple:
+def absolute_range_crop(
+    rng: np.random.Generator, shape: tuple[int, int], crop_range: Sequence[int]
+) -> tuple[int, int, int, int]:
     """(top, left, height, width) of ``RandomCrop(crop_type="absolute_range")``: each side drawn uniformly in
     [min(side, low), min(side, high)], then the offset uniformly in [0, side - crop side]."""
     h, w = shape
@@ -113,7 +115,9 @@ class MultiScaleCrop:
         if self.crop_range[0] > self.crop_range[1]:
             raise ValueError(f"the crop range must be (min, max), got {self.crop_range}")
 
-    def _choice_resize(self, inst: Instances, sides: Sequence[int], rng: np.random.Generator) -> tuple:
+    def _choice_resize(
+        self, inst: Instances, sides: Sequence[int], rng: np.random.Generator
+    ) -> tuple[Instances, tuple[float, float]]:
         side = sides[int(rng.integers(len(sides)))]  # mmcv's RandomChoiceResize._random_select
         return rescale(inst, (self.long_side, side))
 
