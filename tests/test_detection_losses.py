@@ -154,3 +154,19 @@ def test_a_few_steps_on_one_image_reduce_the_total_loss():
         optimizer.step()
         totals.append(total.item())
     assert totals[-1] < 0.7 * totals[0]
+
+
+def test_a_batch_without_positive_rois_still_reaches_every_parameter():
+    """DDP needs a gradient for every parameter on every rank: with no object (no positive RoI) the mask and
+    box heads still run, on no RoI, and their zero losses touch each of their parameters (mmdet's
+    ``mask_preds.sum()`` / ``bbox_pred[pos_inds].sum()``)."""
+    torch.manual_seed(0)
+    model = create_mask_rcnn("mask_rcnn_swin_micro", num_classes=2)
+    pixels, metas, _, _, _ = _scene()
+    out = model.losses(pixels, metas, [torch.zeros(0, 4)], [torch.zeros(0, dtype=torch.long)],
+                       [torch.zeros(0, 64, 64)], generator=torch.Generator().manual_seed(0))  # fmt: skip
+    sum(v for k, v in out.items() if k.startswith("loss")).backward()
+    assert out["loss_mask"].item() == 0.0 and out["loss_bbox"].item() == 0.0
+    assert [n for n, p in model.named_parameters() if p.grad is None] == []
+    head = model.roi_head.mask_head.conv_logits.weight.grad
+    assert torch.equal(head, torch.zeros_like(head))

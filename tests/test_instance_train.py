@@ -169,3 +169,50 @@ def test_a_micro_mask_rcnn_learns_generated_scenes(tmp_path):
     assert main(args) == 0
     report = json.loads((run / "metrics.json").read_text())
     assert report["best_epoch"] >= 8 and report["segm_mAP_50"] >= 0.7 and report["bbox_mAP_50"] >= 0.7
+
+
+def _three_class_scenes(folder):
+    """Generated scenes relabelled to 3 classes (every third object a ``blue_box``)."""
+    path = write_scenes(folder, 4)
+    coco = json.loads(path.read_text())
+    coco["categories"].append({"id": 3, "name": "blue_box"})
+    for annotation in coco["annotations"][::3]:
+        annotation["category_id"] = 3
+    path.write_text(json.dumps(coco))
+    return path
+
+
+def test_fine_tuning_an_mmdet_coco_checkpoint_to_three_classes_keeps_every_shared_weight(tmp_path):
+    """``swinkit train --pretrained X.pth`` with an mmdet 3.x COCO file (80 classes, the documented key layout):
+    the run's detector predicts the data's 3 classes, ``fc_cls``/``fc_reg``/``conv_logits`` freshly initialised
+    (mmdet's init, as its ``load_from`` leaves mis-shaped layers), every other tensor the file's."""
+    from test_detection_layouts import MICRO, mmdet_checkpoint
+
+    from swinkit.layouts.heads import mmdet
+
+    checkpoint = mmdet_checkpoint(MICRO, seed=3)
+    torch.save(checkpoint, tmp_path / "coco.pth")
+    config = TrainConfig(task="instance_segmentation")
+    config.data.train, config.model.pretrained = (
+        str(_three_class_scenes(tmp_path / "data")),
+        str(tmp_path / "coco.pth"),
+    )
+    config.task_options.scale = (64, 64)
+    task = InstanceSegmentationTask(config)
+    model = task.build_model(task.load_data())
+    assert model.config.labels == ("red_box", "green_box", "blue_box") and model.training
+    tuned, coco = model.state_dict(), mmdet.to_canonical(checkpoint["state_dict"])
+    assert tuned.keys() == coco.keys()
+    for name, value in tuned.items():
+        if name.startswith(CLASS_LAYERS):
+            assert value.shape != coco[name].shape, name
+        else:
+            assert torch.equal(value, coco[name]), name
+    assert tuned["roi_head.bbox_head.fc_cls.weight"].shape[0] == 4  # 3 classes + background
+    assert tuned["roi_head.bbox_head.fc_reg.weight"].shape[0] == 12
+    assert tuned["roi_head.mask_head.conv_logits.weight"].shape[0] == 3
+    assert tuned["roi_head.bbox_head.fc_cls.weight"].std().item() == pytest.approx(0.01, rel=0.2)
+    assert not tuned["roi_head.bbox_head.fc_cls.bias"].any()
+    batch = next(iter(task.train_loader(task.load_data(), task.processor(model), DistContext()).loader))
+    losses = task.losses(model, batch, np.random.default_rng(0), contextlib.nullcontext())
+    assert all(torch.isfinite(v) for v in losses.values())

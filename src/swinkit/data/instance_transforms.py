@@ -4,7 +4,8 @@ Training (``configs/_base_/datasets/coco_instance.py`` ``train_pipeline``): ``Lo
 ``Resize(scale, keep_ratio=True)`` (boxes scaled and clipped to the new size, masks rescaled nearest),
 ``RandomFlip(0.5)`` (horizontal), then ``DetDataPreprocessor``'s normalisation and padding to 32 in the collate.
 Crowd objects are left out of the targets and images without objects are left out of training
-(``filter_empty_gt``), as mmdet does.
+(``filter_empty_gt``), as mmdet does. The 3x recipe's multi-scale + crop pipeline (``det.train_pipeline:
+ms_crop``) is :class:`swinkit.data.instance_augment.MultiScaleCrop`; its crops may leave an image no object.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from torch.utils.data import Dataset
 
 from swinkit.data.datasets import sample_rng
 from swinkit.data.decode import decode_image
+from swinkit.data.instance_augment import Instances, MultiScaleCrop
 from swinkit.data.instances import InstanceDataset, InstanceImage
 from swinkit.models.detection.preprocess import DetectionPreprocessor
+from swinkit.models.detection.structures import ImageMeta
 
 
 def read_image(image: InstanceImage) -> np.ndarray:
@@ -43,12 +46,20 @@ class InstanceTrainSet(Dataset):
     """Augmented training samples: a dict of the normalised (3, h, w) pixels, its meta and its targets."""
 
     def __init__(
-        self, data: InstanceDataset, processor: DetectionPreprocessor, flip: float, seed: int
+        self,
+        data: InstanceDataset,
+        processor: DetectionPreprocessor,
+        flip: float,
+        seed: int,
+        multi_scale_crop: MultiScaleCrop | None = None,
     ) -> None:
         keep = [i for i, image in enumerate(data.images) if int((~image.iscrowd).sum()) > 0]
         self.images = [data.images[i] for i in keep]
         self.processor, self.flip, self.seed, self.epoch = processor, flip, seed, 0
         self.with_mask = data.has_masks
+        self.multi_scale_crop = (
+            multi_scale_crop  # None: the 1x pipeline (resize to the processor's scale, flip)
+        )
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -57,6 +68,8 @@ class InstanceTrainSet(Dataset):
         return len(self.images)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        if self.multi_scale_crop is not None:
+            return self._multi_scale_crop_sample(index)
         image = self.images[index]
         rng = sample_rng(self.seed, self.epoch, index)
         resized, meta = self.processor.resize(read_image(image))
@@ -79,6 +92,25 @@ class InstanceTrainSet(Dataset):
         }
         if masks is not None:
             sample["masks"] = torch.from_numpy(np.ascontiguousarray(masks)).bool()
+        return sample
+
+    def _multi_scale_crop_sample(self, index: int) -> dict[str, Any]:
+        """The sample through the 3x pipeline (its flip replaces the 1x one); ``scale_factor`` is the last
+        resize's, as mmdet records it."""
+        image = self.images[index]
+        kept = ~image.iscrowd
+        masks = image.masks()[kept].astype(np.uint8) if self.with_mask else None  # (G, H0, W0)
+        pixels = read_image(image)
+        start = Instances(pixels, image.boxes[kept].astype(np.float32), image.labels[kept], masks)
+        out, factor = self.multi_scale_crop(start, sample_rng(self.seed, self.epoch, index))
+        sample = {
+            "pixels": self.processor.normalize(out.pixels),
+            "meta": ImageMeta(pixels.shape[:2], out.shape, factor),
+            "boxes": torch.from_numpy(out.boxes).float().reshape(-1, 4),
+            "labels": torch.from_numpy(out.labels).long(),
+        }
+        if out.masks is not None:
+            sample["masks"] = torch.from_numpy(np.ascontiguousarray(out.masks)).bool()
         return sample
 
 

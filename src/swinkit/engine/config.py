@@ -108,6 +108,15 @@ RECIPES: dict[str, dict[str, Any]] = {
         "run.batch_size": 2,
     },
 }
+# mmdet's Swin 3x (configs/swin/mask-rcnn_swin-t-p4-w7_fpn_ms-crop-3x_coco.py): the 1x optimizer and warm-up,
+# 36 epochs with x0.1 at 27 and 33, and the multi-scale + crop train pipeline (flip, RandomChoice of a
+# 480..800 resize or a 400/500/600 resize, 384..600 crop and 480..800 resize; long side 1333).
+RECIPES["mmdet_3x"] = {
+    **RECIPES["mmdet_1x"],
+    "schedule.epochs": 36,
+    "schedule.milestones": (27, 33),
+    "det.train_pipeline": "ms_crop",
+}
 # Recipes whose learning rates are given per this many images: the run scales them by its total batch
 # (per-process batch * processes * accumulation steps) / this, as SimMIM's main_simmim.py does.
 LR_REFERENCE_BATCH: dict[str, int] = {"simmim": 512}

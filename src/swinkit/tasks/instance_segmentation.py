@@ -39,6 +39,9 @@ class DetectionConfig:
     scale: tuple[int, int] = (1333, 800)  # training keep-ratio resize bound (long side, short side)
     test_scale: tuple[int, int] | None = None  # evaluation and saved preprocessing; None: the same as scale
     hflip: float = 0.5  # probability of a horizontal flip (RandomFlip)
+    # "resize" (the 1x pipeline: resize to scale, flip) or "ms_crop" (the 3x recipe's flip, multi-scale resize and
+    # random crop; its sides are mmdet's at scale (1333, 800), scaled by short / 800 at another scale)
+    train_pipeline: str = "resize"
 
 
 class _EvalImages(Dataset):
@@ -132,7 +135,9 @@ class InstanceSegmentationTask(Task):
         cfg = self.config
         train_processor = DetectionPreprocessor(cfg.task_options.scale, processor.mean, processor.std,
                                                 processor.pad_size_divisor)  # fmt: skip
-        dataset = InstanceTrainSet(data.train, train_processor, cfg.task_options.hflip, cfg.run.seed)
+        options = cfg.task_options
+        dataset = InstanceTrainSet(data.train, train_processor, options.hflip, cfg.run.seed,
+                                   multi_scale_crop(options))  # fmt: skip
         sampler = ShardedSampler(
             len(dataset), seed=cfg.run.seed, rank=context.rank, world_size=context.world_size
         )
@@ -263,6 +268,22 @@ class ObjectDetectionTask(InstanceSegmentationTask):
 
     name = "object_detection"
     architecture: ClassVar[str] = BOX_ARCHITECTURE
+
+
+TRAIN_PIPELINES = ("resize", "ms_crop")
+
+
+def multi_scale_crop(options: DetectionConfig) -> Any:
+    """The 3x pipeline of ``det.train_pipeline: ms_crop`` at ``det.scale``; None for the 1x ``resize``."""
+    from swinkit.data.instance_augment import scaled_multi_scale_crop
+
+    if options.train_pipeline not in TRAIN_PIPELINES:
+        raise ValueError(
+            f"det.train_pipeline must be one of {', '.join(TRAIN_PIPELINES)}, got {options.train_pipeline!r}"
+        )
+    if options.train_pipeline == "resize":
+        return None
+    return scaled_multi_scale_crop(options.scale, options.hflip)
 
 
 def summary_line(metrics: dict[str, Any]) -> str:

@@ -163,11 +163,10 @@ class MaskRCNN(nn.Module):
         labels, target_deltas = box_targets(samples, c.num_classes, c.bbox_target_means, c.bbox_target_stds)
         out = box_loss(cls_scores, pred_deltas, labels, target_deltas, c.num_classes)
         if head.mask_head is not None:
+            # run even on no positive RoI (mmdet's ``_mask_forward`` does): the empty logits' sum still reaches
+            # every mask head parameter, so DDP gets a (zero) gradient for each of them on every rank
             pos_rois = boxes_to_rois([s.pos_priors for s in samples])
-            if pos_rois.shape[0]:
-                logits = head.mask_head(head.roi_features(features, pos_rois, c.mask_roi_size))
-            else:
-                logits = pos_rois.new_zeros((0, c.num_classes, cfg.mask_size, cfg.mask_size))
+            logits = head.mask_head(head.roi_features(features, pos_rois, c.mask_roi_size))
             out["loss_mask"] = mask_loss(logits, samples, gt_masks, cfg.mask_size)
         return out
 
