@@ -62,39 +62,53 @@ def _axis_weights(
     return first, spans, weights
 
 
+def _pool_channels_first(features: Tensor, windows: list, rows: Tensor, cols: Tensor, out: Tensor) -> None:
+    """Each RoI from a ``(C, h, w)`` view of its crop: for a few RoIs on a large map (no copy of the map)."""
+    for k in sorted(range(len(windows)), key=windows.__getitem__):
+        b, y, x, h, w = windows[k]
+        by_cols = torch.matmul(features[b, :, y : y + h, x : x + w], cols[k, :, :w].T)  # (C, h, ow)
+        torch.matmul(rows[k, :, :h], by_cols, out=out[k])  # (C, oh, ow)
+
+
+def _pool_channels_last(features: Tensor, windows: list, rows: Tensor, cols: Tensor, out: Tensor) -> None:
+    """Each RoI from a ``(h, w * C)`` matrix view of its crop in a channels-last copy: for many RoIs per map."""
+    last = features.permute(0, 2, 3, 1).contiguous()  # (B, H, W, C)
+    channels = last.size(3)
+    for k in sorted(range(len(windows)), key=windows.__getitem__):
+        b, y, x, h, w = windows[k]
+        crop = last[b, y : y + h, x : x + w].reshape(h, w * channels)  # (h, w*C), a view
+        by_rows = torch.mm(rows[k, :, :h], crop).view(-1, w, channels)  # (oh, w, C)
+        out[k] = torch.matmul(cols[k, :, :w], by_rows).permute(2, 0, 1)  # (C, oh, ow)
+
+
 class _SeparableRoIAlign(torch.autograd.Function):
     """``features (B, C, H, W) -> (K, C, oh, ow)``: per RoI ``rows_k @ crop_k @ cols_k^T``; backward transposed.
 
-    The features are read channels-last, where a RoI's crop is a ``(h, w * C)`` matrix view; the RoIs are
-    visited in the order of their windows so that overlapping crops follow each other in the cache.
+    ``windows`` are the RoIs' ``(batch, y, x, h, w)`` crops. They are visited in sorted order so that
+    overlapping crops follow each other in the cache; when the crops add up to more than twice the map, the
+    map is first copied channels-last, where a crop is one matrix.
     """
 
     @staticmethod
     def forward(ctx, features: Tensor, windows: list[tuple[int, ...]], rows: Tensor, cols: Tensor) -> Tensor:
         ctx.save_for_backward(rows, cols)
         ctx.windows, ctx.shape = windows, features.shape
-        last = features.permute(0, 2, 3, 1).contiguous()  # (B, H, W, C)
-        channels = last.size(3)
-        out = last.new_empty((len(windows), channels, rows.size(1), cols.size(1)))  # (K, C, oh, ow)
-        for k in sorted(range(len(windows)), key=windows.__getitem__):
-            b, y, x, h, w = windows[k]
-            crop = last[b, y : y + h, x : x + w].reshape(h, w * channels)  # (h, w*C), a view
-            by_rows = torch.mm(rows[k, :, :h], crop).view(-1, w, channels)  # (oh, w, C)
-            out[k] = torch.matmul(cols[k, :, :w], by_rows).permute(2, 0, 1)  # (C, oh, ow)
+        out = features.new_empty(
+            (len(windows), features.size(1), rows.size(1), cols.size(1))
+        )  # (K, C, oh, ow)
+        read = sum(h * w for *_, h, w in windows)
+        pool = _pool_channels_last if read > 2 * features[:, 0].numel() else _pool_channels_first
+        pool(features, windows, rows, cols, out)
         return out
 
     @staticmethod
     def backward(ctx, grad_out: Tensor) -> tuple[Tensor, None, None, None]:
         rows, cols = ctx.saved_tensors
-        batch, channels, height, width = ctx.shape
-        grad = grad_out.new_zeros((batch, height, width, channels))
-        grad_last = grad_out.permute(0, 2, 3, 1)  # (K, oh, ow, C)
+        grad = grad_out.new_zeros(ctx.shape)
         for k, (b, y, x, h, w) in enumerate(ctx.windows):
-            by_cols = torch.matmul(cols[k, :, :w].T, grad_last[k])  # (oh, w, C)
-            grad[b, y : y + h, x : x + w] += torch.mm(
-                rows[k, :, :h].T, by_cols.reshape(-1, w * channels)
-            ).view(h, w, channels)
-        return grad.permute(0, 3, 1, 2), None, None, None
+            by_rows = torch.matmul(rows[k, :, :h].T, grad_out[k])  # (C, h, ow)
+            grad[b, :, y : y + h, x : x + w] += torch.matmul(by_rows, cols[k, :, :w])  # (C, h, w)
+        return grad, None, None, None
 
 
 def _roi_geometry(
