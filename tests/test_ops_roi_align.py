@@ -193,7 +193,7 @@ def test_roi_align_gradient_is_the_adjoint_of_the_loop():
 
 
 def test_roi_align_of_a_roi_does_not_depend_on_the_others():
-    # One RoI reads its crop from the map as it is; forty read more than twice the map and go channels-last.
+    # One RoI reads its crop from the map as it is; forty read more than the map and go channels-last.
     features = torch.randn(2, 8, 30, 30)
     rois = make_rois(40, 2, 120, seed=5)
     many = roi_align(features, rois, (7, 7), 0.25)

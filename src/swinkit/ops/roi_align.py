@@ -85,8 +85,8 @@ class _SeparableRoIAlign(torch.autograd.Function):
     """``features (B, C, H, W) -> (K, C, oh, ow)``: per RoI ``rows_k @ crop_k @ cols_k^T``; backward transposed.
 
     ``windows`` are the RoIs' ``(batch, y, x, h, w)`` crops. They are visited in sorted order so that
-    overlapping crops follow each other in the cache; when the crops add up to more than twice the map, the
-    map is first copied channels-last, where a crop is one matrix.
+    overlapping crops follow each other in the cache; when the crops add up to more than the map (where the
+    copy pays for itself), the map is first copied channels-last, where a crop is one matrix.
     """
 
     @staticmethod
@@ -97,7 +97,7 @@ class _SeparableRoIAlign(torch.autograd.Function):
             (len(windows), features.size(1), rows.size(1), cols.size(1))
         )  # (K, C, oh, ow)
         read = sum(h * w for *_, h, w in windows)
-        pool = _pool_channels_last if read > 2 * features[:, 0].numel() else _pool_channels_first
+        pool = _pool_channels_last if read > features[:, 0].numel() else _pool_channels_first
         pool(features, windows, rows, cols, out)
         return out
 
