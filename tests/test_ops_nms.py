@@ -1,5 +1,7 @@
 """NMS, batched NMS and multiclass NMS against loop ports of mmcv's nms_cpu / batched_nms and mmdet's multiclass_nms."""
 
+import importlib
+
 import numpy as np
 import pytest
 import torch
@@ -154,3 +156,64 @@ def test_batched_nms_equals_mmcv_offset_trick_with_ties(shift):
     offset_boxes = boxes + (idxs.to(boxes) * (boxes.max() + 1))[:, None]  # mmcv's boxes_for_nms
     _, keep = batched_nms(boxes, scores, idxs, 0.5)
     assert torch.equal(keep, loop_nms(offset_boxes, scores, 0.5))
+
+
+def spread_case(n, seed, width=1300.0, height=800.0):
+    """Mask R-CNN-sized boxes: a few wide ones, many small ones, clusters of near-duplicates and equal scores."""
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(n, 2, generator=g) * torch.tensor([width, height]) - 20
+    wh = torch.rand(n, 2, generator=g) ** 3 * torch.tensor([width, height]) * 0.6
+    wh[::7] = 0.0  # degenerate boxes
+    boxes = torch.cat([xy, xy + wh], 1)
+    boxes[n // 2 :: 3] = (
+        boxes[n // 2 - 1] + torch.rand(len(boxes[n // 2 :: 3]), 4, generator=g) * 6
+    )  # a cluster
+    scores = (torch.rand(n, generator=g) * 50).round() / 50  # equal scores
+    return boxes, scores
+
+
+@pytest.mark.parametrize("n, seed, thr", [(1500, 11, 0.7), (3000, 12, 0.5), (700, 13, 0.0), (300, 14, -0.1)])
+def test_nms_matches_loop_at_mask_rcnn_sizes(n, seed, thr):
+    # Thousands of boxes: many IoU tiles and greedy blocks; threshold 0 (any overlap) and negative (all pairs).
+    boxes, scores = spread_case(n, seed)
+    assert torch.equal(nms(boxes, scores, thr), loop_nms(boxes, scores, thr))
+
+
+def test_nms_pairs_near_the_x_reach_of_a_tile_are_not_lost():
+    # Boxes touching in x only through the +1 offset, and far-apart coordinates where float32 rounds.
+    x = torch.arange(600, dtype=torch.float32) * 10 + 1e5
+    boxes = torch.stack([x, torch.zeros_like(x), x + 9.5, torch.full_like(x, 9)], 1)
+    scores = torch.rand(600, generator=torch.Generator().manual_seed(15))
+    for offset in (0, 1):
+        assert torch.equal(
+            nms(boxes, scores, 0.0, offset=offset), loop_nms(boxes, scores, 0.0, offset=offset)
+        )
+    assert len(nms(boxes, scores, 0.0, offset=1)) < 600 == len(nms(boxes, scores, 0.0))
+
+
+@pytest.mark.parametrize("shift", [-30.0, 0.0])
+def test_batched_nms_many_classes_matches_mmcv_offset_trick(shift):
+    boxes, scores = spread_case(2000, 16)
+    boxes = boxes + shift
+    idxs = torch.randint(0, 80, (2000,), generator=torch.Generator().manual_seed(17))
+    offset_boxes = boxes + (idxs.to(boxes) * (boxes.max() + 1))[:, None]
+    _, keep = batched_nms(boxes, scores, idxs, 0.5)
+    assert torch.equal(keep, loop_nms(offset_boxes, scores, 0.5))
+
+
+def test_nms_evaluates_only_pairs_that_can_exceed_the_threshold(monkeypatch):
+    # The speed of NMS at Mask R-CNN sizes is the number of IoUs computed: far fewer than all pairs.
+    module = importlib.import_module("swinkit.ops.nms")
+    computed = []
+    pairwise = module._pairwise_iou
+    monkeypatch.setattr(
+        module, "_pairwise_iou", lambda a, *rest: computed.append(len(a) * len(rest[1])) or pairwise(a, *rest)
+    )
+    boxes, scores = spread_case(3000, 12)
+    nms(boxes, scores, 0.7)
+    assert sum(computed) < 0.3 * 3000**2
+    computed.clear()
+    batched_nms(
+        boxes, scores, torch.randint(0, 80, (3000,), generator=torch.Generator().manual_seed(18)), 0.5
+    )
+    assert sum(computed) < 0.15 * 3000**2  # the class offsets keep 80 classes apart

@@ -1,6 +1,5 @@
 """RoIAlign and the multi-level RoI extractor against a line-by-line loop port of mmcv's CPU kernel."""
 
-import importlib
 import math
 
 import numpy as np
@@ -128,13 +127,26 @@ def test_roi_align_large_grid_and_empty_and_errors():
         roi_align(features, torch.tensor([[1, 0.0, 0.0, 4.0, 4.0]]), (2, 2), 1.0)
 
 
-def test_roi_align_chunks_agree(monkeypatch):
-    module = importlib.import_module("swinkit.ops.roi_align")
-    features = torch.randn(2, 4, 10, 10)
-    rois = make_rois(30, 2, 40, seed=3)
-    whole = roi_align(features, rois, (7, 7), 0.25)
-    monkeypatch.setattr(module, "_CHUNK_ELEMENTS", 1)
-    torch.testing.assert_close(roi_align(features, rois, (7, 7), 0.25), whole)
+def test_roi_align_tiny_huge_and_outside_rois_match_the_loop():
+    # A RoI far larger than the map (11 x 11 samples per bin), sub-pixel ones, one across the map's corner,
+    # one entirely beyond the bottom-right edge and ones of zero width or height.
+    features = torch.randn(2, 2, 16, 20)
+    rois = torch.tensor(
+        [
+            [0, -40.0, -30.0, 300.0, 280.0],
+            [1, 10.0, 10.0, 10.4, 10.3],
+            [1, 70.0, 50.0, 95.0, 75.0],
+            [0, 90.0, 70.0, 120.0, 99.0],
+            [0, 8.0, 3.0, 8.0, 40.0],
+            [1, 3.0, 8.0, 40.0, 8.0],
+        ]
+    )
+    torch.testing.assert_close(
+        roi_align(features, rois, (7, 7), 0.25),
+        loop_roi_align(features, rois, (7, 7), 0.25),
+        rtol=1e-5,
+        atol=1e-5,
+    )
 
 
 def test_map_roi_levels_boundaries():
@@ -180,10 +192,21 @@ def test_roi_align_gradient_is_the_adjoint_of_the_loop():
     torch.testing.assert_close(features.grad.flatten(), jacobian.T @ weights.flatten(), rtol=1e-5, atol=1e-6)
 
 
-def test_roi_align_channels_last_path_is_identical():
-    # Many samples on a small map take the channels-last path; a single small RoI on the same map does not.
-    features = torch.randn(1, 8, 30, 30)
-    rois = make_rois(40, 1, 120, seed=5)
+def test_roi_align_of_a_roi_does_not_depend_on_the_others():
+    # One RoI reads its crop from the map as it is; forty read more than the map and go channels-last.
+    features = torch.randn(2, 8, 30, 30)
+    rois = make_rois(40, 2, 120, seed=5)
     many = roi_align(features, rois, (7, 7), 0.25)
-    one_by_one = torch.cat([roi_align(features, rois[k : k + 1], (7, 7), 0.25) for k in range(0, 40, 13)])
-    assert torch.equal(many[::13], one_by_one)
+    one_by_one = torch.cat([roi_align(features, rois[k : k + 1], (7, 7), 0.25) for k in range(40)])
+    torch.testing.assert_close(many, one_by_one, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(
+        one_by_one[:6], loop_roi_align(features, rois[:6], (7, 7), 0.25), rtol=1e-5, atol=1e-5
+    )
+
+
+def test_roi_align_gives_no_gradient_to_the_rois_as_mmcv():
+    # mmcv's RoIAlign backward returns None for the RoIs; only the features are differentiated.
+    features = torch.randn(1, 2, 8, 8, requires_grad=True)
+    rois = torch.tensor([[0, 1.0, 1.5, 20.0, 18.0]], requires_grad=True)
+    roi_align(features, rois, (2, 2), 0.25).sum().backward()
+    assert rois.grad is None and features.grad.abs().sum() > 0

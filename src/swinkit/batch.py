@@ -35,6 +35,7 @@ from swinkit.batch_output import (
     merge_shards,
     prepare_output,
     row_id,
+    run_settings,
     shard_path,
 )
 from swinkit.checkpoint_io import writes_through
@@ -231,7 +232,11 @@ def _claim_output(
     refusal = None
     if context.is_main:
         config_hash, fingerprint = predictor.fingerprint()
-        meta = {"model": model_name or "", "config_hash": config_hash, "fingerprint": fingerprint}
+        settings = run_settings(
+            predictor.info(), getattr(predictor, "top_k", None), getattr(predictor, "threshold", None)
+        )
+        meta = {"model": model_name or "", "config_hash": config_hash, "fingerprint": fingerprint,
+                "settings": settings}  # fmt: skip
         try:
             prepare_output(output, {**meta, "labels": list(predictor.labels)}, overwrite=overwrite,
                            retry_errors=retry_errors)  # fmt: skip

@@ -1,8 +1,9 @@
 """The output of a batch run: a resumable JSONL log, the record of the model that wrote it, and shards.
 
-``OUTPUT.meta.json`` (written atomically) records the model an output's rows came from: its source as given
-and a fingerprint of its config, labels and weights. A run with another model refuses the output unless told
-to start afresh. Under torchrun each rank appends to ``OUTPUT.rank{r}-of-{w}.jsonl``; rank 0 merges the
+``OUTPUT.meta.json`` (written atomically) records the model an output's rows came from: its source as given,
+a fingerprint of its config, labels and weights, and the settings that shape its rows (the predictor's
+``info()`` with its runtime, precision, score threshold and maximum detections, and ``top_k``/``threshold``).
+A run with another model or other settings refuses the output unless told to start afresh. Under torchrun each rank appends to ``OUTPUT.rank{r}-of-{w}.jsonl``; rank 0 merges the
 shards into OUTPUT in input order and removes them.
 """
 
@@ -153,6 +154,35 @@ def model_fingerprint(model: torch.nn.Module, labels: Iterable[str]) -> tuple[st
     return config_hash, digest.hexdigest()[:16]
 
 
+def run_settings(info: dict[str, Any], top_k: int | None, threshold: float | None) -> dict[str, Any]:
+    """The settings recorded with a batch output, as JSON would read them back (tuples become lists)."""
+    return json.loads(json.dumps({"info": info, "top_k": top_k, "threshold": threshold}, default=str))
+
+
+def _changed_settings(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted names of the settings whose values differ between two ``run_settings`` dicts."""
+    changed = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changed += _changed_settings(a, b, f"{prefix}{key}.")
+        elif a != b:
+            changed.append(f"{prefix}{key} {a!r} -> {b!r}")
+    return changed
+
+
+def _check_settings(output: Path, old: dict[str, Any], meta: dict[str, Any], advice: str) -> None:
+    """Refuse ``output`` when its rows were written with other settings (outputs from before settings were
+    recorded carry none and are accepted)."""
+    if "settings" not in old or "settings" not in meta:
+        return
+    changed = _changed_settings(old["settings"], meta["settings"])
+    if changed:
+        raise ValueError(
+            f"{output} holds rows written with other settings ({'; '.join(changed[:4])}); {advice}"
+        )
+
+
 def _legacy_labels(output: Path) -> list[str] | None:
     """The labels of the first prediction row of an output written without a meta file."""
     for line in complete_lines(output):
@@ -176,6 +206,7 @@ def _check_owner(output: Path, meta: dict[str, Any]) -> None:
                 f"{output} holds rows of model {old.get('model')!r} (fingerprint {old.get('fingerprint')}), "
                 f"not of {meta['model']!r} (fingerprint {meta['fingerprint']}); {advice}"
             )
+        _check_settings(output, old, meta, advice)
         return
     labels = _legacy_labels(output)
     if labels is not None and labels != meta["labels"]:

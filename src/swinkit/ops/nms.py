@@ -1,8 +1,11 @@
 """Non-maximum suppression: single-class, class-wise batched and mmdetection's multi-class post-processing.
 
-Greedy NMS as mmcv's ``nms_cpu``, vectorised by blocks in score order: a block's boxes are first suppressed by
-the boxes already kept (one IoU matrix), then the greedy rule inside the block runs on its precomputed boolean
-suppression matrix, one vector OR per surviving box (the host-side reduction of the CUDA bitmask kernel).
+Greedy NMS as mmcv's ``nms_cpu``, in two vectorised steps. First the suppressing pairs: the boxes are sorted by
+``x1`` and cut into tiles; a tile's boxes can only reach an IoU above the threshold with the boxes whose ``x1``
+lies within a bound of their own (``_tile_reach``), one contiguous run of the sorted boxes, so one IoU matrix
+per tile (mmcv's arithmetic) finds every such pair. Then the greedy rule in score order, block by block: a block's boxes
+are removed by the kept boxes of earlier blocks in one vector step, and inside the block only the boxes that
+overlap a later one need a (vector) step, the host-side reduction of mmcv's CUDA bitmask kernel.
 """
 
 import numpy as np
@@ -11,42 +14,107 @@ from torch import Tensor
 
 __all__ = ["batched_nms", "multiclass_nms", "nms"]
 
-_BLOCK = 512
+_TILE = 256  # boxes per IoU tile (rows of one IoU matrix)
+_BLOCK = 1024  # ranks per greedy block (a (B, B) boolean matrix)
 
 
-def _pairwise_iou(a: Tensor, area_a: Tensor, b: Tensor, area_b: Tensor, offset: int) -> Tensor:
-    """IoU ``(P, 4), (Q, 4) -> (P, Q)`` with the arithmetic of mmcv's ``nms_cpu`` (no eps: 0 / 0 is NaN)."""
-    ax1, ay1, ax2, ay2 = a.unbind(1)
-    bx1, by1, bx2, by2 = b.unbind(1)
-    w = (torch.min(ax2[:, None], bx2[None, :]) - torch.max(ax1[:, None], bx1[None, :]) + offset).clamp_(min=0)
-    h = (torch.min(ay2[:, None], by2[None, :]) - torch.max(ay1[:, None], by1[None, :]) + offset).clamp_(min=0)
-    inter = w.mul_(h)  # (P, Q)
-    return inter / (area_a[:, None] + area_b[None, :] - inter)
+def _pairwise_iou(
+    a: np.ndarray, area_a: np.ndarray, b: np.ndarray, area_b: np.ndarray, offset: int
+) -> np.ndarray:
+    """IoU ``(P, 4), (Q, 4) -> (P, Q)`` in float32 with the arithmetic of mmcv's ``nms_cpu`` (0 / 0 is NaN).
+
+    NumPy with in-place steps: on CPU its broadcasting element-wise kernels are several times faster than torch's.
+    """
+    w = np.minimum(a[:, 2, None], b[None, :, 2])
+    w -= np.maximum(a[:, 0, None], b[None, :, 0])
+    w += np.float32(offset)
+    np.maximum(w, np.float32(0), out=w)
+    h = np.minimum(a[:, 3, None], b[None, :, 3])
+    h -= np.maximum(a[:, 1, None], b[None, :, 1])
+    h += np.float32(offset)
+    np.maximum(h, np.float32(0), out=h)
+    inter = np.multiply(w, h, out=w)  # (P, Q)
+    union = np.add(area_a[:, None], area_b[None, :], out=h)
+    union -= inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.divide(inter, union, out=inter)
 
 
-def _greedy_block(suppress: np.ndarray, removed: np.ndarray) -> np.ndarray:
-    """Keep flags of one block: each box not yet removed is kept and removes the later boxes it overlaps."""
-    removed = removed.copy()
-    for i in range(removed.shape[0]):
-        if not removed[i]:
-            removed |= suppress[i]
-    return ~removed
+def _tile_reach(sorted_boxes: np.ndarray, offset: int, iou_threshold: float) -> np.ndarray:
+    """Per tile of the ``x1``-sorted boxes, the end of the run of later boxes it may suppress: ``-> (T,)``.
+
+    For boxes ``a``, ``b`` with ``x1_a <= x1_b`` and widths ``w = x2 - x1 + offset``, the overlap width is at
+    most ``x1_a + w_a - x1_b`` and IoU at most ``overlap width / w_a``, so IoU > t needs
+    ``x1_b < x1_a + (1 - t) * w_a``; the bound is widened (1e-3 relative and absolute) so float rounding
+    never loses a pair. A negative threshold, which non-overlapping pairs exceed too, prunes nothing.
+    """
+    n = sorted_boxes.shape[0]
+    tiles = (n + _TILE - 1) // _TILE
+    if iou_threshold < 0:
+        return np.full(tiles, n)
+    x1 = sorted_boxes[:, 0].astype(np.float64)
+    widths = sorted_boxes[:, 2].astype(np.float64) - x1 + offset
+    reach = np.full(tiles * _TILE, -np.inf)
+    reach[:n] = x1 + max(0.0, 1.0 - iou_threshold) * widths + 1e-3 * (np.abs(widths) + np.abs(x1) + 1.0)
+    reach = reach.reshape(tiles, _TILE).max(axis=1)  # (T,)
+    ends = np.searchsorted(x1, reach, side="right")
+    return np.where(np.isnan(reach), n, ends)
+
+
+def _suppressing_pairs(
+    ranked: np.ndarray, iou_threshold: float, offset: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rank pairs ``(a, b)``, ``a < b``, whose IoU exceeds ``iou_threshold``: two ``(E,)`` arrays.
+
+    ``ranked`` is ``(N, 4)`` float32 in rank order; pairs are searched in ``x1`` order (see the module note).
+    """
+    areas = (ranked[:, 2] - ranked[:, 0] + np.float32(offset)) * (
+        ranked[:, 3] - ranked[:, 1] + np.float32(offset)
+    )
+    x_order = np.argsort(ranked[:, 0], kind="stable")
+    boxes, box_areas = ranked[x_order], areas[x_order]  # (N, 4), (N,) in x1 order
+    threshold = np.float32(iou_threshold)
+    firsts, seconds = [], []
+    for tile, end in enumerate(_tile_reach(boxes, offset, iou_threshold).tolist()):
+        start = tile * _TILE
+        stop = min(start + _TILE, boxes.shape[0])
+        iou = _pairwise_iou(
+            boxes[start:stop], box_areas[start:stop], boxes[start:end], box_areas[start:end], offset
+        )
+        rows, cols = np.nonzero(np.triu(iou > threshold, 1))  # each pair once: the later box in x1 order
+        firsts.append(x_order[start + rows])
+        seconds.append(x_order[start + cols])
+    a, b = np.concatenate(firsts), np.concatenate(seconds)
+    return np.minimum(a, b), np.maximum(a, b)
+
+
+def _greedy_from_pairs(n: int, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Keep flags ``(n,)`` of greedy NMS in rank order given its suppressing rank pairs ``first < second``."""
+    keep = np.ones(n, dtype=bool)
+    by_second = np.argsort(second, kind="stable")
+    first, second = first[by_second], second[by_second]
+    bounds = np.searchsorted(second, np.arange(0, n + _BLOCK, _BLOCK))
+    for block, start in enumerate(range(0, n, _BLOCK)):
+        a, b = first[bounds[block] : bounds[block + 1]], second[bounds[block] : bounds[block + 1]] - start
+        size = min(_BLOCK, n - start)
+        removed = np.zeros(size, dtype=bool)
+        earlier = a < start
+        removed[b[earlier][keep[a[earlier]]]] = True
+        inside = np.zeros((size, size), dtype=bool)
+        inside[a[~earlier] - start, b[~earlier]] = True
+        for i in np.unique(a[~earlier] - start).tolist():
+            if not removed[i]:
+                removed |= inside[i]
+        keep[start : start + size] = ~removed
+    return keep
 
 
 def _greedy_keep(ranked: Tensor, iou_threshold: float, offset: int) -> Tensor:
-    """Keep flags ``(N,)`` of greedy NMS over boxes already in rank order ``(N, 4)``, block by block."""
-    areas = (ranked[:, 2] - ranked[:, 0] + offset) * (ranked[:, 3] - ranked[:, 1] + offset)
-    keep = np.zeros(ranked.size(0), dtype=bool)
-    for start in range(0, ranked.size(0), _BLOCK):
-        stop = min(start + _BLOCK, ranked.size(0))
-        block, block_areas = ranked[start:stop], areas[start:stop]
-        kept = torch.from_numpy(np.flatnonzero(keep[:start])).to(ranked.device)
-        earlier = (
-            _pairwise_iou(ranked[kept], areas[kept], block, block_areas, offset) > iou_threshold
-        )  # (K, B)
-        inside = _pairwise_iou(block, block_areas, block, block_areas, offset) > iou_threshold  # (B, B)
-        keep[start:stop] = _greedy_block(inside.triu_(1).cpu().numpy(), earlier.any(dim=0).cpu().numpy())
-    return torch.from_numpy(keep).to(ranked.device)
+    """Keep flags ``(N,)`` of greedy NMS over boxes already in rank order ``(N, 4)``."""
+    first, second = _suppressing_pairs(
+        ranked.detach().to("cpu", torch.float32).numpy(), iou_threshold, offset
+    )
+    return torch.from_numpy(_greedy_from_pairs(ranked.size(0), first, second)).to(ranked.device)
 
 
 def _check_inputs(boxes: Tensor, scores: Tensor) -> None:
@@ -71,21 +139,6 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float, offset: int = 0) ->
     return order[_greedy_keep(boxes[order], iou_threshold, offset)]
 
 
-def _offset_nms_by_class(boxes_for_nms: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
-    """``nms(boxes_for_nms, scores)`` computed class by class in the same global rank order.
-
-    Exact when the class offsets keep the classes apart (every coordinate >= 0): boxes of different classes
-    then have zero intersection and never suppress each other, so only same-class pairs need IoUs.
-    """
-    order = scores.sort(0, descending=True)[1]
-    ranked_idxs = idxs[order]
-    keep = torch.zeros(order.size(0), dtype=torch.bool, device=order.device)
-    for class_id in torch.unique(idxs):
-        positions = (ranked_idxs == class_id).nonzero().squeeze(1)
-        keep[positions] = _greedy_keep(boxes_for_nms[order[positions]], iou_threshold, 0)
-    return order[keep]
-
-
 def _class_offset_boxes(boxes: Tensor, idxs: Tensor) -> Tensor:
     """Boxes shifted by ``idx * (max coordinate + 1)`` so that boxes of different classes never overlap."""
     offsets = idxs.to(boxes) * (boxes.max() + torch.tensor(1).to(boxes))
@@ -103,20 +156,15 @@ def batched_nms(
     """NMS applied independently per value of ``idxs``: ``(N, 4), (N,), (N,) -> (dets (K, 5), keep (K,))``.
 
     Mirrors mmcv's ``batched_nms``: the coordinate-offset trick when there are fewer than ``split_thr`` boxes
-    (evaluated class by class in the global score order when every coordinate is >= 0, which gives the same
-    result), otherwise one NMS per class and the kept boxes re-sorted by score. ``dets`` rows are
+    (the offset classes lie apart in ``x``, so ``nms``'s overlap pruning never compares two of them), otherwise
+    one NMS per class and the kept boxes re-sorted by score. ``dets`` rows are
     ``x1, y1, x2, y2, score`` in decreasing score order; ``keep`` indexes the input.
     """
     if boxes.size(0) == 0:
         return boxes.new_zeros((0, 5)), torch.empty(0, dtype=torch.long, device=boxes.device)
     boxes_for_nms = boxes if class_agnostic else _class_offset_boxes(boxes, idxs)
     if boxes_for_nms.size(0) < split_thr:
-        separated = not class_agnostic and bool(boxes.min() >= 0)
-        keep = (
-            _offset_nms_by_class(boxes_for_nms, scores, idxs, iou_threshold)
-            if separated
-            else nms(boxes_for_nms, scores, iou_threshold)
-        )
+        keep = nms(boxes_for_nms, scores, iou_threshold)
         kept_scores = scores[keep]
     else:
         total_mask = torch.zeros_like(scores, dtype=torch.bool)

@@ -1,68 +1,114 @@
 """RoIAlign (mmcv 2.x's ``RoIAlign``, average pooling) and mmdetection's single-level RoI extractor over FPN levels.
 
-Vectorised over RoIs: the RoIs are grouped by image and adaptive sampling grid (``ceil(roi_size / output_size)`` per
-axis when ``sampling_ratio`` is 0); each group's sampling points go through one ``grid_sample`` call (bilinear,
-border padding, which is mmcv's clamping rule) and the points mmcv drops (beyond one pixel outside the map) are
-masked before the average. The only difference from mmcv is float rounding of the normalised coordinates.
+Separable: mmcv's bilinear weights factor into a row weight times a column weight (the validity of a sample,
+inside ``[-1, size]`` on both axes, too), so a bin's average over its ``grid_h x grid_w`` samples is
+``rows[ph] @ crop @ cols[pw]^T``, with per-axis weight matrices summed over the samples (computed for all RoIs
+at once). Each RoI then costs two small matrix products on a view of the feature rows and columns its
+samples touch, read once and never copied; the backward pass is their transpose, added into the features'
+gradient in place (mmcv's ``roi_align_backward``; no gradient to the RoIs). The numbers are mmcv's up to the
+float rounding of the regrouped sums.
 """
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = ["map_roi_levels", "multi_level_roi_align", "roi_align"]
 
-_CHUNK_ELEMENTS = 1 << 24  # sampled floats per grid_sample call (64 MiB)
 
+def _sample_coords(start: Tensor, bin_size: Tensor, grid: Tensor, pooled: int, max_grid: int) -> Tensor:
+    """Sampling coordinates along one axis as mmcv's kernel computes them: ``(K,) -> (K, pooled, max_grid)``.
 
-def _axis_samples(
-    start: Tensor, bin_size: Tensor, grid: int, pooled: int, size: int
-) -> tuple[Tensor, Tensor]:
-    """Sampling coordinates along one axis, as mmcv's kernel, in ``grid_sample``'s normalised form, and validity.
-
-    ``start``, ``bin_size``: ``(K,)``; returns ``(K, pooled * grid)`` each. A coordinate below -1 or above ``size``
-    samples nothing (validity 0); the others are clamped to ``[0, size - 1]`` by ``grid_sample``'s border padding,
-    which is mmcv's rule for ``[-1, 0]`` and ``[size - 1, size]``.
+    ``start + p * bin_size + (i + 0.5) * bin_size / grid`` in the RoIs' float type; ``i >= grid`` are padding.
     """
     p = torch.arange(pooled, device=start.device, dtype=start.dtype)
-    i = torch.arange(grid, device=start.device, dtype=start.dtype)
-    coord = (
+    i = torch.arange(max_grid, device=start.device, dtype=start.dtype)
+    grid = grid.clamp(min=1).to(start.dtype)
+    return (
         start[:, None, None]
         + p[None, :, None] * bin_size[:, None, None]
-        + (i + 0.5) * bin_size[:, None, None] / grid
-    )
-    coord = coord.reshape(start.size(0), pooled * grid)  # (K, pooled*grid)
-    valid = ((coord >= -1.0) & (coord <= size)).to(coord.dtype)
-    normalised = coord * (2.0 / (size - 1)) - 1.0 if size > 1 else torch.zeros_like(coord)
-    return normalised, valid
+        + (i + 0.5) * bin_size[:, None, None] / grid[:, None, None]
+    )  # (K, pooled, max_grid)
 
 
-def _pool_group(feature: Tensor, geometry: tuple[Tensor, ...], out: tuple[int, int, int, int]) -> Tensor:
-    """Average of the bilinear samples of RoIs of one image sharing a sampling grid: ``-> (K, C, oh, ow)``.
+def _axis_weights(
+    start: Tensor, bin_size: Tensor, grid: Tensor, pooled: int, size: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-axis RoIAlign weights, as mmcv's ``pre_calc_for_bilinear_interpolate``: ``-> (K,), (K,), (K, pooled, S)``.
 
-    ``feature`` is ``(1, C, H, W)``; ``geometry`` holds ``(y0, x0, bin_h, bin_w)`` each ``(K,)``; ``out`` is
-    ``(oh, ow, grid_h, grid_w)``. Each RoI's ``(oh*gh, ow*gw)`` sampling grid is stacked along the height.
+    Returns the first feature index each RoI touches, how many it touches, and for every output bin the
+    summed weight of those indices (padded to the longest span ``S``), divided by the number of samples. A
+    sample beyond ``[-1, size]`` (or past the RoI's own ``grid``) weighs nothing; one in ``[-1, 0]`` counts as
+    0; one from ``size - 1`` on as ``size - 1``.
     """
-    _, channels, height, width = feature.shape
-    oh, ow, gh, gw = out
-    y0, x0, bin_h, bin_w = geometry
-    gy, valid_y = _axis_samples(y0, bin_h, gh, oh, height)  # (K, oh*gh)
-    gx, valid_x = _axis_samples(x0, bin_w, gw, ow, width)  # (K, ow*gw)
-    k = y0.size(0)
-    grid = torch.stack(
-        torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), dim=-1
-    )  # (K, oh*gh, ow*gw, 2)
-    samples = F.grid_sample(
-        feature,
-        grid.reshape(1, k * oh * gh, ow * gw, 2),
-        mode="bilinear",
-        padding_mode="border",
-        align_corners=True,
-    )  # (1, C, K*oh*gh, ow*gw)
-    if not (bool(valid_y.all()) and bool(valid_x.all())):
-        samples = samples * (valid_y[:, :, None] * valid_x[:, None, :]).reshape(1, 1, k * oh * gh, ow * gw)
-    pooled = F.avg_pool2d(samples, kernel_size=(gh, gw), stride=(gh, gw))  # (1, C, K*oh, ow)
-    return pooled.view(channels, k, oh, ow).transpose(0, 1)  # (K, C, oh, ow)
+    max_grid = max(1, int(grid.max()))
+    coord = _sample_coords(start, bin_size, grid, pooled, max_grid)  # (K, pooled, G)
+    taken = torch.arange(max_grid, device=grid.device) < grid[:, None, None]
+    valid = (coord >= -1.0) & (coord <= size) & taken
+    coord = coord.clamp(min=0)
+    low = coord.long().clamp(max=size - 1)  # (int) y of a y >= 0
+    at_end = low >= size - 1
+    high = torch.where(at_end, low, low + 1)
+    coord = torch.where(at_end, low.to(coord.dtype), coord)
+    frac_high = coord - low
+    scale = valid.to(coord.dtype) / grid.clamp(min=1).to(coord.dtype)[:, None, None]
+    first = torch.where(valid, low, torch.full_like(low, size)).flatten(1).amin(dim=1).clamp(max=size - 1)
+    last = torch.where(valid, high, torch.zeros_like(high)).flatten(1).amax(dim=1)
+    spans = (last - first).clamp(min=0) + 1  # (K,)
+    longest = int(spans.max())
+    low = (low - first[:, None, None]).clamp(0, longest - 1)
+    high = (high - first[:, None, None]).clamp(0, longest - 1)
+    weights = coord.new_zeros((start.size(0), pooled, longest))
+    weights.scatter_add_(2, low, (1 - frac_high) * scale).scatter_add_(2, high, frac_high * scale)
+    return first, spans, weights
+
+
+def _pool_channels_first(features: Tensor, windows: list, rows: Tensor, cols: Tensor, out: Tensor) -> None:
+    """Each RoI from a ``(C, h, w)`` view of its crop: for a few RoIs on a large map (no copy of the map)."""
+    for k in sorted(range(len(windows)), key=windows.__getitem__):
+        b, y, x, h, w = windows[k]
+        by_cols = torch.matmul(features[b, :, y : y + h, x : x + w], cols[k, :, :w].T)  # (C, h, ow)
+        torch.matmul(rows[k, :, :h], by_cols, out=out[k])  # (C, oh, ow)
+
+
+def _pool_channels_last(features: Tensor, windows: list, rows: Tensor, cols: Tensor, out: Tensor) -> None:
+    """Each RoI from a ``(h, w * C)`` matrix view of its crop in a channels-last copy: for many RoIs per map."""
+    last = features.permute(0, 2, 3, 1).contiguous()  # (B, H, W, C)
+    channels = last.size(3)
+    for k in sorted(range(len(windows)), key=windows.__getitem__):
+        b, y, x, h, w = windows[k]
+        crop = last[b, y : y + h, x : x + w].reshape(h, w * channels)  # (h, w*C), a view
+        by_rows = torch.mm(rows[k, :, :h], crop).view(-1, w, channels)  # (oh, w, C)
+        out[k] = torch.matmul(cols[k, :, :w], by_rows).permute(2, 0, 1)  # (C, oh, ow)
+
+
+class _SeparableRoIAlign(torch.autograd.Function):
+    """``features (B, C, H, W) -> (K, C, oh, ow)``: per RoI ``rows_k @ crop_k @ cols_k^T``; backward transposed.
+
+    ``windows`` are the RoIs' ``(batch, y, x, h, w)`` crops. They are visited in sorted order so that
+    overlapping crops follow each other in the cache; when the crops add up to more than the map (where the
+    copy pays for itself), the map is first copied channels-last, where a crop is one matrix.
+    """
+
+    @staticmethod
+    def forward(ctx, features: Tensor, windows: list[tuple[int, ...]], rows: Tensor, cols: Tensor) -> Tensor:
+        ctx.save_for_backward(rows, cols)
+        ctx.windows, ctx.shape = windows, features.shape
+        out = features.new_empty(
+            (len(windows), features.size(1), rows.size(1), cols.size(1))
+        )  # (K, C, oh, ow)
+        read = sum(h * w for *_, h, w in windows)
+        pool = _pool_channels_last if read > features[:, 0].numel() else _pool_channels_first
+        pool(features, windows, rows, cols, out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor) -> tuple[Tensor, None, None, None]:
+        rows, cols = ctx.saved_tensors
+        grad = grad_out.new_zeros(ctx.shape)
+        for k, (b, y, x, h, w) in enumerate(ctx.windows):
+            by_rows = torch.matmul(rows[k, :, :h].T, grad_out[k])  # (C, h, ow)
+            grad[b, :, y : y + h, x : x + w] += torch.matmul(by_rows, cols[k, :, :w])  # (C, h, w)
+        return grad, None, None, None
 
 
 def _roi_geometry(
@@ -90,29 +136,13 @@ def _roi_geometry(
     return scaled[:, 1], scaled[:, 0], bin_h, bin_w, grid_h, grid_w
 
 
-def _pool_rois(
-    features: Tensor,
-    batch: Tensor,
-    geometry: tuple[Tensor, ...],
-    grids: tuple[Tensor, Tensor],
-    size: tuple[int, int],
-) -> Tensor:
-    """Pool every RoI ``-> (K, C, oh, ow)``, one ``_pool_group`` call per (image, sampling grid) and memory chunk."""
-    oh, ow = size
-    channels = features.size(1)
-    out = features.new_zeros((batch.size(0), channels, oh, ow))
-    grid_h, grid_w = grids
-    if int((grid_h * grid_w).sum()) * oh * ow * channels >= features.numel():
-        # grid_sample reads channels-last features several times faster; worth the copy for many samples
-        features = features.contiguous(memory_format=torch.channels_last)
-    for b, gh, gw in torch.unique(torch.stack([batch, grid_h, grid_w], dim=1), dim=0).tolist():
-        if gh == 0 or gw == 0:
-            continue
-        members = ((batch == b) & (grid_h == gh) & (grid_w == gw)).nonzero().squeeze(1)
-        chunk = max(1, _CHUNK_ELEMENTS // (oh * gh * ow * gw * channels))
-        for part in members.split(chunk):
-            out[part] = _pool_group(features[b : b + 1], tuple(g[part] for g in geometry), (oh, ow, gh, gw))
-    return out
+def _pool_rois(features: Tensor, geometry: tuple[Tensor, ...], size: tuple[int, int]) -> Tensor:
+    """Pool every RoI ``-> (K, C, oh, ow)``: per-axis weights for all RoIs, then one window per RoI."""
+    batch, y0, x0, bin_h, bin_w, grid_h, grid_w = geometry
+    top, heights, rows = _axis_weights(y0, bin_h, grid_h, size[0], features.size(2))  # (K, oh, R)
+    left, widths, cols = _axis_weights(x0, bin_w, grid_w, size[1], features.size(3))  # (K, ow, W)
+    windows = list(zip(*(t.tolist() for t in (batch, top, left, heights, widths))))
+    return _SeparableRoIAlign.apply(features, windows, rows.to(features.dtype), cols.to(features.dtype))
 
 
 def roi_align(
@@ -136,7 +166,7 @@ def roi_align(
     batch_size, channels = features.shape[:2]
     if rois.size(0) == 0:
         return features.new_zeros((0, channels, *output_size))
-    rois = rois.to(features.dtype)
+    rois = rois.detach().to(features.dtype)  # as mmcv's backward: no gradient to the RoIs
     y0, x0, bin_h, bin_w, grid_h, grid_w = _roi_geometry(
         rois, output_size, spatial_scale, sampling_ratio, aligned
     )
@@ -145,7 +175,7 @@ def roi_align(
         raise ValueError(
             f"roi_align got a RoI batch index outside [0, {batch_size}) for features of batch {batch_size}."
         )
-    return _pool_rois(features, batch, (y0, x0, bin_h, bin_w), (grid_h, grid_w), output_size)
+    return _pool_rois(features, (batch, y0, x0, bin_h, bin_w, grid_h, grid_w), output_size)
 
 
 def map_roi_levels(rois: Tensor, num_levels: int, finest_scale: float = 56) -> Tensor:

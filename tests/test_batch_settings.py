@@ -1,0 +1,87 @@
+"""`swinkit batch` resumes only with the settings its output was written with (score threshold, maximum
+detections, top-k, runtime and precision), as it resumes only with the model that wrote it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import swinkit
+from swinkit.batch import run_batch
+from swinkit.cli import main
+from swinkit.inference import Predictor
+from swinkit.loading import save_pretrained
+from swinkit.models.detection.checkpoints import save_pretrained as save_detector
+from swinkit.models.detection.mask_rcnn import create_mask_rcnn
+
+FAST = {"test_scale": (96, 64), "rpn_nms_pre": 200, "rpn_max_per_img": 100, "max_per_img": 20}
+
+
+def _images(folder, count=2):
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(folder / f"img{i}.png")
+    return folder
+
+
+def test_a_detection_batch_resumes_only_with_its_score_threshold_and_max_detections(tmp_path, capsys):
+    model = save_detector(
+        create_mask_rcnn("faster_rcnn_swin_micro", labels=["a", "b"], **FAST), tmp_path / "m"
+    )
+    out = tmp_path / "out.jsonl"
+    command = ["batch", "--model", str(model), "--input", str(_images(tmp_path / "in")), "--output", str(out)]
+    command += ["--workers", "0", "--no-progress"]
+    assert main([*command, "--score-threshold", "0.3", "--max-detections", "5"]) == 0
+    settings = json.loads((tmp_path / "out.jsonl.meta.json").read_text())["settings"]
+    assert settings["info"]["score_threshold"] == 0.3 and settings["info"]["max_detections"] == 5
+    assert main([*command, "--score-threshold", "0.3", "--max-detections", "5"]) == 0  # same settings resume
+    assert "0 rows written" in capsys.readouterr().err
+    assert main([*command, "--score-threshold", "0.5", "--max-detections", "5"]) == 2
+    assert "written with other settings (info.score_threshold 0.3 -> 0.5; threshold 0.3 -> 0.5)" in (
+        capsys.readouterr().err
+    )
+    assert main([*command, "--score-threshold", "0.3", "--max-detections", "7"]) == 2
+    assert "info.max_detections 5 -> 7" in capsys.readouterr().err
+    assert main([*command, "--score-threshold", "0.5", "--overwrite"]) == 0
+    assert len(out.read_text().splitlines()) == 2
+
+
+def test_a_classification_batch_resumes_only_with_its_top_k_runtime_and_precision(tmp_path, monkeypatch):
+    folder = save_pretrained(swinkit.create_model("swin_micro", labels=["cat", "dog", "car"]), tmp_path / "m")
+    source, out = _images(tmp_path / "in"), tmp_path / "out.jsonl"
+    run_batch(Predictor.from_pretrained(folder, top_k=2), source, out, num_workers=0, progress=False)
+    assert (
+        run_batch(
+            Predictor.from_pretrained(folder, top_k=2), source, out, num_workers=0, progress=False
+        ).skipped
+        == 2
+    )
+    with pytest.raises(ValueError, match=r"other settings \(top_k 2 -> 1\); pass --overwrite"):
+        run_batch(Predictor.from_pretrained(folder, top_k=1), source, out, num_workers=0, progress=False)
+    other = Predictor.from_pretrained(folder, top_k=2)
+    info = other.info()
+    monkeypatch.setattr(other, "info", lambda: {**info, "runtime": "onnxruntime", "precision": "int8"})
+    with pytest.raises(
+        ValueError, match=r"info.precision 'fp32' -> 'int8'; info.runtime 'torch' -> 'onnxruntime'"
+    ):
+        run_batch(other, source, out, num_workers=0, progress=False)
+
+
+def test_an_output_recorded_before_settings_were_kept_still_resumes(tmp_path):
+    folder = save_pretrained(swinkit.create_model("swin_micro", labels=["cat", "dog", "car"]), tmp_path / "m")
+    source, out = _images(tmp_path / "in"), tmp_path / "out.jsonl"
+    run_batch(Predictor.from_pretrained(folder), source, out, num_workers=0, progress=False)
+    meta_file = tmp_path / "out.jsonl.meta.json"
+    meta = json.loads(meta_file.read_text())
+    del meta["settings"]
+    meta_file.write_text(json.dumps(meta))
+    assert (
+        run_batch(
+            Predictor.from_pretrained(folder, top_k=1), source, out, num_workers=0, progress=False
+        ).skipped
+        == 2
+    )
