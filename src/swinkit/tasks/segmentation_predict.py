@@ -10,11 +10,17 @@ asks, which the Swin configs do not), the model (whole image or sliding window),
 ``tta_pipeline``: ``Resize(scale_factor=r, keep_ratio=True)`` of the *original* image for each ratio r
 (mmcv's ``Resize`` scales the image it is given, and that pipeline has no 2048x512 resize before it), each
 without and with a horizontal flip; their softmaxes at the original size are averaged.
+
+The network runs on a backend (``swinkit.runtime``: torch, OpenVINO or ONNX Runtime at fp32, bf16 or int8)
+that computes ``DecodeLogits``, the UperNet's raw logits before the resize to the input size; that resize
+and every step after it stay here, the same for every runtime. Sliding windows run fixed crop-size inputs,
+so a graph traced at the crop size serves them.
 """
 
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import io
 import json
@@ -31,12 +37,15 @@ from PIL import Image
 from swinkit.data.segmentation import SegmentationProcessor, normalize, rescale_size, resize_image
 from swinkit.models.segmentation.inference import (
     TTA_RATIOS,
+    DecodeLogits,
     InferenceSettings,
+    RuntimeNetwork,
     merge_views,
     to_original,
     view_logits,
 )
 from swinkit.models.segmentation.upernet import UperNet
+from swinkit.runtime.backends import Backend, TorchBackend
 from swinkit.tasks.base import run_by_shape
 
 if TYPE_CHECKING:
@@ -133,6 +142,7 @@ class SegmentationPredictor:
         tta_ratios: Sequence[float] = TTA_RATIOS,
         top_k: int | None = None,
         threshold: float | None = None,
+        backend: Backend | None = None,
     ) -> None:
         from swinkit.visualize_segmentation import palette_for
 
@@ -151,6 +161,23 @@ class SegmentationPredictor:
         self.top_k, self.threshold = top_k, threshold
         self.labels: list[str] = list(model.config.label_names)
         self.palette = palette_for(self.labels)
+        self.backend: Backend = backend if backend is not None else TorchBackend(DecodeLogits(self.model))
+        check_graph_size(self.backend, self.settings)
+        self.network = RuntimeNetwork(self.backend, model.num_classes, model.config.align_corners)
+
+    def with_backend(self, backend: Backend) -> SegmentationPredictor:
+        """This predictor with its network's raw logits computed by ``backend`` (same model and options)."""
+        check_graph_size(backend, self.settings)
+        clone = copy.copy(self)
+        clone.backend = backend
+        clone.network = RuntimeNetwork(backend, self.model.num_classes, self.model.config.align_corners)
+        return clone
+
+    def example(self) -> torch.Tensor:
+        """(1, 3, h, w) model input of a grey image at the sliding window's crop size (for tracing)."""
+        height, width = self.settings.crop_size
+        grey = np.full((height, width, 3), (124, 116, 104), dtype=np.uint8)
+        return normalize(grey, self.processor.mean, self.processor.std)[None]
 
     @property
     def response_model(self) -> type[BaseModel]:
@@ -181,7 +208,7 @@ class SegmentationPredictor:
             return list(self.scores(batch).argmax(dim=1).cpu().numpy())
         align = self.model.config.align_corners
         with torch.inference_mode():
-            logits = view_logits(self.model, self.view_pixels(batch, None, False), self.settings).float()
+            logits = view_logits(self.network, self.view_pixels(batch, None, False), self.settings).float()
             return [
                 to_original(row[None], batch.shape[2:], align_corners=align).argmax(dim=1)[0].cpu().numpy()
                 for row in logits  # (num_classes, h, w) each
@@ -206,7 +233,7 @@ class SegmentationPredictor:
         align = self.model.config.align_corners
 
         def at_original(ratio: float | None, flipped: bool) -> torch.Tensor:
-            logits = view_logits(self.model, self.view_pixels(batch, ratio, flipped), self.settings)
+            logits = view_logits(self.network, self.view_pixels(batch, ratio, flipped), self.settings)
             return to_original(logits.float(), original, flipped=flipped, align_corners=align)
 
         views = _views(self.tta, self.tta_ratios)
@@ -226,15 +253,40 @@ class SegmentationPredictor:
         return {
             "preprocessing": self.processor.to_preprocessor_config(),
             "inference": {**asdict(self.settings), "tta": self.tta, "tta_ratios": list(self.tta_ratios)},
+            "runtime": self.backend.runtime,
+            "precision": self.backend.precision,
         }
+
+    def weights_fingerprint(self) -> tuple[str, str]:
+        """(config hash, fingerprint of config, labels and weights): what an export records of its model."""
+        from swinkit.batch_output import model_fingerprint
+
+        return model_fingerprint(self.model, self.labels)
 
     def fingerprint(self) -> tuple[str, str]:
         """(config hash, fingerprint of config, labels, weights and inference options)."""
-        from swinkit.batch_output import model_fingerprint
+        config_hash, weights = self.weights_fingerprint()
+        options = {key: value for key, value in self.info().items() if key not in ("runtime", "precision")}
+        digest = json.dumps([options, weights], sort_keys=True).encode()
+        return config_hash, hashlib.sha256(digest).hexdigest()[:16]
 
-        config_hash, weights = model_fingerprint(self.model, self.labels)
-        options = json.dumps([self.info(), weights], sort_keys=True).encode()
-        return config_hash, hashlib.sha256(options).hexdigest()[:16]
+
+def check_graph_size(backend: Backend, settings: InferenceSettings) -> None:
+    """ValueError when ``backend`` runs a graph of one input size (``size``) that ``settings`` cannot feed:
+    whole-image inference takes every image's own size; sliding windows take crops of ``crop_size``."""
+    size = getattr(backend, "size", None)
+    if size is None:
+        return
+    if settings.mode == "whole":
+        raise ValueError(
+            f"whole-image inference takes images of any size, but this {backend.runtime} graph was traced "
+            f"at {size[0]}x{size[1]} only; use --mode slide (crops of that size) or a dynamic-size export"
+        )
+    if tuple(size) != tuple(settings.crop_size):
+        raise ValueError(
+            f"this {backend.runtime} graph takes {size[0]}x{size[1]} inputs, but the sliding window's crops "
+            f"are {settings.crop_size[0]}x{settings.crop_size[1]}; export the model at the crop size"
+        )
 
 
 def segmentation_predictor(
@@ -246,17 +298,24 @@ def segmentation_predictor(
     threshold: float | None = None,
     mode: str = "whole",
     tta: bool = False,
+    runtime: str | None = None,
+    precision: str | None = None,
 ) -> SegmentationPredictor:
-    """The predictor of a saved UperNet (transformers folder, mmseg file, training state, preset or hub id),
-    with the preprocessing saved beside it (else mmseg's ADE20K test pipeline)."""
-    from swinkit.loading import read_description
+    """The predictor of a saved UperNet (transformers folder, mmseg file, training state, preset, hub id or
+    export folder), with the preprocessing saved beside it (else mmseg's ADE20K test pipeline), its network
+    on ``runtime`` at ``precision`` (``swinkit.runtime.selection.backend_for``: an export folder runs its
+    graph by default; a model is traced at the crop size on the fly for openvino and onnxruntime)."""
+    from swinkit.loading import read_description, resolve_source
+    from swinkit.runtime.export import is_export
+    from swinkit.runtime.selection import backend_for, check_device
     from swinkit.tasks.segmentation_model import load_upernet
 
+    check_device(runtime, device)
     model, processor = load_upernet(source)
     preprocessing = read_description(source)[2]  # also a file's embedded preprocessor config
     if preprocessing:
         processor = SegmentationProcessor.from_preprocessor_config(preprocessing)
-    return SegmentationPredictor(
+    predictor = SegmentationPredictor(
         model,
         processor,
         batch_size=batch_size,
@@ -266,3 +325,15 @@ def segmentation_predictor(
         top_k=top_k,
         threshold=threshold,
     )
+    if runtime in (None, "torch") and precision in (None, "fp32") and not is_export(source):
+        return predictor
+    backend = backend_for(
+        DecodeLogits(predictor.model),
+        resolve_source(source),
+        predictor.example(),
+        predictor.weights_fingerprint()[1],
+        runtime=runtime,
+        precision=precision,
+        device=device,
+    )
+    return predictor.with_backend(backend)
