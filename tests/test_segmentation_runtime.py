@@ -1,0 +1,124 @@
+"""A micro UperNet's network on ONNX Runtime and OpenVINO: the graph (pixels to the raw decode-head logits)
+gives the torch logits, bf16 and int8 label maps agree with fp32 within the documented bounds, and the
+predictor refuses sizes its graph cannot take."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from segmentation_scenes import make_scene
+
+from swinkit.data.segmentation import SegmentationProcessor
+from swinkit.models.segmentation import create_upernet
+from swinkit.models.segmentation.inference import DecodeLogits, InferenceSettings
+from swinkit.models.segmentation.upernet import UperNet
+from swinkit.runtime.backends import TorchBackend, graph_backend
+from swinkit.runtime.export import export_onnx
+from swinkit.runtime.quantize import default_bounds, segmentation_agreement
+from swinkit.tasks.segmentation_predict import SegmentationPredictor
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("openvino")
+
+CROP = (192, 192)  # the last stage is 6x6: PPM's 1/2/3/6 bins divide it, so the static graph exports
+SLIDE = InferenceSettings(mode="slide", crop_size=CROP, stride=(128, 128))
+PROCESSOR = SegmentationProcessor(scale=(500, 192))  # keeps 192 x 250 images at their size
+
+
+def scene(seed: int) -> torch.Tensor:
+    """(3, 192, 250) uint8 pixels of a generated scene (shapes on a textured background)."""
+    image, _ = make_scene(np.random.default_rng(seed), size=250, shapes=4)
+    return torch.from_numpy(np.ascontiguousarray(image[:192])).permute(2, 0, 1)  # (3, 192, 250)
+
+
+def balanced_upernet() -> UperNet:
+    """A micro UperNet whose label maps follow the image: BatchNorm statistics away from (0, 1), and the
+    classifier's logits standardised per class on one scene, so every class wins a share of the pixels
+    (an untouched random model paints nearly every pixel with one class)."""
+    torch.manual_seed(0)
+    model = create_upernet("upernet_swin_micro", num_classes=5, labels=list("abcde")).eval()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 1.5)
+        pixels = SegmentationPredictor(model, PROCESSOR).view_pixels(scene(99)[None], None, False)
+        (raw,) = DecodeLogits(model)(pixels)  # (1, 5, 48, 62)
+        mean, std = raw.mean(dim=(0, 2, 3)), raw.std(dim=(0, 2, 3))  # (5,) each
+        classifier = model.decode_head.conv_seg
+        classifier.weight.div_(std.view(-1, 1, 1, 1))
+        classifier.bias.sub_(mean).div_(std)
+    return model
+
+
+@pytest.fixture(scope="module")
+def model():
+    return balanced_upernet()
+
+
+@pytest.fixture(scope="module")
+def reference(model):
+    return SegmentationPredictor(model, PROCESSOR, settings=SLIDE)
+
+
+@pytest.fixture(scope="module")
+def graph(reference, tmp_path_factory):
+    """The network traced at the crop size to an ONNX file."""
+    path = tmp_path_factory.mktemp("seg_graph") / "model.onnx"
+    return export_onnx(DecodeLogits(reference.model), path, reference.example())
+
+
+@pytest.fixture(scope="module")
+def images():
+    """Two (3, 192, 250) uint8 scenes: two sliding windows each."""
+    return [scene(0), scene(1)]
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_fp32_graph_runtimes_give_the_torch_logits_in_slide_mode(reference, graph, images, runtime):
+    candidate = reference.with_backend(graph_backend(graph, runtime, "fp32"))
+    batch = torch.stack(images)
+    expected, got = reference.scores(batch), candidate.scores(batch)  # (2, 5, 192, 250)
+    assert got.shape == expected.shape == (2, 5, 192, 250)
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
+    assert candidate.info()["runtime"] == runtime and reference.info()["runtime"] == "torch"
+    assert candidate.fingerprint() == reference.fingerprint()  # one model, whatever runs it
+
+
+@pytest.mark.parametrize("runtime", ["torch", "openvino"])
+def test_bf16_label_maps_agree_with_fp32_within_the_bounds(reference, graph, images, runtime):
+    backend = (
+        TorchBackend(DecodeLogits(reference.model), "bf16")
+        if runtime == "torch"
+        else graph_backend(graph, "openvino", "bf16")
+    )
+    figures = segmentation_agreement(reference, reference.with_backend(backend), images)
+    bounds = {b.name: b for b in default_bounds("semantic_segmentation")}
+    assert figures["images"] == 2
+    assert bounds["pixel_agreement"].holds(figures["pixel_agreement"]), figures
+    assert bounds["miou_vs_fp32"].holds(figures["miou_vs_fp32"]), figures
+
+
+def test_the_agreement_check_sees_label_maps_that_differ(reference, model, images):
+    (expected,) = reference.label_maps(images[0][None])
+    counts = np.bincount(expected.ravel(), minlength=5) / expected.size
+    assert (counts > 0.05).sum() >= 4  # the maps compared are not one class everywhere
+    other = copy.deepcopy(model)
+    with torch.no_grad():  # the second most frequent class wins a few more pixels
+        other.decode_head.conv_seg.bias[int(np.argsort(counts)[-2])] += 0.5
+    figures = segmentation_agreement(
+        reference, SegmentationPredictor(other, PROCESSOR, settings=SLIDE), images
+    )
+    assert figures["pixel_agreement"] < 0.98 and figures["miou_vs_fp32"] < 0.95
+
+
+def test_a_static_graph_refuses_whole_mode_and_other_crop_sizes(reference, graph, model):
+    backend = graph_backend(graph, "onnxruntime", "fp32")
+    with pytest.raises(ValueError, match="whole-image inference takes images of any size, but this"):
+        SegmentationPredictor(model, PROCESSOR, backend=backend)
+    other = InferenceSettings(mode="slide", crop_size=(128, 128), stride=(96, 96))
+    with pytest.raises(ValueError, match=r"takes 192x192 inputs, but the sliding window's crops are 128x128"):
+        SegmentationPredictor(model, PROCESSOR, settings=other, backend=backend)
