@@ -66,9 +66,15 @@ def reference(model):
 
 @pytest.fixture(scope="module")
 def graph(reference, tmp_path_factory):
-    """The network traced at the crop size to an ONNX file."""
+    """The slide-mode graph (static, at the crop size) traced to an ONNX file."""
+    spec = reference.export_graph()
+    assert (spec.output_names, tuple(spec.example.shape), spec.dynamic_hw) == (
+        ("logits",),
+        (1, 3, *CROP),
+        False,
+    )
     path = tmp_path_factory.mktemp("seg_graph") / "model.onnx"
-    return export_onnx(DecodeLogits(reference.model), path, reference.example())
+    return export_onnx(spec.module, path, spec.example, output_names=spec.output_names)
 
 
 @pytest.fixture(scope="module")

@@ -46,6 +46,7 @@ from swinkit.models.segmentation.inference import (
 )
 from swinkit.models.segmentation.upernet import UperNet
 from swinkit.runtime.backends import Backend, TorchBackend
+from swinkit.runtime.graph import GREY, GraphSpec
 from swinkit.tasks.base import run_by_shape
 
 if TYPE_CHECKING:
@@ -176,8 +177,27 @@ class SegmentationPredictor:
     def example(self) -> torch.Tensor:
         """(1, 3, h, w) model input of a grey image at the sliding window's crop size (for tracing)."""
         height, width = self.settings.crop_size
-        grey = np.full((height, width, 3), (124, 116, 104), dtype=np.uint8)
+        grey = np.full((height, width, 3), GREY, dtype=np.uint8)
         return normalize(grey, self.processor.mean, self.processor.std)[None]
+
+    def export_graph(self) -> GraphSpec:
+        """The network as an exportable graph (``swinkit.runtime.graph``): ``DecodeLogits``, normalised view
+        pixels (not ``prepare``'s uint8 originals: the view resize stays here) -> (raw logits,), traced at
+        the crop size. Height and width are dynamic, except for sliding windows without ``tta``, whose every
+        input is a crop (mmseg cuts a crop to a smaller image: such images then need a dynamic graph)."""
+        static = self.settings.mode == "slide" and not self.tta
+        return GraphSpec(DecodeLogits(self.model), ("logits",), self.example(), dynamic_hw=not static)
+
+    def graph_input(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(3, h, w) graph input of one prepared (3, H, W) uint8 image: its test-resize view (what int8
+        calibration runs the graph on)."""
+        return self.view_pixels(pixels[None], None, False)[0].cpu()
+
+    def export_fingerprint(self) -> str:
+        """What an export records of this model and a load checks (stale exports): the fingerprint of its
+        config, labels, weights and preprocessing with the default inference options, as ``swinkit export``
+        loads the model (a graph serves every mode, so the options are not the model's)."""
+        return SegmentationPredictor(self.model, self.processor).fingerprint()[1]
 
     @property
     def response_model(self) -> type[BaseModel]:
@@ -257,15 +277,11 @@ class SegmentationPredictor:
             "precision": self.backend.precision,
         }
 
-    def weights_fingerprint(self) -> tuple[str, str]:
-        """(config hash, fingerprint of config, labels and weights): what an export records of its model."""
-        from swinkit.batch_output import model_fingerprint
-
-        return model_fingerprint(self.model, self.labels)
-
     def fingerprint(self) -> tuple[str, str]:
         """(config hash, fingerprint of config, labels, weights and inference options)."""
-        config_hash, weights = self.weights_fingerprint()
+        from swinkit.batch_output import model_fingerprint
+
+        config_hash, weights = model_fingerprint(self.model, self.labels)
         options = {key: value for key, value in self.info().items() if key not in ("runtime", "precision")}
         digest = json.dumps([options, weights], sort_keys=True).encode()
         return config_hash, hashlib.sha256(digest).hexdigest()[:16]
@@ -330,8 +346,8 @@ def segmentation_predictor(
     backend = backend_for(
         DecodeLogits(predictor.model),
         resolve_source(source),
-        predictor.example(),
-        predictor.weights_fingerprint()[1],
+        predictor.export_fingerprint(),
+        predictor.export_graph,
         runtime=runtime,
         precision=precision,
         device=device,
