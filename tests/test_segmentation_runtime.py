@@ -9,12 +9,10 @@ import copy
 import numpy as np
 import pytest
 import torch
-from segmentation_scenes import make_scene
+from segmentation_runtime_helpers import balanced_upernet, scene
 
 from swinkit.data.segmentation import SegmentationProcessor
-from swinkit.models.segmentation import create_upernet
 from swinkit.models.segmentation.inference import DecodeLogits, InferenceSettings
-from swinkit.models.segmentation.upernet import UperNet
 from swinkit.runtime.backends import TorchBackend, graph_backend
 from swinkit.runtime.export import export_onnx
 from swinkit.runtime.quantize import default_bounds, segmentation_agreement
@@ -28,35 +26,9 @@ SLIDE = InferenceSettings(mode="slide", crop_size=CROP, stride=(128, 128))
 PROCESSOR = SegmentationProcessor(scale=(500, 192))  # keeps 192 x 250 images at their size
 
 
-def scene(seed: int) -> torch.Tensor:
-    """(3, 192, 250) uint8 pixels of a generated scene (shapes on a textured background)."""
-    image, _ = make_scene(np.random.default_rng(seed), size=250, shapes=4)
-    return torch.from_numpy(np.ascontiguousarray(image[:192])).permute(2, 0, 1)  # (3, 192, 250)
-
-
-def balanced_upernet() -> UperNet:
-    """A micro UperNet whose label maps follow the image: BatchNorm statistics away from (0, 1), and the
-    classifier's logits standardised per class on one scene, so every class wins a share of the pixels
-    (an untouched random model paints nearly every pixel with one class)."""
-    torch.manual_seed(0)
-    model = create_upernet("upernet_swin_micro", num_classes=5, labels=list("abcde")).eval()
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.5, 0.5)
-                module.running_var.uniform_(0.5, 1.5)
-        pixels = SegmentationPredictor(model, PROCESSOR).view_pixels(scene(99)[None], None, False)
-        (raw,) = DecodeLogits(model)(pixels)  # (1, 5, 48, 62)
-        mean, std = raw.mean(dim=(0, 2, 3)), raw.std(dim=(0, 2, 3))  # (5,) each
-        classifier = model.decode_head.conv_seg
-        classifier.weight.div_(std.view(-1, 1, 1, 1))
-        classifier.bias.sub_(mean).div_(std)
-    return model
-
-
 @pytest.fixture(scope="module")
 def model():
-    return balanced_upernet()
+    return balanced_upernet(PROCESSOR, scene(99))
 
 
 @pytest.fixture(scope="module")
