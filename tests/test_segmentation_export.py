@@ -101,21 +101,19 @@ def test_int8_export_agrees_with_fp32_label_maps_within_the_bounds(files, refere
         assert bound.holds(figures[bound.name]), figures
 
 
-def test_int8_past_the_bound_is_refused_unless_forced(files, tmp_path):
+def test_int8_past_the_bound_is_refused_unless_forced(files, tmp_path, capsys):
     model_dir, calibration, _ = files
-    strict = {"pixel_agreement": 1.0, "miou_vs_fp32": 1.0}  # int8 never gives every pixel of fp32's maps
-    request = ExportRequest("onnx", "int8", calibration_data=calibration, bounds=strict)
-    with pytest.raises(
-        ValueError, match=r"int8 onnx export refused, too far from fp32: pixel_agreement 0\.\d+ < 1"
-    ):
-        export_model(model_dir, tmp_path / "refused", request)
+    command = ["export", str(model_dir), str(tmp_path / "refused"), "--format", "onnx", "--precision", "int8",
+               "--calibration-data", str(calibration), "--min-pixel-agreement", "1.01"]  # fmt: skip
+    assert main(command) == 2  # no graph gives more than every pixel
+    assert "int8 onnx export refused, too far from fp32: pixel_agreement 0." in capsys.readouterr().err
     assert not (tmp_path / "refused").exists()
-    forced = export_model(
-        model_dir,
-        tmp_path / "forced",
-        ExportRequest("onnx", "int8", calibration_data=calibration, bounds=strict, force=True),
+    request = ExportRequest(
+        "onnx", "int8", calibration_data=calibration, bounds={"pixel_agreement": 1.01}, force=True
     )
+    forced = export_model(model_dir, tmp_path / "forced", request)
     assert forced.agreement["passed"] is False and (tmp_path / "forced" / "model.onnx").is_file()
+    assert forced.agreement["bounds"]["pixel_agreement"] == {"min": 1.01}
 
 
 def test_a_stale_export_is_refused(exports, tmp_path):
