@@ -1,6 +1,6 @@
 """A micro UperNet's network on ONNX Runtime and OpenVINO: the graph (pixels to the raw decode-head logits)
-gives the torch logits, bf16 and int8 label maps agree with fp32 within the documented bounds, and the
-predictor refuses sizes its graph cannot take."""
+gives the torch logits in slide mode, bf16 label maps agree with fp32 within the documented bounds, the
+agreement check sees maps that differ, and the predictor refuses sizes its graph cannot take."""
 
 from __future__ import annotations
 
