@@ -47,3 +47,44 @@ def test_a_classifier_traced_at_one_size_runs_at_any_size(name, tmp_path):
     torch.manual_seed(0)
     module = TupleOutputs(swinkit.create_model(name, num_classes=5).eval())
     _check(module, _runtimes(module, tmp_path / "m.onnx", ("logits",)))
+
+
+class _Segmenter(nn.Module):
+    """UPerNet up to its raw logits at the input size (the decode head's only)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor]:
+        return (self.model(pixel_values, auxiliary=False).logits,)
+
+
+class _DetectorTrunk(nn.Module):
+    """Mask R-CNN's backbone + FPN and the RPN head's convolutions: 5 levels, 5 score and 5 delta maps."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        features = self.model.extract_features(pixel_values)
+        scores, deltas = self.model.rpn_head(features)
+        return (*features, *scores, *deltas)
+
+
+def test_upernet_traced_at_one_size_runs_at_any_size(tmp_path):
+    from swinkit.models.segmentation.upernet import create_upernet
+
+    torch.manual_seed(0)
+    module = _Segmenter(create_upernet("upernet_swin_micro", num_classes=5).eval())
+    _check(module, _runtimes(module, tmp_path / "m.onnx", ("logits",)))
+
+
+def test_the_detector_backbone_fpn_and_rpn_convs_traced_at_one_size_run_at_any_size(tmp_path):
+    from swinkit.models.detection.mask_rcnn import create_mask_rcnn
+
+    torch.manual_seed(0)
+    module = _DetectorTrunk(create_mask_rcnn("mask_rcnn_swin_micro").eval())
+    names = tuple(f"{kind}{i}" for kind in ("fpn", "rpn_scores", "rpn_deltas") for i in range(5))
+    _check(module, _runtimes(module, tmp_path / "m.onnx", names))

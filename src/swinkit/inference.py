@@ -29,7 +29,7 @@ from swinkit.loading import load_checkpoint, model_from_checkpoint, read_descrip
 from swinkit.models.swin import SwinTransformer
 from swinkit.runtime.backends import Backend, TorchBackend
 from swinkit.runtime.export import is_export
-from swinkit.runtime.graph import GraphSpec, TupleOutputs, grey_example
+from swinkit.runtime.graph import GraphSpec, TupleOutputs, grey_example, varies_in_size
 from swinkit.runtime.selection import backend_for, check_device
 
 if TYPE_CHECKING:
@@ -155,9 +155,11 @@ class Predictor:
 
     def export_graph(self) -> GraphSpec:
         """The network as an exportable graph (``swinkit.runtime.graph``): pixels -> (logits,), traced on a
-        grey image; height and width fixed, as the classifier's preprocessing makes one size."""
+        grey image. Height and width are dynamic only when the preprocessing keeps the aspect ratio: a
+        fixed-size classifier gets a static graph (``swinkit.runtime.export`` has the figures)."""
+        dynamic = varies_in_size(self.processor)
         return GraphSpec(
-            TupleOutputs(self.model), ("logits",), grey_example(self.processor), dynamic_hw=False
+            TupleOutputs(self.model), ("logits",), grey_example(self.processor), dynamic_hw=dynamic
         )
 
     @property
