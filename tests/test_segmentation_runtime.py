@@ -21,14 +21,14 @@ from swinkit.tasks.segmentation_predict import SegmentationPredictor
 pytest.importorskip("onnxruntime")
 pytest.importorskip("openvino")
 
-CROP = (192, 192)  # the last stage is 6x6: PPM's 1/2/3/6 bins divide it, so the static graph exports
-SLIDE = InferenceSettings(mode="slide", crop_size=CROP, stride=(128, 128))
-PROCESSOR = SegmentationProcessor(scale=(500, 192))  # keeps 192 x 250 images at their size
+CROP = (64, 64)
+SLIDE = InferenceSettings(mode="slide", crop_size=CROP, stride=(40, 40))
+PROCESSOR = SegmentationProcessor(scale=(200, 64))  # keeps 64 x 100 images at their size
 
 
 @pytest.fixture(scope="module")
 def model():
-    return balanced_upernet(PROCESSOR, scene(99))
+    return balanced_upernet(PROCESSOR, scene(99, 64, 100))
 
 
 @pytest.fixture(scope="module")
@@ -51,16 +51,16 @@ def graph(reference, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def images():
-    """Two (3, 192, 250) uint8 scenes: two sliding windows each."""
-    return [scene(0), scene(1)]
+    """Two (3, 64, 100) uint8 scenes: two sliding windows each."""
+    return [scene(0, 64, 100), scene(1, 64, 100)]
 
 
 @pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
 def test_fp32_graph_runtimes_give_the_torch_logits_in_slide_mode(reference, graph, images, runtime):
     candidate = reference.with_backend(graph_backend(graph, runtime, "fp32"))
     batch = torch.stack(images)
-    expected, got = reference.scores(batch), candidate.scores(batch)  # (2, 5, 192, 250)
-    assert got.shape == expected.shape == (2, 5, 192, 250)
+    expected, got = reference.scores(batch), candidate.scores(batch)  # (2, 5, 64, 100)
+    assert got.shape == expected.shape == (2, 5, 64, 100)
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
     assert candidate.info()["runtime"] == runtime and reference.info()["runtime"] == "torch"
     assert candidate.fingerprint() == reference.fingerprint()  # one model, whatever runs it
@@ -97,6 +97,6 @@ def test_a_static_graph_refuses_whole_mode_and_other_crop_sizes(reference, graph
     backend = graph_backend(graph, "onnxruntime", "fp32")
     with pytest.raises(ValueError, match="whole-image inference takes images of any size, but this"):
         SegmentationPredictor(model, PROCESSOR, backend=backend)
-    other = InferenceSettings(mode="slide", crop_size=(128, 128), stride=(96, 96))
-    with pytest.raises(ValueError, match=r"takes 192x192 inputs, but the sliding window's crops are 128x128"):
+    other = InferenceSettings(mode="slide", crop_size=(48, 48), stride=(32, 32))
+    with pytest.raises(ValueError, match=r"takes 64x64 inputs, but the sliding window's crops are 48x48"):
         SegmentationPredictor(model, PROCESSOR, settings=other, backend=backend)
