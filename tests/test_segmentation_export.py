@@ -176,12 +176,13 @@ def test_cli_predict_on_openvino_gives_the_torch_label_maps(files, tmp_path, cap
 
 
 @pytest.fixture(scope="module")
-def clients(files):
-    """(torch fp32 client, OpenVINO bf16 client) serving the same model."""
-    common = {"model": str(files[0]), "max_images_per_request": 4, "max_body_bytes": 200_000}
-    with ready_client(create_app(ServeSettings(**common))) as torch_client:
-        with ready_client(create_app(ServeSettings(**common, runtime="openvino", precision="bf16"))) as ov:
-            yield torch_client, ov
+def clients(files, exports):
+    """(torch fp32 client of the model, OpenVINO bf16 client of its OpenVINO export)."""
+    limits = {"max_images_per_request": 4, "max_body_bytes": 200_000}
+    on_openvino = ServeSettings(model=str(exports["openvino"]), precision="bf16", **limits)
+    with ready_client(create_app(ServeSettings(model=str(files[0]), **limits))) as torch_client:
+        with ready_client(create_app(on_openvino)) as openvino_client:
+            yield torch_client, openvino_client
 
 
 def test_serve_on_openvino_bf16_answers_as_torch_within_the_bound(clients, files):
