@@ -224,3 +224,20 @@ def test_an_export_runs_its_saved_weights_on_torch(exports, files, reference):
     assert on_torch.info()["runtime"] == "torch"
     image = prepared(reference, files[2][:1])[0]
     assert np.array_equal(on_torch.label_maps(image[None])[0], reference.label_maps(image[None])[0])
+
+
+def test_cli_batch_runs_an_onnx_export_on_onnx_runtime(exports, files, tmp_path):
+    model_dir, _, held_out = files
+    rows = {}
+    for name, model in (("torch", model_dir), ("onnx", exports["onnx"])):
+        out = tmp_path / f"{name}.jsonl"
+        command = ["batch", "--model", str(model), "--input", str(held_out[0].parent), "--output", str(out),
+                   "--workers", "0", "--no-progress"]  # fmt: skip
+        assert main(command) == 0
+        rows[name] = sorted(
+            (json.loads(line) for line in out.read_text().splitlines()), key=lambda r: r["image"]
+        )
+    assert [r["image"] for r in rows["onnx"]] == [r["image"] for r in rows["torch"]] and len(
+        rows["onnx"]
+    ) == 3
+    assert label_map_agreement(rows["onnx"], rows["torch"]) >= 0.999
