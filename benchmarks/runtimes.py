@@ -218,44 +218,52 @@ UPERNET_REFERENCE = "UPerNet swinkit eager fp32"
 
 
 def upernet_paths(folder: Path, calibration: list[torch.Tensor]) -> dict[str, Runner]:
-    """Path name -> runner of UPerNet Swin-T's network (``DecodeLogits``: pixels -> raw logits), each as
-        the segmentation predictor runs it: torch fp32 / bf16 weights, and its slide-mode graph (static, one
-        512x512 crop) on ONNX Runtime fp32 / int8 (static QDQ) and OpenVINO fp32 / bf16 / int8 (NNCF), int8
-        calibrated on ``calibration`` crops. A path that cannot be built is reported and left out (NNCF's
-    transformer scheme failed on this graph with nncf 2.x: "QConfigs for unified scale group ... are not
-    equal", the UPerHead concat)."""
+    """Path name -> runner of UPerNet Swin-T's network (``DecodeLogits``: pixels -> raw logits) as the
+    segmentation predictor runs it: torch fp32 / bf16 weights, then ``upernet_graph_paths``."""
     from swinkit.models.segmentation import create_upernet
     from swinkit.models.segmentation.inference import InferenceSettings
-    from swinkit.runtime.export import export_onnx, onnx_to_openvino
-    from swinkit.runtime.quantize import quantize_onnx, quantize_openvino
+    from swinkit.runtime.export import export_onnx
     from swinkit.tasks.segmentation_predict import SegmentationPredictor
 
     torch.manual_seed(0)
     model = create_upernet(UPERNET).eval()
     predictor = SegmentationPredictor(model, settings=InferenceSettings(mode="slide"))
     spec = predictor.export_graph()  # static at the 512x512 crop
-    paths: dict[str, Runner] = {
+    onnx_file = export_onnx(spec.module, folder / "upernet.onnx", spec.example)
+    return {
         UPERNET_REFERENCE: predictor.backend,
         "UPerNet swinkit eager, bf16 weights": TorchBackend(spec.module, "bf16"),
+        **upernet_graph_paths(onnx_file, folder, calibration),
     }
-    onnx_file = export_onnx(spec.module, folder / "upernet.onnx", spec.example)
-    graphs = {
+
+
+def upernet_graph_paths(onnx_file: Path, folder: Path, calibration: list[torch.Tensor]) -> dict[str, Runner]:
+    """The slide-mode graph (static, one 512x512 crop) on ONNX Runtime fp32 / int8 (static QDQ) and OpenVINO
+    fp32 / bf16 / int8 (NNCF), int8 calibrated on ``calibration`` crops. A path that cannot be built is
+    reported and left out (NNCF's transformer scheme failed on this graph with nncf 2.x: "QConfigs for
+    unified scale group ... are not equal", the UPerHead concats)."""
+    from swinkit.runtime.export import onnx_to_openvino
+    from swinkit.runtime.quantize import quantize_onnx, quantize_openvino
+
+    def openvino_int8() -> Runner:
+        ir = onnx_to_openvino(
+            onnx_file, folder / "int8.xml", ov_model=quantize_openvino(onnx_file, calibration)
+        )
+        return OpenVINOBackend(ir, "int8")
+
+    def onnx_int8() -> Runner:
+        int8 = quantize_onnx(onnx_file, folder / "upernet-int8.onnx", calibration, "pixel_values")
+        return graph_backend(int8, "onnxruntime", "int8")
+
+    builders = {
         "UPerNet ONNX Runtime fp32": lambda: graph_backend(onnx_file, "onnxruntime", "fp32"),
-        "UPerNet ONNX Runtime int8 (static QDQ)": lambda: graph_backend(
-            quantize_onnx(onnx_file, folder / "upernet-int8.onnx", calibration, "pixel_values"),
-            "onnxruntime",
-            "int8",
-        ),
+        "UPerNet ONNX Runtime int8 (static QDQ)": onnx_int8,
         "UPerNet OpenVINO fp32": lambda: OpenVINOBackend(onnx_file, "fp32"),
         "UPerNet OpenVINO bf16": lambda: OpenVINOBackend(onnx_file, "bf16"),
-        "UPerNet OpenVINO int8 (NNCF)": lambda: OpenVINOBackend(
-            onnx_to_openvino(
-                onnx_file, folder / "upernet-int8.xml", ov_model=quantize_openvino(onnx_file, calibration)
-            ),
-            "int8",
-        ),
+        "UPerNet OpenVINO int8 (NNCF)": openvino_int8,
     }
-    for name, build in graphs.items():
+    paths = {}
+    for name, build in builders.items():
         try:
             paths[name] = build()
         except Exception as e:  # noqa: BLE001 - a benchmark reports what it cannot run

@@ -320,10 +320,9 @@ def segmentation_predictor(
     """The predictor of a saved UperNet (transformers folder, mmseg file, training state, preset, hub id or
     export folder), with the preprocessing saved beside it (else mmseg's ADE20K test pipeline), its network
     on ``runtime`` at ``precision`` (``swinkit.runtime.selection.backend_for``: an export folder runs its
-    graph by default; a model is traced at the crop size on the fly for openvino and onnxruntime)."""
-    from swinkit.loading import read_description, resolve_source
-    from swinkit.runtime.export import is_export
-    from swinkit.runtime.selection import backend_for, check_device
+    graph by default; a model is traced on the fly for openvino and onnxruntime)."""
+    from swinkit.loading import read_description
+    from swinkit.runtime.selection import check_device
     from swinkit.tasks.segmentation_model import load_upernet
 
     check_device(runtime, device)
@@ -341,6 +340,21 @@ def segmentation_predictor(
         top_k=top_k,
         threshold=threshold,
     )
+    return _on_runtime(predictor, source, runtime, precision, device)
+
+
+def _on_runtime(
+    predictor: SegmentationPredictor,
+    source: str | os.PathLike,
+    runtime: str | None,
+    precision: str | None,
+    device: str,
+) -> SegmentationPredictor:
+    """``predictor`` with the backend ``runtime`` and ``precision`` ask for (itself for torch fp32)."""
+    from swinkit.loading import resolve_source
+    from swinkit.runtime.export import is_export
+    from swinkit.runtime.selection import backend_for
+
     if runtime in (None, "torch") and precision in (None, "fp32") and not is_export(source):
         return predictor
     backend = backend_for(
