@@ -12,7 +12,7 @@ from torch import nn
 
 import swinkit
 from swinkit.runtime.backends import OnnxRuntimeBackend, OpenVINOBackend
-from swinkit.runtime.export import export_onnx
+from swinkit.runtime.export import export_onnx, onnx_to_openvino
 from swinkit.runtime.graph import TupleOutputs
 
 pytest.importorskip("onnxruntime")
@@ -23,8 +23,9 @@ SIZES = [(64, 64), (65, 97), (31, 33), (40, 200), (200, 40)]
 
 
 def _runtimes(module: nn.Module, path: Path, names: tuple[str, ...]) -> list:
+    """ONNX Runtime on the ONNX file, OpenVINO on the IR converted from it (``swinkit export --format openvino``)."""
     graph = export_onnx(module, path, torch.randn(1, 3, 64, 64), output_names=names, dynamic_hw=True)
-    return [OnnxRuntimeBackend(graph), OpenVINOBackend(graph)]
+    return [OnnxRuntimeBackend(graph), OpenVINOBackend(onnx_to_openvino(graph, path.with_suffix(".xml")))]
 
 
 def _check(module: nn.Module, backends: list, sizes=SIZES) -> None:
@@ -73,6 +74,7 @@ class _DetectorTrunk(nn.Module):
         return (*features, *scores, *deltas)
 
 
+@pytest.mark.slow  # about 40 s on two busy cores: tracing, and OpenVINO compiling a dynamic graph
 def test_upernet_traced_at_one_size_runs_at_any_size(tmp_path):
     from swinkit.models.segmentation.upernet import create_upernet
 
@@ -81,6 +83,7 @@ def test_upernet_traced_at_one_size_runs_at_any_size(tmp_path):
     _check(module, _runtimes(module, tmp_path / "m.onnx", ("logits",)))
 
 
+@pytest.mark.slow  # about 35 s on two busy cores
 def test_the_detector_backbone_fpn_and_rpn_convs_traced_at_one_size_run_at_any_size(tmp_path):
     from swinkit.models.detection.mask_rcnn import create_mask_rcnn
 
