@@ -4,12 +4,15 @@ refusal past the bounds, a stale export refused, and ``serve`` on a runtime answ
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import shutil
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from segmentation_runtime_helpers import LABELS, balanced_upernet, scene, scene_image
 from serve_helpers import b64, ready_client
 
@@ -128,9 +131,12 @@ def test_a_stale_export_is_refused(exports, tmp_path):
     assert segmentation_predictor(exports["onnx"], mode="slide", tta=True).info()["runtime"] == "onnxruntime"
 
 
-def label_map_agreement(rows: list[dict], expected: list[dict]) -> float:
-    from test_segmentation_serve import decode_label_map
+def decode_label_map(row: dict) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(row["label_map"]))))
 
+
+def label_map_agreement(rows: list[dict], expected: list[dict]) -> float:
+    """The fraction of pixels with the same class in two lists of served/predicted rows."""
     same = total = 0
     for row, reference in zip(rows, expected, strict=True):
         got, want = decode_label_map(row), decode_label_map(reference)
