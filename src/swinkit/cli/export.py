@@ -4,7 +4,8 @@ DST then loads like any saved model (``swinkit predict --model DST``, ``swinkit 
 ``Predictor.from_pretrained(DST)``) and runs on its runtime: ONNX Runtime for onnx, OpenVINO for openvino.
 ``--precision int8`` quantizes on ``--calibration-data`` images and checks the result against fp32 (on
 ``--validation-data`` when given): the export is refused past the bounds (classification: top-1 agreement at
-least 0.98, probabilities within 0.1) unless ``--force``.
+least 0.98, probabilities within 0.1; semantic segmentation: pixel agreement of the label maps at least 0.98
+and their mIoU against the fp32 maps at least 0.95) unless ``--force``.
 """
 
 from __future__ import annotations
@@ -36,13 +37,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--min-agreement", type=float, help="lowest top-1 agreement with fp32 (default 0.98)")
     parser.add_argument("--max-prob-diff", type=float, help="largest probability difference (default 0.1)")
+    parser.add_argument(
+        "--min-pixel-agreement",
+        type=float,
+        help="segmentation: lowest pixel agreement with fp32 (default 0.98)",
+    )
+    parser.add_argument(
+        "--min-miou", type=float, help="segmentation: lowest mIoU against the fp32 label maps (default 0.95)"
+    )
     parser.add_argument("--force", action="store_true", help="write an int8 graph past the agreement bounds")
 
 
 def run(args: argparse.Namespace) -> int:
     from swinkit.runtime.exporter import ExportRequest, export_model
 
-    bounds = {"top1_agreement": args.min_agreement, "max_prob_diff": args.max_prob_diff}
+    bounds = {
+        "top1_agreement": args.min_agreement,
+        "max_prob_diff": args.max_prob_diff,
+        "pixel_agreement": args.min_pixel_agreement,
+        "miou_vs_fp32": args.min_miou,
+    }
     request = ExportRequest(
         args.format,
         args.precision,

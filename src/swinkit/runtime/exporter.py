@@ -182,7 +182,9 @@ def export_model(
         _write_model_files(reference, source, staging)
         saved = load_predictor(staging)  # the weights as saved: what the fingerprint covers
         spec = graph_of(saved)
-        _write_graph(spec, staging, request, calibration)
+        graph_input = getattr(saved, "graph_input", None)  # prepared image -> graph input, where they differ
+        inputs = [graph_input(p) for p in calibration] if graph_input is not None else calibration
+        _write_graph(spec, staging, request, inputs)
         config_hash, fingerprint = saved.fingerprint()
         info = ExportInfo(
             request.format, request.precision, OPSET, str(source), fingerprint, config_hash,

@@ -10,7 +10,8 @@ Calibration images are prepared by the model's own preprocessing (the predictor'
 
 The check runs the fp32 reference and the int8 candidate predictors on the same images and compares what a
 user sees, through a per-task function (``AGREEMENT_CHECKS``): classification compares top-1 labels and
-probabilities. A task adds its own (segmentation: mIoU difference, detection: AP difference) by registering a
+probabilities; semantic segmentation compares label maps (pixel agreement, and the mIoU of the candidate's
+maps against the fp32 ones). A task adds its own (segmentation: mIoU difference, detection: AP difference) by registering a
 function and its bounds there.
 """
 
@@ -118,11 +119,37 @@ def classification_agreement(reference: Any, candidate: Any, pixels: Sequence[to
     }
 
 
+def segmentation_agreement(reference: Any, candidate: Any, pixels: Sequence[torch.Tensor]) -> dict:
+    """Label maps of the candidate against the reference's (both at each image's original size): the
+    fraction of pixels with the same class, and the mIoU of the candidate's maps scored against the
+    reference's as if they were the labels (mmseg's ``IoUMetric``: areas summed over the images, classes in
+    neither left out)."""
+    from swinkit.evaluation.segmentation import areas_to_metrics, intersect_and_union
+
+    num_classes = len(reference.labels)
+    areas = torch.zeros((4, num_classes), dtype=torch.float64)
+    same = total = 0
+    for image in pixels:
+        (expected,), (got,) = reference.label_maps(image[None]), candidate.label_maps(image[None])
+        expected, got = torch.from_numpy(expected), torch.from_numpy(got)  # (H, W) each
+        areas += intersect_and_union(got, expected, num_classes)
+        same, total = same + int((expected == got).sum()), total + expected.numel()
+    return {
+        "images": len(pixels),
+        "pixel_agreement": same / total,
+        "miou_vs_fp32": areas_to_metrics(areas)["mIoU"],
+    }
+
+
 # swinkit task name -> (measure(reference predictor, candidate predictor, pixels) -> figures, default bounds)
 AGREEMENT_CHECKS: dict[str, tuple[Callable[..., dict], tuple[Bound, ...]]] = {
     "classification": (
         classification_agreement,
         (Bound("top1_agreement", 0.98, minimum=True), Bound("max_prob_diff", 0.1, minimum=False)),
+    ),
+    "semantic_segmentation": (
+        segmentation_agreement,
+        (Bound("pixel_agreement", 0.98, minimum=True), Bound("miou_vs_fp32", 0.95, minimum=True)),
     ),
 }
 

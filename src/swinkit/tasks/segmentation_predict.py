@@ -10,11 +10,17 @@ asks, which the Swin configs do not), the model (whole image or sliding window),
 ``tta_pipeline``: ``Resize(scale_factor=r, keep_ratio=True)`` of the *original* image for each ratio r
 (mmcv's ``Resize`` scales the image it is given, and that pipeline has no 2048x512 resize before it), each
 without and with a horizontal flip; their softmaxes at the original size are averaged.
+
+The network runs on a backend (``swinkit.runtime``: torch, OpenVINO or ONNX Runtime at fp32, bf16 or int8)
+that computes ``DecodeLogits``, the UperNet's raw logits before the resize to the input size; that resize
+and every step after it stay here, the same for every runtime. Sliding windows run fixed crop-size inputs,
+so a graph traced at the crop size serves them.
 """
 
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import io
 import json
@@ -31,12 +37,16 @@ from PIL import Image
 from swinkit.data.segmentation import SegmentationProcessor, normalize, rescale_size, resize_image
 from swinkit.models.segmentation.inference import (
     TTA_RATIOS,
+    DecodeLogits,
     InferenceSettings,
+    RuntimeNetwork,
     merge_views,
     to_original,
     view_logits,
 )
 from swinkit.models.segmentation.upernet import UperNet
+from swinkit.runtime.backends import Backend, TorchBackend
+from swinkit.runtime.graph import GREY, GraphSpec
 from swinkit.tasks.base import run_by_shape
 
 if TYPE_CHECKING:
@@ -133,6 +143,7 @@ class SegmentationPredictor:
         tta_ratios: Sequence[float] = TTA_RATIOS,
         top_k: int | None = None,
         threshold: float | None = None,
+        backend: Backend | None = None,
     ) -> None:
         from swinkit.visualize_segmentation import palette_for
 
@@ -151,6 +162,42 @@ class SegmentationPredictor:
         self.top_k, self.threshold = top_k, threshold
         self.labels: list[str] = list(model.config.label_names)
         self.palette = palette_for(self.labels)
+        self.backend: Backend = backend if backend is not None else TorchBackend(DecodeLogits(self.model))
+        check_graph_size(self.backend, self.settings)
+        self.network = RuntimeNetwork(self.backend, model.num_classes, model.config.align_corners)
+
+    def with_backend(self, backend: Backend) -> SegmentationPredictor:
+        """This predictor with its network's raw logits computed by ``backend`` (same model and options)."""
+        check_graph_size(backend, self.settings)
+        clone = copy.copy(self)
+        clone.backend = backend
+        clone.network = RuntimeNetwork(backend, self.model.num_classes, self.model.config.align_corners)
+        return clone
+
+    def example(self) -> torch.Tensor:
+        """(1, 3, h, w) model input of a grey image at the sliding window's crop size (for tracing)."""
+        height, width = self.settings.crop_size
+        grey = np.full((height, width, 3), GREY, dtype=np.uint8)
+        return normalize(grey, self.processor.mean, self.processor.std)[None]
+
+    def export_graph(self) -> GraphSpec:
+        """The network as an exportable graph (``swinkit.runtime.graph``): ``DecodeLogits``, normalised view
+        pixels (not ``prepare``'s uint8 originals: the view resize stays here) -> (raw logits,), traced at
+        the crop size. Height and width are dynamic, except for sliding windows without ``tta``, whose every
+        input is a crop (mmseg cuts a crop to a smaller image: such images then need a dynamic graph)."""
+        static = self.settings.mode == "slide" and not self.tta
+        return GraphSpec(DecodeLogits(self.model), ("logits",), self.example(), dynamic_hw=not static)
+
+    def graph_input(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(3, h, w) graph input of one prepared (3, H, W) uint8 image: its test-resize view (what int8
+        calibration runs the graph on)."""
+        return self.view_pixels(pixels[None], None, False)[0].cpu()
+
+    def export_fingerprint(self) -> str:
+        """What an export records of this model and a load checks (stale exports): the fingerprint of its
+        config, labels, weights and preprocessing with the default inference options, as ``swinkit export``
+        loads the model (a graph serves every mode, so the options are not the model's)."""
+        return SegmentationPredictor(self.model, self.processor).fingerprint()[1]
 
     @property
     def response_model(self) -> type[BaseModel]:
@@ -181,7 +228,7 @@ class SegmentationPredictor:
             return list(self.scores(batch).argmax(dim=1).cpu().numpy())
         align = self.model.config.align_corners
         with torch.inference_mode():
-            logits = view_logits(self.model, self.view_pixels(batch, None, False), self.settings).float()
+            logits = view_logits(self.network, self.view_pixels(batch, None, False), self.settings).float()
             return [
                 to_original(row[None], batch.shape[2:], align_corners=align).argmax(dim=1)[0].cpu().numpy()
                 for row in logits  # (num_classes, h, w) each
@@ -206,7 +253,7 @@ class SegmentationPredictor:
         align = self.model.config.align_corners
 
         def at_original(ratio: float | None, flipped: bool) -> torch.Tensor:
-            logits = view_logits(self.model, self.view_pixels(batch, ratio, flipped), self.settings)
+            logits = view_logits(self.network, self.view_pixels(batch, ratio, flipped), self.settings)
             return to_original(logits.float(), original, flipped=flipped, align_corners=align)
 
         views = _views(self.tta, self.tta_ratios)
@@ -226,6 +273,8 @@ class SegmentationPredictor:
         return {
             "preprocessing": self.processor.to_preprocessor_config(),
             "inference": {**asdict(self.settings), "tta": self.tta, "tta_ratios": list(self.tta_ratios)},
+            "runtime": self.backend.runtime,
+            "precision": self.backend.precision,
         }
 
     def fingerprint(self) -> tuple[str, str]:
@@ -233,8 +282,27 @@ class SegmentationPredictor:
         from swinkit.batch_output import model_fingerprint
 
         config_hash, weights = model_fingerprint(self.model, self.labels)
-        options = json.dumps([self.info(), weights], sort_keys=True).encode()
-        return config_hash, hashlib.sha256(options).hexdigest()[:16]
+        options = {key: value for key, value in self.info().items() if key not in ("runtime", "precision")}
+        digest = json.dumps([options, weights], sort_keys=True).encode()
+        return config_hash, hashlib.sha256(digest).hexdigest()[:16]
+
+
+def check_graph_size(backend: Backend, settings: InferenceSettings) -> None:
+    """ValueError when ``backend`` runs a graph of one input size (``size``) that ``settings`` cannot feed:
+    whole-image inference takes every image's own size; sliding windows take crops of ``crop_size``."""
+    size = getattr(backend, "size", None)
+    if size is None:
+        return
+    if settings.mode == "whole":
+        raise ValueError(
+            f"whole-image inference takes images of any size, but this {backend.runtime} graph was traced "
+            f"at {size[0]}x{size[1]} only; use --mode slide (crops of that size) or a dynamic-size export"
+        )
+    if tuple(size) != tuple(settings.crop_size):
+        raise ValueError(
+            f"this {backend.runtime} graph takes {size[0]}x{size[1]} inputs, but the sliding window's crops "
+            f"are {settings.crop_size[0]}x{settings.crop_size[1]}; export the model at the crop size"
+        )
 
 
 def segmentation_predictor(
@@ -246,17 +314,23 @@ def segmentation_predictor(
     threshold: float | None = None,
     mode: str = "whole",
     tta: bool = False,
+    runtime: str | None = None,
+    precision: str | None = None,
 ) -> SegmentationPredictor:
-    """The predictor of a saved UperNet (transformers folder, mmseg file, training state, preset or hub id),
-    with the preprocessing saved beside it (else mmseg's ADE20K test pipeline)."""
+    """The predictor of a saved UperNet (transformers folder, mmseg file, training state, preset, hub id or
+    export folder), with the preprocessing saved beside it (else mmseg's ADE20K test pipeline), its network
+    on ``runtime`` at ``precision`` (``swinkit.runtime.selection.backend_for``: an export folder runs its
+    graph by default; a model is traced on the fly for openvino and onnxruntime)."""
     from swinkit.loading import read_description
+    from swinkit.runtime.selection import check_device
     from swinkit.tasks.segmentation_model import load_upernet
 
+    check_device(runtime, device)
     model, processor = load_upernet(source)
     preprocessing = read_description(source)[2]  # also a file's embedded preprocessor config
     if preprocessing:
         processor = SegmentationProcessor.from_preprocessor_config(preprocessing)
-    return SegmentationPredictor(
+    predictor = SegmentationPredictor(
         model,
         processor,
         batch_size=batch_size,
@@ -266,3 +340,30 @@ def segmentation_predictor(
         top_k=top_k,
         threshold=threshold,
     )
+    return _on_runtime(predictor, source, runtime, precision, device)
+
+
+def _on_runtime(
+    predictor: SegmentationPredictor,
+    source: str | os.PathLike,
+    runtime: str | None,
+    precision: str | None,
+    device: str,
+) -> SegmentationPredictor:
+    """``predictor`` with the backend ``runtime`` and ``precision`` ask for (itself for torch fp32)."""
+    from swinkit.loading import resolve_source
+    from swinkit.runtime.export import is_export
+    from swinkit.runtime.selection import backend_for
+
+    if runtime in (None, "torch") and precision in (None, "fp32") and not is_export(source):
+        return predictor
+    backend = backend_for(
+        DecodeLogits(predictor.model),
+        resolve_source(source),
+        predictor.export_fingerprint(),
+        predictor.export_graph,
+        runtime=runtime,
+        precision=precision,
+        device=device,
+    )
+    return predictor.with_backend(backend)

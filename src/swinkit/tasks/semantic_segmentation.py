@@ -419,13 +419,24 @@ class SemanticSegmentationTask(Task):
         threshold: float | None = None,
         mode: str = "whole",
         tta: bool = False,
+        runtime: str | None = None,
+        precision: str | None = None,
     ) -> TaskPredictor:
         """The segmentation predictor of a saved UperNet (``swinkit.tasks.segmentation_predict``): ``mode``
-        "whole" or "slide", ``tta`` mmseg's multi-scale + flip testing."""
+        "whole" or "slide", ``tta`` mmseg's multi-scale + flip testing, the network on ``runtime`` at
+        ``precision`` (torch, openvino, onnxruntime; fp32, bf16, int8)."""
         from swinkit.tasks.segmentation_predict import segmentation_predictor
 
         return segmentation_predictor(
-            source, device=device, batch_size=batch_size, top_k=top_k, threshold=threshold, mode=mode, tta=tta
+            source,
+            device=device,
+            batch_size=batch_size,
+            top_k=top_k,
+            threshold=threshold,
+            mode=mode,
+            tta=tta,
+            runtime=runtime,
+            precision=precision,
         )
 
     @classmethod

@@ -6,16 +6,23 @@ Mirrors mmsegmentation 1.x: ``EncoderDecoder.whole_inference`` / ``slide_inferen
 bilinear resize to ``ori_shape``, then argmax) and ``SegTTAModel.merge_preds`` (``seg_tta.py``: the mean
 over views of the softmax of each view's logits at the original size). Everything here is a pure function
 of the model and tensors; the image-level steps (resizing, normalising) are the predictor's.
+
+A runtime (``swinkit.runtime``) runs ``DecodeLogits``: the UperNet up to its raw decode-head logits at a
+quarter of the input size. ``RuntimeNetwork`` brings them to the input size as ``UperNet.forward`` does, so
+every step after the network (sliding-window averaging, flips, the resize to the original size, argmax) is
+the same Python code on every runtime.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from swinkit.models.segmentation.heads import resize
 from swinkit.models.segmentation.upernet import UperNet
 
 MODES = ("whole", "slide")
@@ -59,13 +66,48 @@ def slide_windows(
     return windows
 
 
-def whole_inference(model: UperNet, pixel_values: torch.Tensor) -> torch.Tensor:
+class DecodeLogits(nn.Module):
+    """An UperNet up to its raw logits: (B, 3, H, W) pixels -> a 1-tuple of (B, num_classes, H/4, W/4)
+    decode-head logits, without the auxiliary head or the resize to the input size (the graph a runtime runs;
+    ``UperNet.forward`` without its last step)."""
+
+    def __init__(self, model: UperNet) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor]:
+        features = self.model.backbone(pixel_values)  # [(B, C_i, H/4/2^i, W/4/2^i)]
+        return (self.model.decode_head(features),)  # (B, num_classes, H/4, W/4)
+
+
+@dataclass(frozen=True)
+class RuntimeNetwork:
+    """Logits at the input size from a runtime's raw decode-head logits (``DecodeLogits`` on a backend)."""
+
+    raw: Callable[[torch.Tensor], torch.Tensor | tuple[torch.Tensor, ...]]  # a swinkit.runtime Backend
+    num_classes: int
+    align_corners: bool
+
+    def __call__(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(B, num_classes, H, W) float32 logits of (B, 3, H, W) inputs: the raw logits resized bilinearly
+        (``UperNet.forward``'s last step, in float32 whatever the runtime's precision)."""
+        raw = self.raw(pixel_values)
+        raw = raw[0] if isinstance(raw, tuple) else raw  # (B, num_classes, H/4, W/4)
+        return resize(raw.float(), pixel_values.shape[2:], self.align_corners)
+
+
+Network = UperNet | RuntimeNetwork
+
+
+def whole_inference(model: Network, pixel_values: torch.Tensor) -> torch.Tensor:
     """(B, num_classes, H, W) logits of (B, 3, H, W) inputs in one pass (no auxiliary head)."""
-    return model(pixel_values, auxiliary=False).logits
+    if isinstance(model, UperNet):
+        return model(pixel_values, auxiliary=False).logits
+    return model(pixel_values)
 
 
 def slide_inference(
-    model: UperNet, pixel_values: torch.Tensor, crop_size: tuple[int, int], stride: tuple[int, int]
+    model: Network, pixel_values: torch.Tensor, crop_size: tuple[int, int], stride: tuple[int, int]
 ) -> torch.Tensor:
     """(B, num_classes, H, W) logits: each window's logits summed in place, divided by the windows covering
     each pixel (mmseg's ``preds / count_mat``)."""
@@ -80,7 +122,7 @@ def slide_inference(
     return preds / count
 
 
-def view_logits(model: UperNet, pixel_values: torch.Tensor, settings: InferenceSettings) -> torch.Tensor:
+def view_logits(model: Network, pixel_values: torch.Tensor, settings: InferenceSettings) -> torch.Tensor:
     """(B, num_classes, H, W) logits of one view by ``settings.mode`` (mmseg's ``EncoderDecoder.inference``)."""
     if settings.mode == "slide":
         return slide_inference(model, pixel_values, settings.crop_size, settings.stride)
