@@ -11,7 +11,8 @@ Calibration images are prepared by the model's own preprocessing (the predictor'
 The check runs the fp32 reference and the int8 candidate predictors on the same images and compares what a
 user sees, through a per-task function (``AGREEMENT_CHECKS``): classification compares top-1 labels and
 probabilities. A task adds its own (segmentation: mIoU difference, detection: AP difference) by registering a
-function and its bounds there.
+function and its bounds there. Detection and instance segmentation score the candidate's detections by COCO AP
+with the fp32 detections as ground truth (box AP, and mask AP for Mask R-CNN; 1.0 is full agreement).
 """
 
 from __future__ import annotations
@@ -118,12 +119,24 @@ def classification_agreement(reference: Any, candidate: Any, pixels: Sequence[to
     }
 
 
+def detection_agreement(reference: Any, candidate: Any, prepared: Sequence[Any]) -> dict:
+    """COCO AP of the candidate's detections with the reference's as ground truth (``tasks.instance_agreement``)."""
+    from swinkit.tasks.instance_agreement import detection_agreement as measure
+
+    return measure(reference, candidate, prepared)
+
+
+DETECTION_BOUNDS = (Bound("bbox_AP", 0.8, minimum=True), Bound("bbox_AP_50", 0.9, minimum=True))
+MASK_BOUNDS = (*DETECTION_BOUNDS, Bound("segm_AP", 0.8, minimum=True))
+
 # swinkit task name -> (measure(reference predictor, candidate predictor, pixels) -> figures, default bounds)
 AGREEMENT_CHECKS: dict[str, tuple[Callable[..., dict], tuple[Bound, ...]]] = {
     "classification": (
         classification_agreement,
         (Bound("top1_agreement", 0.98, minimum=True), Bound("max_prob_diff", 0.1, minimum=False)),
     ),
+    "object_detection": (detection_agreement, DETECTION_BOUNDS),
+    "instance_segmentation": (detection_agreement, MASK_BOUNDS),
 }
 
 
