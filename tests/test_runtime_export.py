@@ -65,6 +65,11 @@ def test_onnx_folder_holds_the_model_and_loads_on_its_runtime(onnx_dir, model_di
         str(model_dir),
     )
     assert info["fingerprint"] == reference.fingerprint()[1]
+    assert (info["output_names"], info["dynamic_hw"], info["input_shape"]) == (
+        ["logits"],
+        False,
+        [1, 3, 32, 32],
+    )
     assert not list(onnx_dir.parent.glob(".*"))  # no staging folder left behind
     predictor = Predictor.from_pretrained(onnx_dir)
     assert (predictor.info()["runtime"], predictor.labels) == ("onnxruntime", LABELS)

@@ -47,7 +47,8 @@ class ExportInfo:
     fingerprint: str  # model_fingerprint of the weights saved beside the graph
     config_hash: str
     input_shape: list[int]  # the (1, 3, H, W) example traced: the graph takes (B, 3, H, W)
-    output_names: list[str] = field(default_factory=lambda: ["logits"])
+    output_names: list[str] = field(default_factory=lambda: ["logits"])  # the graph's outputs, in order
+    dynamic_hw: bool = False  # height and width are dynamic axes (else fixed at input_shape's)
     agreement: dict[str, Any] | None = None  # the int8 check's figures (swinkit.runtime.quantize)
 
     @property
@@ -89,20 +90,38 @@ def check_fresh(folder: Path, info: ExportInfo, fingerprint: str) -> None:
         )
 
 
+def _dynamic_axes(
+    module: nn.Module, example: torch.Tensor, output_names: Sequence[str], dynamic_hw: bool
+) -> dict[str, dict[int, str]]:
+    """``torch.onnx.export``'s dynamic axes: the batch everywhere; with ``dynamic_hw`` also the input's H and
+    W and the two trailing axes of every rank-4 output (feature maps follow the input's size)."""
+    if not dynamic_hw:
+        return {name: {0: "batch"} for name in (INPUT_NAME, *output_names)}
+    with torch.no_grad():
+        ranks = [out.ndim for out in module(example)]
+    axes = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"}}
+    for name, rank in zip(output_names, ranks, strict=True):
+        axes[name] = {0: "batch", 2: f"{name}_height", 3: f"{name}_width"} if rank == 4 else {0: "batch"}
+    return axes
+
+
 def export_onnx(
     module: nn.Module,
     path: Path,
     example: torch.Tensor,
     *,
     output_names: Sequence[str] = ("logits",),
+    dynamic_hw: bool = False,
     opset: int = OPSET,
 ) -> Path:
-    """``module`` traced on ``example`` (1, 3, H, W) into the ONNX file ``path``, with a dynamic batch axis."""
-    axes = {name: {0: "batch"} for name in (INPUT_NAME, *output_names)}
+    """``module`` traced on ``example`` (1, 3, H, W) into the ONNX file ``path``, with a dynamic batch axis
+    and, with ``dynamic_hw``, dynamic height and width (the graph then runs at any input size)."""
+    module = module.eval()
+    axes = _dynamic_axes(module, example, output_names, dynamic_hw)
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
         warnings.simplefilter("ignore")  # the tracer's notes on shape-dependent Python branches
         torch.onnx.export(
-            module.eval(),
+            module,
             (example,),
             str(path),
             dynamo=False,
