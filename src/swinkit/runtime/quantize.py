@@ -46,9 +46,15 @@ def load_pixels(
     return [prepare(decode_image(path)) for path in paths]
 
 
-def _batches(pixels: Sequence[torch.Tensor], size: int) -> Iterator[np.ndarray]:
+def _graph_input(prepared: Any) -> torch.Tensor:
+    """A prepared image as its task's graph takes it: the (3, H, W) tensor itself, or (a detector's
+    ``PreparedImage``, pixels plus metadata) its ``graph_input()``."""
+    return prepared if isinstance(prepared, torch.Tensor) else prepared.graph_input()
+
+
+def _batches(pixels: Sequence[Any], size: int) -> Iterator[np.ndarray]:
     for start in range(0, len(pixels), size):
-        yield torch.stack(list(pixels[start : start + size])).numpy()  # (b, 3, H, W)
+        yield torch.stack([_graph_input(p) for p in pixels[start : start + size]]).numpy()  # (b, 3, H, W)
 
 
 def quantize_onnx(fp32: Path, int8: Path, pixels: Sequence[torch.Tensor], input_name: str) -> Path:

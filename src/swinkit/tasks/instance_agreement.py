@@ -54,7 +54,9 @@ def detection_agreement(reference: Any, candidate: Any, prepared: Sequence[Any])
             f"the fp32 detector finds no object on the {len(prepared)} validation images, so its agreement "
             "cannot be measured; validate on images with objects in them"
         )
-    results = [row for image_id, p in enumerate(got) for row in p.to_coco(image_id, range(len(p.label_names)))]
+    results = [
+        row for image_id, p in enumerate(got) for row in p.to_coco(image_id, range(len(p.label_names)))
+    ]
     figures: dict[str, float] = {"images": len(prepared), "objects": len(ground_truth["annotations"])}
     for iou_type in ("bbox", "segm") if reference.with_mask else ("bbox",):
         stats, _ = coco_evaluate(ground_truth, _typed(results, iou_type), iou_type)

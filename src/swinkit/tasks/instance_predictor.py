@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from swinkit.models.detection.checkpoints import config_from_json, load_mmdet, model_from_state_dict
@@ -29,6 +30,7 @@ from swinkit.models.detection.mask_rcnn import DenseGraph, MaskRCNN, dense_outpu
 from swinkit.models.detection.preprocess import DetectionPreprocessor
 from swinkit.models.detection.structures import Detections, ImageMeta
 from swinkit.runtime.backends import Backend, TorchBackend
+from swinkit.runtime.graph import GREY, GraphSpec
 from swinkit.tasks.instance_results import InstancePrediction
 
 if TYPE_CHECKING:
@@ -41,10 +43,18 @@ class PreparedImage:
 
     pixels: torch.Tensor  # (3, h, w) float32, not padded
     meta: ImageMeta
+    pad_size_divisor: int = 32  # the detector's padding of a batch (DetDataPreprocessor's pad_size_divisor)
 
     @property
     def shape(self) -> torch.Size:
         return self.pixels.shape
+
+    def graph_input(self) -> torch.Tensor:
+        """The image alone as the dense graph takes it: (3, H, W) zero-padded to multiples of the divisor
+        (what int8 calibration feeds the graph, ``swinkit.runtime.quantize``)."""
+        d = self.pad_size_divisor
+        _, h, w = self.pixels.shape
+        return F.pad(self.pixels, (0, -w % d, 0, -h % d))  # (3, H, W)
 
 
 def load_detector(source: str | os.PathLike) -> tuple[MaskRCNN, DetectionPreprocessor]:
@@ -139,9 +149,8 @@ class InstancePredictor:
         if runtime in (None, "torch") and precision in (None, "fp32") and not is_export(path):
             return predictor
         backend = backend_for(
-            DenseGraph(predictor.model), path, predictor.example(), predictor.fingerprint()[1],
+            DenseGraph(predictor.model), path, predictor.fingerprint()[1], predictor.export_graph,
             runtime=runtime, precision=precision, device=str(predictor.device),
-            output_names=predictor.output_names,
         )  # fmt: skip
         return predictor.with_backend(backend)
 
@@ -151,15 +160,15 @@ class InstancePredictor:
         clone.backend = backend
         return clone
 
-    @property
-    def output_names(self) -> tuple[str, ...]:
-        """The dense half's outputs, in order: an exported graph's output names."""
-        return dense_output_names(self.model.config.num_outs)
-
-    def example(self) -> torch.Tensor:
-        """One prepared, padded input (1, 3, H, W): a grey image through the test pipeline (for tracing)."""
-        prepared = self.prepare(Image.new("RGB", (256, 256), (124, 116, 104)))
-        return self.preprocessor.pad([prepared.pixels])
+    def export_graph(self) -> GraphSpec:
+        """The detector's dense half as an exportable graph (``swinkit.runtime.graph``): padded pixels
+        (B, 3, H, W) -> the FPN maps, RPN logits and RPN deltas per level (``MaskRCNN.dense``), with dynamic
+        height and width (the keep-ratio resize makes every aspect ratio its own size); traced on a grey
+        image through the test pipeline, padded as ``detect`` pads."""
+        prepared = self.prepare(Image.new("RGB", (256, 256), GREY))
+        example = self.preprocessor.pad([prepared.pixels])  # (1, 3, H, W)
+        names = dense_output_names(self.model.config.num_outs)
+        return GraphSpec(DenseGraph(self.model), names, example, dynamic_hw=True)
 
     @property
     def with_mask(self) -> bool:
@@ -179,7 +188,7 @@ class InstancePredictor:
     def prepare(self, image: Image.Image) -> PreparedImage:
         """One decoded RGB image resized and normalised as mmdetection's test pipeline does."""
         resized, meta = self.preprocessor.resize(image)
-        return PreparedImage(self.preprocessor.normalize(resized), meta)
+        return PreparedImage(self.preprocessor.normalize(resized), meta, self.preprocessor.pad_size_divisor)
 
     def detect(self, prepared: Sequence[PreparedImage]) -> list[Detections]:
         """The model's detections of each image (one padded batch), in its original pixels."""
