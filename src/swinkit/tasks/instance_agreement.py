@@ -4,7 +4,8 @@ The int8 export check of the instance tasks (``swinkit.runtime.quantize.AGREEMEN
 predictor's (torch fp32) detections on the validation images, at its own test rule (score >= ``score_thr``, at
 most ``max_per_img``), are the ground truth, and the candidate's detections are scored against them by
 ``pycocotools.COCOeval`` (``swinkit.evaluation.coco.coco_evaluate``), box AP and, for Mask R-CNN, mask AP. The
-reference scores 1.0 against itself, so ``1 - AP`` is the AP a candidate loses: the measure of quantized
+reference scores 1.0 against itself, so ``1 - AP`` is the AP a candidate loses (mask AP leaves out the
+detections whose mask is empty, on both sides: an empty mask overlaps nothing, not even itself): the measure of quantized
 detectors in NNCF's and OpenVINO's accuracy-aware quantization, which compare a quantized model's COCO mAP
 with the float model's.
 """
@@ -59,15 +60,31 @@ def detection_agreement(reference: Any, candidate: Any, prepared: Sequence[Any])
     ]
     figures: dict[str, float] = {"images": len(prepared), "objects": len(ground_truth["annotations"])}
     for iou_type in ("bbox", "segm") if reference.with_mask else ("bbox",):
-        stats, _ = coco_evaluate(ground_truth, _typed(results, iou_type), iou_type)
+        stats, _ = coco_evaluate(_typed_truth(ground_truth, iou_type), _typed(results, iou_type), iou_type)
         figures[f"{iou_type}_AP"], figures[f"{iou_type}_AP_50"] = stats["mAP"], stats["mAP_50"]
     figures["max_score_diff"] = _max_score_diff(expected, got)
     return figures
 
 
+def _has_pixels(row: dict[str, Any]) -> bool:
+    from pycocotools import mask as mask_utils
+
+    return bool(mask_utils.area(row["segmentation"]))
+
+
 def _typed(rows: list[dict[str, Any]], iou_type: str) -> list[dict[str, Any]]:
-    """The result rows without masks for box AP (``loadRes`` would take a mask's area for a box)."""
-    return rows if iou_type == "segm" else [{k: v for k, v in r.items() if k != "segmentation"} for r in rows]
+    """The result rows one IoU type scores: without masks for box AP (``loadRes`` would take a mask's area for
+    a box); for mask AP those whose mask has pixels (an empty mask overlaps nothing, not even itself)."""
+    if iou_type == "segm":
+        return [r for r in rows if _has_pixels(r)]
+    return [{k: v for k, v in r.items() if k != "segmentation"} for r in rows]
+
+
+def _typed_truth(ground_truth: dict[str, Any], iou_type: str) -> dict[str, Any]:
+    """The ground truth one IoU type scores against: for mask AP the objects whose mask has pixels."""
+    if iou_type == "bbox":
+        return ground_truth
+    return {**ground_truth, "annotations": [a for a in ground_truth["annotations"] if _has_pixels(a)]}
 
 
 def _max_score_diff(expected: Sequence[InstancePrediction], got: Sequence[InstancePrediction]) -> float:
