@@ -16,6 +16,7 @@ from serve_helpers import b64, ready_client
 from swinkit.cli import main
 from swinkit.inference import load_predictor
 from swinkit.models.detection.checkpoints import save_pretrained
+from swinkit.models.detection.fpn import extra_level
 from swinkit.models.detection.mask_rcnn import create_mask_rcnn, dense_output_names, split_dense
 from swinkit.runtime.export import read_export
 from swinkit.runtime.exporter import ExportRequest, export_model
@@ -83,6 +84,13 @@ def test_the_torch_predictor_runs_the_dense_half_then_the_heads(detector):
     for a, b in zip(expected, predictor.detect(prepared), strict=True):
         assert torch.equal(a.boxes, b.boxes) and torch.equal(a.masks, b.masks)
     assert predictor.info()["runtime"] == "torch" and predictor.info()["precision"] == "fp32"
+
+
+@pytest.mark.parametrize("size", [(7, 10), (8, 8), (1, 3)])
+def test_the_extra_fpn_level_is_mmdets_max_pool(size):
+    """P6 is ``F.max_pool2d(P5, 1, stride=2)`` value for value, as a strided slice (which OpenVINO int8 keeps)."""
+    x = torch.randn(2, 4, *size)
+    assert torch.equal(extra_level(x), torch.nn.functional.max_pool2d(x, 1, stride=2))
 
 
 def test_an_export_folder_holds_the_dense_graph_and_runs_it_by_default(onnx_dir):
