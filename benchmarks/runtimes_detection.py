@@ -118,11 +118,11 @@ def _print_table(times: dict[str, list[tuple]], diffs: dict[str, float], size: t
 
 def run_mask_rcnn(args: argparse.Namespace) -> None:
     """Print the Mask R-CNN 800x1333 table (see the module docstring)."""
-    with tempfile.TemporaryDirectory(prefix="swinkit-maskrcnn-") as tmp, torch.inference_mode():
+    with tempfile.TemporaryDirectory(prefix="swinkit-maskrcnn-") as tmp:
         predictor = _predictor(Path(tmp))
         prepared = predictor.prepare(_photo(0))
         pixels = predictor.preprocessor.pad([prepared.pixels])  # (1, 3, 800, 1344)
-        backends = _backends(predictor, Path(tmp), args)
+        backends = _backends(predictor, Path(tmp), args)  # outside inference mode: the bf16 copy's weights
         print(f"\n{_sparse_share(predictor, prepared, args.seconds)}", flush=True)
         expected = predictor.backend(pixels)
         diffs = {
