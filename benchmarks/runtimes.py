@@ -360,6 +360,7 @@ def main() -> None:
         "--tasks", nargs="*", default=[], choices=("upernet", "mask_rcnn"), help="extra tasks"
     )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--det-int8", action="store_true", help="mask_rcnn: add the int8 paths (slow)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -370,6 +371,10 @@ def main() -> None:
     for task in args.tasks:
         if task == "upernet":
             run_upernet(args)
+        elif task == "mask_rcnn":
+            from runtimes_detection import run_mask_rcnn  # benchmarks/runtimes_detection.py
+
+            run_mask_rcnn(args)
         else:
             run_task(task, args)
 

@@ -5,23 +5,32 @@ normalise) and keeps the image's ``ImageMeta`` with its pixels (``PreparedImage`
 back to the original size; ``infer`` pads a batch (to multiples of 32, as ``DetDataPreprocessor``), runs the
 model and returns one ``InstancePrediction`` per image, the objects scoring at least ``threshold`` (default:
 the model's own test rule, mmdetection's ``score_thr`` 0.05), at most ``top_k`` (default: its ``max_per_img``).
+
+Runtimes (issue 14): the network a backend runs is the detector's dense half (``MaskRCNN.dense``: backbone, FPN
+and RPN head convs, most of the compute); proposals (NMS), RoIAlign, the box and mask heads and mask pasting run
+in torch on the backend's outputs (``MaskRCNN.predict_dense``), the same code whatever the runtime.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from swinkit.models.detection.checkpoints import config_from_json, load_mmdet, model_from_state_dict
-from swinkit.models.detection.mask_rcnn import MaskRCNN
+from swinkit.models.detection.mask_rcnn import DenseGraph, MaskRCNN, dense_output_names, split_dense
 from swinkit.models.detection.preprocess import DetectionPreprocessor
 from swinkit.models.detection.structures import Detections, ImageMeta
+from swinkit.runtime.backends import Backend, TorchBackend
+from swinkit.runtime.graph import GREY, GraphSpec
 from swinkit.tasks.instance_results import InstancePrediction
 
 if TYPE_CHECKING:
@@ -34,14 +43,27 @@ class PreparedImage:
 
     pixels: torch.Tensor  # (3, h, w) float32, not padded
     meta: ImageMeta
+    pad_size_divisor: int = 32  # the detector's padding of a batch (DetDataPreprocessor's pad_size_divisor)
 
     @property
     def shape(self) -> torch.Size:
         return self.pixels.shape
 
+    def graph_input(self) -> torch.Tensor:
+        """The image alone as the dense graph takes it: (3, H, W) zero-padded to multiples of the divisor
+        (what int8 calibration feeds the graph, ``swinkit.runtime.quantize``)."""
+        d = self.pad_size_divisor
+        _, h, w = self.pixels.shape
+        return F.pad(self.pixels, (0, -w % d, 0, -h % d))  # (3, H, W)
+
 
 def load_detector(source: str | os.PathLike) -> tuple[MaskRCNN, DetectionPreprocessor]:
-    """The detector and its preprocessing of a saved model folder or a ``model.safetensors`` carrying its
+    """The detector and its preprocessing (``read_detector``, without where they were read from)."""
+    return read_detector(source)[:2]
+
+
+def read_detector(source: str | os.PathLike) -> tuple[MaskRCNN, DetectionPreprocessor, Path]:
+    """The detector, its preprocessing and the file or folder read of a saved model folder or a ``model.safetensors`` carrying its
     description (swinkit's layout, ``swinkit.models.detection.checkpoints.save_pretrained``), or of an
     mmdetection checkpoint file (``load_mmdet``: mmdet 3.x or the official Swin detection repository's)."""
     from swinkit.checkpoint_io import load_state_file
@@ -61,8 +83,8 @@ def load_detector(source: str | os.PathLike) -> tuple[MaskRCNN, DetectionPreproc
     else:
         model = load_mmdet(weights, config)
     if preprocessing is None:
-        return model, DetectionPreprocessor.from_config(config)
-    return model, DetectionPreprocessor.from_preprocessor_config(preprocessing)
+        return model, DetectionPreprocessor.from_config(config), path
+    return model, DetectionPreprocessor.from_preprocessor_config(preprocessing), path
 
 
 def _to_prediction(
@@ -91,6 +113,7 @@ class InstancePredictor:
         device: str = "cpu",
         top_k: int | None = None,
         threshold: float | None = None,
+        backend: Backend | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -103,12 +126,49 @@ class InstancePredictor:
         self.preprocessor = preprocessor
         self.batch_size, self.top_k, self.threshold = batch_size, top_k, threshold
         self.labels: list[str] = list(model.config.label_names)
+        self.backend: Backend = backend if backend is not None else TorchBackend(DenseGraph(self.model))
 
     @classmethod
-    def from_pretrained(cls, source: str | os.PathLike, **options: Any) -> InstancePredictor:
-        """The predictor of a saved detector (``load_detector``); ``options`` as the constructor's."""
-        model, preprocessor = load_detector(source)
-        return cls(model, preprocessor, **options)
+    def from_pretrained(
+        cls,
+        source: str | os.PathLike,
+        *,
+        runtime: str | None = None,
+        precision: str | None = None,
+        **options: Any,
+    ) -> InstancePredictor:
+        """The predictor of a saved detector or its export folder (``read_detector``), its dense half run by
+        ``runtime`` at ``precision`` (``swinkit.runtime.selection.backend_for``; default: an export folder's
+        own graph, else torch fp32); ``options`` as the constructor's."""
+        from swinkit.runtime.export import is_export
+        from swinkit.runtime.selection import backend_for, check_device
+
+        check_device(runtime, options.get("device", "cpu"))
+        model, preprocessor, path = read_detector(source)
+        predictor = cls(model, preprocessor, **options)
+        if runtime in (None, "torch") and precision in (None, "fp32") and not is_export(path):
+            return predictor
+        backend = backend_for(
+            DenseGraph(predictor.model), path, predictor.fingerprint()[1], predictor.export_graph,
+            runtime=runtime, precision=precision, device=str(predictor.device),
+        )  # fmt: skip
+        return predictor.with_backend(backend)
+
+    def with_backend(self, backend: Backend) -> InstancePredictor:
+        """This predictor with its dense half run by ``backend`` (same model, preprocessing and options)."""
+        clone = copy.copy(self)
+        clone.backend = backend
+        return clone
+
+    def export_graph(self) -> GraphSpec:
+        """The detector's dense half as an exportable graph (``swinkit.runtime.graph``): padded pixels
+        (B, 3, H, W) -> the FPN maps, RPN logits and RPN deltas per level (``MaskRCNN.dense``), with dynamic
+        height and width (the keep-ratio resize makes every aspect ratio its own size); traced on a grey
+        image through the test pipeline, padded as ``detect`` pads."""
+        prepared = self.prepare(Image.new("RGB", (256, 256), GREY))
+        example = self.preprocessor.pad([prepared.pixels])  # (1, 3, H, W)
+        names = dense_output_names(self.model.config.num_outs)
+        return GraphSpec(DenseGraph(self.model), names, example, dynamic_hw=True)
 
     @property
     def with_mask(self) -> bool:
@@ -128,13 +188,15 @@ class InstancePredictor:
     def prepare(self, image: Image.Image) -> PreparedImage:
         """One decoded RGB image resized and normalised as mmdetection's test pipeline does."""
         resized, meta = self.preprocessor.resize(image)
-        return PreparedImage(self.preprocessor.normalize(resized), meta)
+        return PreparedImage(self.preprocessor.normalize(resized), meta, self.preprocessor.pad_size_divisor)
 
     def detect(self, prepared: Sequence[PreparedImage]) -> list[Detections]:
         """The model's detections of each image (one padded batch), in its original pixels."""
         pixel_values = self.preprocessor.pad([p.pixels for p in prepared]).to(self.device)
+        metas = [p.meta for p in prepared]
         with torch.inference_mode():
-            return self.model(pixel_values, [p.meta for p in prepared]).detections
+            dense = split_dense(self.backend(pixel_values))
+            return self.model.predict_dense(dense, metas).detections
 
     def infer(self, prepared: Sequence[PreparedImage]) -> list[InstancePrediction]:
         """One ``InstancePrediction`` per prepared image, in order, ``batch_size`` images per forward pass."""
@@ -156,6 +218,8 @@ class InstancePredictor:
             "preprocessing": self.preprocessor.to_preprocessor_config(),
             "score_threshold": c.score_threshold if self.threshold is None else self.threshold,
             "max_detections": c.max_per_img if self.top_k is None else min(self.top_k, c.max_per_img),
+            "runtime": self.backend.runtime,
+            "precision": self.backend.precision,
         }
 
     def fingerprint(self) -> tuple[str, str]:

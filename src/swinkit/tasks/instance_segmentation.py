@@ -215,14 +215,18 @@ class InstanceSegmentationTask(Task):
         batch_size: int = 16,
         top_k: int | None = None,
         threshold: float | None = None,
+        runtime: str | None = None,
+        precision: str | None = None,
     ) -> Any:
         """``InstancePredictor`` of a saved detector: at most ``top_k`` objects per image (default: the model's
-        ``max_per_img``, 100) scoring at least ``threshold`` (default: its ``score_threshold``, 0.05)."""
+        ``max_per_img``, 100) scoring at least ``threshold`` (default: its ``score_threshold``, 0.05), its
+        dense half run by ``runtime`` at ``precision`` (default: an export folder's own, else torch fp32)."""
         from swinkit.tasks.instance_predictor import InstancePredictor
 
         return InstancePredictor.from_pretrained(
-            source, device=device, batch_size=batch_size, top_k=top_k, threshold=threshold
-        )
+            source, device=device, batch_size=batch_size, top_k=top_k, threshold=threshold,
+            runtime=runtime, precision=precision,
+        )  # fmt: skip
 
     @classmethod
     def report_text(cls, report: dict[str, Any]) -> str:

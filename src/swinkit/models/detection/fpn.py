@@ -66,5 +66,13 @@ class FPN(nn.Module):
             laterals[i - 1] = laterals[i - 1] + upsampled
         outs = [conv(x) for conv, x in zip(self.fpn_convs, laterals)]
         for _ in range(self.num_outs - len(outs)):
-            outs.append(F.max_pool2d(outs[-1], 1, stride=2))  # (B, C, ceil(H/2), ceil(W/2))
+            outs.append(extra_level(outs[-1]))
         return outs
+
+
+def extra_level(x: torch.Tensor) -> torch.Tensor:
+    """mmdet's extra FPN level ``F.max_pool2d(x, 1, stride=2)``: a 1x1 window's max is its one element, so
+    it is the strided slice, (B, C, H, W) -> (B, C, ceil(H/2), ceil(W/2)), equal value for value. As a slice
+    the level survives OpenVINO int8: the CPU plugin returned the max-pool's graph output scaled to ~1e-5
+    once NNCF had quantized the RPN convolution reading it (openvino 2026.4, NNCF transformer scheme)."""
+    return x[:, :, ::2, ::2]

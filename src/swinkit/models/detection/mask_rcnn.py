@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -91,9 +92,23 @@ class MaskRCNN(nn.Module):
                                  generator=generator)  # fmt: skip
             return DetectionOutput(detections=[], proposals=[], losses=losses)
         check_batch(pixel_values, image_metas)
-        features = self.extract_features(pixel_values)
-        proposals = self.rpn_head.predict(features, image_metas)
-        detections = self.roi_head.predict(features, proposals, image_metas)
+        return self.predict_dense(split_dense(self.dense(pixel_values)), image_metas)
+
+    def dense(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The detector's dense half, what an exported graph computes: backbone, FPN and the RPN head's convs.
+
+        A flat tuple: the ``num_outs`` FPN levels (B, C, H/4, W/4) ... (B, C, H/64, W/64), then per level the
+        RPN objectness logits (B, A, h, w), then per level its deltas (B, 4A, h, w) (``split_dense``).
+        """
+        return dense_forward(self.backbone, self.neck, self.rpn_head, pixel_values)
+
+    def predict_dense(self, dense: DenseOutputs, image_metas: Sequence[ImageMeta]) -> DetectionOutput:
+        """The sparse half on the dense outputs (whatever runtime computed them): proposals (NMS), RoIAlign,
+        the box and mask heads and their post-processing, as mmdet's ``TwoStageDetector.predict``."""
+        check_dense(dense, self.config.num_outs, len(image_metas))
+        anchors = self.rpn_head.anchors(dense.features)
+        proposals = self.rpn_head.predict_by_feat(dense.scores, dense.deltas, anchors, image_metas)
+        detections = self.roi_head.predict(dense.features, proposals, image_metas)
         return DetectionOutput(detections=detections, proposals=proposals)
 
     def losses(
@@ -169,6 +184,66 @@ class MaskRCNN(nn.Module):
             logits = head.mask_head(head.roi_features(features, pos_rois, c.mask_roi_size))
             out["loss_mask"] = mask_loss(logits, samples, gt_masks, cfg.mask_size)
         return out
+
+
+@dataclass(frozen=True)
+class DenseOutputs:
+    """The dense half's outputs (``MaskRCNN.dense``) by role: per level FPN maps, RPN logits and deltas."""
+
+    features: list[torch.Tensor]  # num_outs x (B, C, h, w)
+    scores: list[torch.Tensor]  # num_outs x (B, A, h, w)
+    deltas: list[torch.Tensor]  # num_outs x (B, 4A, h, w)
+
+
+def dense_output_names(num_outs: int) -> tuple[str, ...]:
+    """The names of ``MaskRCNN.dense``'s outputs, in order (an exported graph's output names)."""
+    levels = range(num_outs)
+    return (
+        *(f"fpn_{i}" for i in levels),
+        *(f"rpn_cls_{i}" for i in levels),
+        *(f"rpn_reg_{i}" for i in levels),
+    )
+
+
+def split_dense(outputs: Sequence[torch.Tensor]) -> DenseOutputs:
+    """``MaskRCNN.dense``'s flat tuple (3 x num_outs tensors) by role."""
+    if len(outputs) % 3:
+        raise ValueError(f"the dense outputs are 3 tensors per FPN level, got {len(outputs)} tensors")
+    n = len(outputs) // 3
+    return DenseOutputs(list(outputs[:n]), list(outputs[n : 2 * n]), list(outputs[2 * n :]))
+
+
+def check_dense(dense: DenseOutputs, num_outs: int, num_images: int) -> None:
+    """A ValueError unless ``dense`` has ``num_outs`` levels of each output for a batch of ``num_images``."""
+    if len(dense.features) != num_outs:
+        raise ValueError(f"the detector has {num_outs} FPN levels, the dense outputs {len(dense.features)}")
+    batches = {t.shape[0] for t in (*dense.features, *dense.scores, *dense.deltas)}
+    if batches != {num_images}:
+        raise ValueError(f"dense outputs of batch sizes {sorted(batches)} given for {num_images} images")
+
+
+class DenseGraph(nn.Module):
+    """The dense half as a module of its own (``MaskRCNN.dense``): pixels (B, 3, H, W) to a flat tuple.
+
+    Holds the backbone, neck and RPN head only (not the RoI heads), so what is traced, or copied to bf16, is
+    exactly the part an exported graph computes.
+    """
+
+    def __init__(self, model: MaskRCNN) -> None:
+        super().__init__()
+        self.backbone, self.neck, self.rpn_head = model.backbone, model.neck, model.rpn_head
+
+    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return dense_forward(self.backbone, self.neck, self.rpn_head, pixel_values)
+
+
+def dense_forward(
+    backbone: SwinBackbone, neck: FPN, rpn_head: RPNHead, pixel_values: torch.Tensor
+) -> tuple[torch.Tensor, ...]:
+    """Backbone, FPN and RPN head convs on (B, 3, H, W) pixels: FPN maps, then RPN logits, then deltas."""
+    features = neck(backbone(pixel_values))
+    scores, deltas = rpn_head(features)
+    return (*features, *scores, *deltas)
 
 
 def check_targets(
