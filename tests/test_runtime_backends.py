@@ -9,7 +9,7 @@ from runtime_helpers import trained_classifier, write_images
 
 from swinkit.data.decode import decode_image
 from swinkit.inference import Predictor
-from swinkit.runtime.backends import OpenVINOBackend, check_pair, openvino_config
+from swinkit.runtime.backends import OpenVINOBackend, check_pair
 from swinkit.runtime.exporter import ExportRequest, export_model
 
 pytest.importorskip("onnxruntime")
@@ -99,15 +99,6 @@ def test_openvino_runs_each_batch_shape_on_a_static_graph_then_falls_back_to_the
     for size in (1, 4, 1, 6):  # the third call reuses batch 1's graph; batch 6 is past the limit
         torch.testing.assert_close(backend(held_out[:size]), expected[:size], atol=1e-4, rtol=0)
     assert backend.compiled_shapes == [(1, 3, 32, 32), (4, 3, 32, 32)]
-
-
-def test_openvino_int8_runs_the_unquantized_ops_in_bf16_where_the_cpu_has_it():
-    import openvino as ov
-    import openvino.properties.hint as hints
-
-    assert openvino_config("int8", "LATENCY", 1, bf16=True)[hints.inference_precision] == ov.Type.bf16
-    assert openvino_config("int8", "LATENCY", 1, bf16=False)[hints.inference_precision] == ov.Type.f32
-    assert openvino_config("fp32", "LATENCY", 1, bf16=True)[hints.inference_precision] == ov.Type.f32
 
 
 @pytest.mark.parametrize(
