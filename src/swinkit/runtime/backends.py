@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from swinkit.runtime.torch_speed import prepack_linears
+
 RUNTIMES = ("torch", "openvino", "onnxruntime")
 PRECISIONS = ("fp32", "bf16", "int8")
 SUPPORTED = {"torch": ("fp32", "bf16"), "openvino": ("fp32", "bf16", "int8"), "onnxruntime": ("fp32", "int8")}
@@ -88,11 +90,19 @@ class TorchBackend:
 
     runtime = "torch"
 
-    def __init__(self, model: nn.Module, precision: str = "fp32") -> None:
+    def __init__(self, model: nn.Module, precision: str = "fp32", *, prepack: bool = False) -> None:
+        """``prepack``: at fp32, run a copy whose linear layers hold oneDNN-reordered weights
+        (``torch_speed.prepack_linears``: 1.17-1.29x at batch 1 for Swin-T 224, logits within 1e-6); the copy
+        does not follow later changes to ``model``'s weights."""
         check_pair("torch", precision)
+        if prepack and precision != "fp32":
+            raise ValueError(f"prepacked linear layers run fp32 weights; precision {precision} has its own")
         self.precision = precision
         self.dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-        self.model = model if precision == "fp32" else copy.deepcopy(model).to(self.dtype)
+        if precision == "bf16":
+            self.model = copy.deepcopy(model).to(self.dtype)
+        else:
+            self.model = prepack_linears(model) if prepack else model
 
     def __call__(self, pixels: torch.Tensor) -> Outputs:
         with torch.inference_mode():
