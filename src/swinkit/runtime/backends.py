@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import queue
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -193,7 +194,7 @@ class OpenVINOBackend:
         self.model = self.core.read_model(str(graph))
         shape = self.model.input(0).get_partial_shape()
         self.size = _static_size([d.get_length() if d.is_static else None for d in shape])
-        self.lock = threading.Lock()  # an infer request runs one inference at a time
+        self.lock = threading.Lock()  # guards compiling and the table of compiled graphs
         self.set_hint(hint)
 
     def set_hint(self, hint: str) -> None:
@@ -204,49 +205,72 @@ class OpenVINOBackend:
             self.compiled = self.core.compile_model(self.model, "CPU", config)
             count = 1 if hint == "LATENCY" else self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")
             self.request_count = max(1, int(count))
-            self.requests = self._create_requests(self.compiled)
-            self.static: dict[tuple[int, ...], list[Any]] = {}  # input shape -> its requests
+            self.static: dict[tuple[int, ...], Any] = {}  # input shape -> the graph compiled for it
+            self.idle: queue.SimpleQueue[_RequestSet] = queue.SimpleQueue()
 
     @property
     def compiled_shapes(self) -> list[tuple[int, ...]]:
         """The input shapes a static graph has been compiled for, in order of first use."""
         return list(self.static)
 
-    def _create_requests(self, compiled: Any) -> list[Any]:
-        return [compiled.create_infer_request() for _ in range(self.request_count)]
-
-    def _requests_for(self, shape: tuple[int, ...]) -> list[Any]:
-        """The infer requests of the graph compiled for ``shape`` (compiled now if new), else the dynamic."""
-        if shape not in self.static:
-            if len(self.static) >= self.static_shapes:
-                return self.requests
-            model = self.model.clone()
-            model.reshape(list(shape))
-            self.static[shape] = self._create_requests(
-                self.core.compile_model(model, "CPU", {**self.config, **STATIC_CONFIG})
-            )
-        return self.static[shape]
+    def _graph_for(self, shape: tuple[int, ...]) -> Any:
+        """The graph compiled for ``shape`` (compiled now if new), or the dynamic one past the limit."""
+        with self.lock:
+            if shape not in self.static:
+                if len(self.static) >= self.static_shapes:
+                    return self.compiled
+                model = self.model.clone()
+                model.reshape(list(shape))
+                self.static[shape] = self.core.compile_model(model, "CPU", {**self.config, **STATIC_CONFIG})
+            return self.static[shape]
 
     def __call__(self, pixels: torch.Tensor) -> Outputs:
+        """Calls from several threads run at once, each on its own infer requests (the plugin's streams
+        take them in parallel under the THROUGHPUT hint)."""
         check_size(pixels, self.size)
         array = np.ascontiguousarray(pixels.detach().to("cpu", torch.float32).numpy())
         size = math.ceil(array.shape[0] / self.request_count)
         chunks = [array[i : i + size] for i in range(0, array.shape[0], size)]
-        with self.lock:
-            running, used = [], {}
-            for chunk in chunks:  # chunks of one shape take that graph's requests in turn
-                requests = self._requests_for(chunk.shape)
-                request = requests[used.setdefault(id(requests), 0)]
-                used[id(requests)] += 1
+        idle = self.idle
+        try:
+            requests = idle.get_nowait()
+        except queue.Empty:
+            requests = _RequestSet(self.request_count)
+        try:
+            running = [requests.take(self._graph_for(chunk.shape)) for chunk in chunks]
+            for request, chunk in zip(running, chunks, strict=True):
                 request.start_async({0: chunk}, share_inputs=True)  # ``array`` outlives the wait below
-                running.append(request)
             parts = []
             for request in running:
                 request.wait()
                 parts.append([np.copy(t.data) for t in request.output_tensors])
+        finally:
+            requests.release()
+            idle.put(requests)
         if len(parts) == 1:
             return _as_outputs(parts[0])
         return _as_outputs([np.concatenate(arrays) for arrays in zip(*parts, strict=True)])
+
+
+class _RequestSet:
+    """One caller's infer requests: ``count`` per compiled graph, created on first use, handed out in turn."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.requests: dict[int, tuple[Any, list[Any]]] = {}  # id(graph) -> (graph, its requests)
+        self.used: dict[int, int] = {}
+
+    def take(self, graph: Any) -> Any:
+        """The next unused request of ``graph`` in this call (a call has at most ``count`` chunks)."""
+        key = id(graph)
+        if key not in self.requests:
+            self.requests[key] = (graph, [graph.create_infer_request() for _ in range(self.count)])
+        index = self.used.get(key, 0)
+        self.used[key] = index + 1
+        return self.requests[key][1][index]
+
+    def release(self) -> None:
+        self.used.clear()
 
 
 def graph_backend(graph: Path, runtime: str, precision: str, *, hint: str = "LATENCY") -> Backend:

@@ -4,9 +4,9 @@ batch.
 Prepacking: ``prepack_linears`` gives a copy of a network whose ``nn.Linear`` layers hold their weight in
 oneDNN's blocked layout, reordered once (``torch.ops.mkldnn._reorder_linear_weight``), and run
 ``torch.ops.mkldnn._linear_pointwise`` (what inductor's CPU freezing pass emits for a linear layer). Swin-T
-224 fp32, batch 1, alternating in one process: 1.17x-1.29x eager's speed (two runs), logits within 5e-7. MKL packed linear
-(``_mkl_linear``) gave 1.05-1.10x and ``torch.jit`` trace + freeze + ``optimize_for_inference`` 0.98-1.11x,
-so neither is used (docs/design.md, "CPU inference speed, measured").
+224 fp32, batch 1, alternating in one process: 1.17x-1.29x eager's speed (two runs), logits within 5e-7.
+MKL packed linear (``_mkl_linear``) gave 1.05-1.10x and ``torch.jit`` trace + freeze +
+``optimize_for_inference`` 0.98-1.11x, so neither is used (docs/design.md, "CPU inference speed, measured").
 
 Compiling: a Swin network's geometry (padding to window multiples, which blocks shift, the shift masks) is
 decided by the image size in Python, so a compiled graph is specialised to the image size it first sees and
