@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from runtime_helpers import LABELS, trained_classifier, write_images
 from serve_helpers import b64, ready_client
 
@@ -65,6 +66,11 @@ def test_onnx_folder_holds_the_model_and_loads_on_its_runtime(onnx_dir, model_di
         str(model_dir),
     )
     assert info["fingerprint"] == reference.fingerprint()[1]
+    assert (info["output_names"], info["dynamic_hw"], info["input_shape"]) == (
+        ["logits"],
+        False,
+        [1, 3, 32, 32],
+    )
     assert not list(onnx_dir.parent.glob(".*"))  # no staging folder left behind
     predictor = Predictor.from_pretrained(onnx_dir)
     assert (predictor.info()["runtime"], predictor.labels) == ("onnxruntime", LABELS)
@@ -95,13 +101,21 @@ def test_destinations_that_would_lose_data_and_bad_requests_are_refused(model_di
     assert not (tmp_path / "x").exists()
 
 
-def test_a_model_whose_inputs_vary_in_size_is_not_exported(tmp_path):
+def test_a_model_whose_inputs_vary_in_size_exports_a_graph_of_dynamic_height_and_width(tmp_path):
     model = swinkit.create_model("swinv2_micro", labels=["a", "b"])
     source = swinkit.save_pretrained(model, tmp_path / "m")
     keeps_aspect = {"image_processor_type": "ViTImageProcessor", "size": {"shortest_edge": 64}, "resample": 3}
     (source / "preprocessor_config.json").write_text(json.dumps(keeps_aspect))
-    with pytest.raises(ValueError, match="this model's preprocessing keeps the aspect ratio"):
-        export_model(source, tmp_path / "x", ExportRequest("onnx"))
+    info = export_model(source, tmp_path / "x", ExportRequest("onnx"))
+    assert info.dynamic_hw and json.loads((tmp_path / "x" / "export.json").read_text())["dynamic_hw"]
+    exported, reference = Predictor.from_pretrained(tmp_path / "x"), Predictor.from_pretrained(source)
+    rng = np.random.default_rng(0)
+    images = [
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)) for h, w in ((80, 150), (130, 70))
+    ]
+    assert {tuple(exported.prepare(image).shape) for image in images} == {(3, 64, 120), (3, 118, 64)}
+    got, expected = _probs(exported, images), _probs(reference, images)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
 
 
 @pytest.mark.slow  # about 20 s (ONNX Runtime) and 60 s (NNCF) on two busy cores

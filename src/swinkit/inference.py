@@ -29,6 +29,7 @@ from swinkit.loading import load_checkpoint, model_from_checkpoint, read_descrip
 from swinkit.models.swin import SwinTransformer
 from swinkit.runtime.backends import Backend, TorchBackend
 from swinkit.runtime.export import is_export
+from swinkit.runtime.graph import GraphSpec, TupleOutputs, grey_example, varies_in_size
 from swinkit.runtime.selection import backend_for, check_device
 
 if TYPE_CHECKING:
@@ -138,8 +139,8 @@ class Predictor:
         backend = backend_for(
             predictor.model,
             checkpoint.path,
-            predictor.example(),
             predictor.fingerprint()[1],
+            predictor.export_graph,
             runtime=runtime,
             precision=precision,
             device=device,
@@ -152,9 +153,14 @@ class Predictor:
         clone.backend = backend
         return clone
 
-    def example(self) -> torch.Tensor:
-        """One prepared input (1, 3, H, W): a grey image through the preprocessing (for tracing)."""
-        return self.processor(Image.new("RGB", (256, 256), (124, 116, 104))).unsqueeze(0)
+    def export_graph(self) -> GraphSpec:
+        """The network as an exportable graph (``swinkit.runtime.graph``): pixels -> (logits,), traced on a
+        grey image. Height and width are dynamic only when the preprocessing keeps the aspect ratio: a
+        fixed-size classifier gets a static graph (``swinkit.runtime.export`` has the figures)."""
+        dynamic = varies_in_size(self.processor)
+        return GraphSpec(
+            TupleOutputs(self.model), ("logits",), grey_example(self.processor), dynamic_hw=dynamic
+        )
 
     @property
     def azure_task(self) -> str:

@@ -19,7 +19,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from swinkit.layers.window import cached_shift_mask, log_spaced_coords_table, relative_position_index
+from swinkit.layers.window import (
+    Size,
+    cached_shift_mask,
+    is_unshifted,
+    log_spaced_coords_table,
+    relative_position_index,
+)
 
 # v2 clamps the learned temperature at log(1 / 0.01): logits are scaled by at most 100.
 LOGIT_SCALE_MAX = math.log(1.0 / 0.01)
@@ -92,9 +98,10 @@ class WindowAttention(nn.Module):
         """``build()``, computed once and reused while ``parameters`` are unchanged and autograd is off.
 
         Under autograd (training) it is rebuilt on every call so gradients reach the parameters; under
-        ``torch.compile`` too, so the graph neither breaks nor recompiles on the cache's Python state.
+        ``torch.compile`` too, so the graph neither breaks nor recompiles on the cache's Python state; and
+        under the TorchScript tracer, where the bias is built in the graph from the traced sizes.
         """
-        if torch.compiler.is_compiling():
+        if torch.compiler.is_compiling() or torch.jit.is_tracing():
             return build()
         if torch.is_grad_enabled() and any(p.requires_grad for p in parameters):
             return build()
@@ -116,7 +123,11 @@ class WindowAttention(nn.Module):
         return list(self.cpb_mlp.parameters())  # empty once quantized: packed weights never change
 
     def attention_bias(
-        self, padded_size: tuple[int, int], shift: tuple[int, int], dtype: torch.dtype, device: torch.device
+        self,
+        padded_size: tuple[Size, Size],
+        shift: tuple[Size, Size],
+        dtype: torch.dtype,
+        device: torch.device,
     ) -> torch.Tensor:
         """The additive mask for SDPA on a padded map of ``padded_size`` shifted by ``shift``.
 
@@ -130,10 +141,14 @@ class WindowAttention(nn.Module):
         )
 
     def _build_bias(
-        self, padded_size: tuple[int, int], shift: tuple[int, int], dtype: torch.dtype, device: torch.device
+        self,
+        padded_size: tuple[Size, Size],
+        shift: tuple[Size, Size],
+        dtype: torch.dtype,
+        device: torch.device,
     ) -> torch.Tensor:
         bias = self.position_bias().unsqueeze(0)  # (1, nH, N, N)
-        if shift == (0, 0):
+        if is_unshifted(shift):
             return bias.to(dtype).contiguous()  # SDPA would copy a strided mask on every call
         shift_mask = cached_shift_mask(padded_size, self.window_size, shift, device)  # (nW, N, N)
         return (bias + shift_mask.unsqueeze(1).to(bias.dtype)).to(dtype)  # (nW, nH, N, N)
@@ -157,7 +172,7 @@ class WindowAttention(nn.Module):
         )
 
     def forward(
-        self, windows: torch.Tensor, padded_size: tuple[int, int], shift: tuple[int, int] = (0, 0)
+        self, windows: torch.Tensor, padded_size: tuple[Size, Size], shift: tuple[Size, Size] = (0, 0)
     ) -> torch.Tensor:
         """Attend within each window.
 
@@ -179,7 +194,8 @@ class WindowAttention(nn.Module):
             k = F.normalize(k, dim=-1)
             scale = 1.0
         bias = self.attention_bias(padded_size, shift, q.dtype, q.device)  # (1 or nW, nH, N, N)
-        if bias.shape[0] > 1:  # one mask per window, repeated for every image (a view when B == 1)
+        per_window = not is_unshifted(shift) if torch.jit.is_tracing() else bias.shape[0] > 1
+        if per_window:  # one mask per window, repeated for every image (a view when B == 1)
             bias = bias.unsqueeze(0).expand(B, -1, -1, -1, -1).reshape(B * nW, self.num_heads, N, N)
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=bias, dropout_p=self.attn_drop if self.training else 0.0, scale=scale

@@ -13,6 +13,8 @@ from torch.utils.checkpoint import checkpoint
 
 from swinkit.layers.attention import WindowAttention
 from swinkit.layers.window import (
+    Size,
+    is_unshifted,
     static_size,
     window_gather_index,
     window_partition,
@@ -74,7 +76,7 @@ class PatchEmbed(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         H, W = static_size(x.shape[-2]), static_size(x.shape[-1])  # the model's geometry is per image size
         pad_h, pad_w = (-H) % self.patch_size, (-W) % self.patch_size
-        if self.padding and (pad_h or pad_w):
+        if self.padding and (torch.jit.is_tracing() or pad_h or pad_w):  # traced: padding is size arithmetic
             x = F.pad(x, (0, pad_w, 0, pad_h))
         # a channels-last input makes the convolution write (B, H/p, W/p, C) directly: the permute is a view
         x = self.proj(x.contiguous(memory_format=torch.channels_last)).permute(0, 2, 3, 1)
@@ -95,7 +97,7 @@ class PatchMerging(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         H, W = x.shape[1:3]
-        if H % 2 or W % 2:
+        if torch.jit.is_tracing() or H % 2 or W % 2:  # traced: the padding (maybe 0) is size arithmetic
             x = F.pad(x, (0, 0, 0, W % 2, 0, H % 2))
         # the official order: (row 0, col 0), (row 1, col 0), (row 0, col 1), (row 1, col 1)
         x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], dim=-1)
@@ -151,16 +153,19 @@ class SwinBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
 
-    def _geometry(self, height: int, width: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    def _geometry(self, height: Size, width: Size) -> tuple[tuple[Size, Size], tuple[Size, Size]]:
         """(padded size, (vertical, horizontal) shift) of a height x width map, padded to window multiples.
 
         Unless ``always_shift``: the transformers rule drops the shift on both axes when either padded axis
-        is a single window; the torchvision rule drops it only along such an axis.
+        is a single window; the torchvision rule drops it only along such an axis. Under the TorchScript
+        tracer sizes are 0-dim tensors and so is a shift that depends on them (``_traced_shift``).
         """
         ws, height, width = self.window_size, static_size(height), static_size(width)
         padded = (height + (-height) % ws, width + (-width) % ws)
-        if self.always_shift:
+        if self.always_shift or self.shift_size == 0:
             return padded, (self.shift_size, self.shift_size)
+        if torch.jit.is_tracing():
+            return padded, self._traced_shift(padded)
         if self.shift_rule == "torchvision":
             return padded, (
                 self.shift_size if padded[0] > ws else 0,
@@ -168,12 +173,20 @@ class SwinBlock(nn.Module):
             )
         return padded, (self.shift_size, self.shift_size) if min(padded) > ws else (0, 0)
 
-    def partition(self, x: torch.Tensor, padded: tuple[int, int], shift: tuple[int, int]) -> torch.Tensor:
+    def _traced_shift(self, padded: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`_geometry`'s shift rule as tensor arithmetic on traced padded sizes (0 where it drops)."""
+        ws, shift = self.window_size, self.shift_size
+        if self.shift_rule == "torchvision":
+            return shift * (padded[0] > ws).long(), shift * (padded[1] > ws).long()
+        both = shift * (torch.minimum(padded[0], padded[1]) > ws).long()
+        return both, both
+
+    def partition(self, x: torch.Tensor, padded: tuple[Size, Size], shift: tuple[Size, Size]) -> torch.Tensor:
         """Pad, cyclically shift by -shift and cut (B, H, W, C) into (B, nW, ws*ws, C) windows (one copy)."""
         B, H, W, C = x.shape
-        if padded != (H, W):
+        if torch.jit.is_tracing() or padded != (H, W):  # traced: the padding (maybe 0) is size arithmetic
             x = F.pad(x, (0, 0, 0, padded[1] - W, 0, padded[0] - H))
-        if shift == (0, 0):
+        if is_unshifted(shift):
             return window_partition(x, self.window_size)
         index = window_gather_index(padded, self.window_size, shift, x.device)
         num_windows = (padded[0] // self.window_size) * (padded[1] // self.window_size)
@@ -183,9 +196,9 @@ class SwinBlock(nn.Module):
     def merge(
         self,
         windows: torch.Tensor,
-        size: tuple[int, int],
-        padded: tuple[int, int],
-        shift: tuple[int, int],
+        size: tuple[Size, Size],
+        padded: tuple[Size, Size],
+        shift: tuple[Size, Size],
         residual: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Inverse of :func:`partition` (window reverse, roll back, crop), added to ``residual`` if given.
@@ -195,7 +208,10 @@ class SwinBlock(nn.Module):
         """
         B, C = windows.shape[0], windows.shape[-1]
         (H, W), ws = size, self.window_size
-        if shift == (0, 0) and padded == size:
+        if torch.jit.is_tracing() and is_unshifted(shift):  # traced: reverse the padded map, then crop
+            x = window_reverse(windows, ws, padded[0], padded[1])[:, :H, :W]
+            return x if residual is None else residual + x
+        if is_unshifted(shift) and padded == size:
             if residual is None:
                 return window_reverse(windows, ws, H, W)
             tiles = windows.view(B, H // ws, W // ws, ws, ws, C)

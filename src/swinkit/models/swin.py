@@ -222,7 +222,10 @@ class SwinTrunk(nn.Module):
         """The absolute position embedding as a (1, H, W, C) map, bicubically resized to the token grid."""
         grid = self.trunk_config.image_size // self.trunk_config.patch_size
         pos = self.absolute_pos_embed.view(1, grid, grid, -1)
-        if (height, width) == (grid, grid):
+        if not torch.jit.is_tracing() and (height, width) == (
+            grid,
+            grid,
+        ):  # traced: resized to the traced size
             return pos
         pos = F.interpolate(
             pos.permute(0, 3, 1, 2), size=(height, width), mode="bicubic", align_corners=False

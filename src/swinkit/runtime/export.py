@@ -7,10 +7,18 @@ int8, the agreement with fp32 measured when it was written. Loading checks the f
 folder's weights, so a folder whose weights changed after the export (a stale graph) is refused.
 
 ONNX: opset ``OPSET`` (17: LayerNormalization is one op), TorchScript tracing exporter, input
-``pixel_values`` (B, 3, H, W) with a dynamic batch axis and the traced H and W: the window partition's
-shapes are Python integers the tracer records as constants, so a graph marked dynamic in H and W still fails
-at any other size (checked with ONNX Runtime 1.32 and OpenVINO 2026.4); models whose preprocessing keeps
-the aspect ratio are therefore not exported. The graph ends at the network's raw outputs.
+``pixel_values`` (B, 3, H, W) with a dynamic batch axis and, with ``dynamic_hw``, dynamic height and width:
+the Swin trunk, UPerNet and the FPN keep sizes as traced values under the tracer (``swinkit.layers.window
+.static_size``), so a graph traced at one size runs at any other (odd sizes, non-multiples of the patch and
+window, wide and tall; tested within 1e-4 of torch eager on ONNX Runtime 1.32 and OpenVINO 2026.4). What a
+task exports is its predictor's ``GraphSpec`` (``swinkit.runtime.graph``); the graph ends at the network's raw
+outputs.
+
+Static or dynamic: classifiers whose preprocessing makes one size export a static graph. Swin-T 224,
+OpenVINO fp32, 2 threads, alternating in one process on a machine at load 8 on 2 cores: dynamic / static
+time 1.01-1.07 (batch 1) and 0.94 (batch 8), ONNX Runtime 0.97 (batch 1); with about 10% noise no penalty was
+shown either way, so the static graph (which OpenVINO folds to exactly the old constant-shape graph) stays
+the default.
 """
 
 from __future__ import annotations
@@ -47,7 +55,8 @@ class ExportInfo:
     fingerprint: str  # model_fingerprint of the weights saved beside the graph
     config_hash: str
     input_shape: list[int]  # the (1, 3, H, W) example traced: the graph takes (B, 3, H, W)
-    output_names: list[str] = field(default_factory=lambda: ["logits"])
+    output_names: list[str] = field(default_factory=lambda: ["logits"])  # the graph's outputs, in order
+    dynamic_hw: bool = False  # height and width are dynamic axes (else fixed at input_shape's)
     agreement: dict[str, Any] | None = None  # the int8 check's figures (swinkit.runtime.quantize)
 
     @property
@@ -89,20 +98,38 @@ def check_fresh(folder: Path, info: ExportInfo, fingerprint: str) -> None:
         )
 
 
+def _dynamic_axes(
+    module: nn.Module, example: torch.Tensor, output_names: Sequence[str], dynamic_hw: bool
+) -> dict[str, dict[int, str]]:
+    """``torch.onnx.export``'s dynamic axes: the batch everywhere; with ``dynamic_hw`` also the input's H and
+    W and the two trailing axes of every rank-4 output (feature maps follow the input's size)."""
+    if not dynamic_hw:
+        return {name: {0: "batch"} for name in (INPUT_NAME, *output_names)}
+    with torch.no_grad():
+        ranks = [out.ndim for out in module(example)]
+    axes = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"}}
+    for name, rank in zip(output_names, ranks, strict=True):
+        axes[name] = {0: "batch", 2: f"{name}_height", 3: f"{name}_width"} if rank == 4 else {0: "batch"}
+    return axes
+
+
 def export_onnx(
     module: nn.Module,
     path: Path,
     example: torch.Tensor,
     *,
     output_names: Sequence[str] = ("logits",),
+    dynamic_hw: bool = False,
     opset: int = OPSET,
 ) -> Path:
-    """``module`` traced on ``example`` (1, 3, H, W) into the ONNX file ``path``, with a dynamic batch axis."""
-    axes = {name: {0: "batch"} for name in (INPUT_NAME, *output_names)}
+    """``module`` traced on ``example`` (1, 3, H, W) into the ONNX file ``path``, with a dynamic batch axis
+    and, with ``dynamic_hw``, dynamic height and width (the graph then runs at any input size)."""
+    module = module.eval()
+    axes = _dynamic_axes(module, example, output_names, dynamic_hw)
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
         warnings.simplefilter("ignore")  # the tracer's notes on shape-dependent Python branches
         torch.onnx.export(
-            module.eval(),
+            module,
             (example,),
             str(path),
             dynamo=False,

@@ -17,9 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-from PIL import Image
-
 from swinkit.checkpoint_io import make_folder
 from swinkit.runtime.backends import check_pair
 from swinkit.runtime.export import (
@@ -34,6 +31,7 @@ from swinkit.runtime.export import (
     onnx_to_openvino,
     write_export,
 )
+from swinkit.runtime.graph import GraphSpec, check_static
 from swinkit.runtime.quantize import (
     MAX_CALIBRATION_IMAGES,
     Agreement,
@@ -109,9 +107,12 @@ def _write_model_files(predictor: Any, source: str | os.PathLike, folder: Path) 
             shutil.copy2(file, folder / file.name)
 
 
-def _write_graph(model: Any, folder: Path, request: ExportRequest, example: Any, calibration: list) -> None:
+def _write_graph(spec: GraphSpec, folder: Path, request: ExportRequest, calibration: list) -> None:
     """The fp32 ONNX graph, then (OpenVINO) its IR, then (int8) the quantized graph in their place."""
-    onnx_path = export_onnx(model, folder / "model.onnx", example)
+    onnx_path = export_onnx(
+        spec.module, folder / "model.onnx", spec.example, output_names=spec.output_names,
+        dynamic_hw=spec.dynamic_hw,
+    )  # fmt: skip
     int8 = request.precision == "int8"
     if request.format == "onnx":
         if int8:
@@ -124,18 +125,15 @@ def _write_graph(model: Any, folder: Path, request: ExportRequest, example: Any,
     onnx_path.unlink()
 
 
-def fixed_size_example(predictor: Any) -> torch.Tensor:
-    """A prepared grey image (1, 3, H, W); ValueError when the preprocessing's output size varies with the
-    image (a traced graph fixes H and W: ``swinkit.runtime.export``)."""
-    wide, tall = (
-        predictor.prepare(Image.new("RGB", size, (124, 116, 104))) for size in ((320, 256), (256, 320))
-    )
-    if wide.shape != tall.shape:
+def graph_of(predictor: Any) -> GraphSpec:
+    """The predictor's ``GraphSpec`` (``swinkit.runtime.graph``), checked against its preprocessing."""
+    if not hasattr(predictor, "export_graph"):
         raise ValueError(
-            f"this model's preprocessing keeps the aspect ratio (inputs {tuple(wide.shape[1:])} and "
-            f"{tuple(tall.shape[1:])}), but an exported graph takes one input size; export a fixed-size model"
+            f"{type(predictor).__name__} has no export_graph(): this task's models are not exported yet"
         )
-    return wide.unsqueeze(0)
+    spec = predictor.export_graph()
+    check_static(spec, predictor.prepare)
+    return spec
 
 
 def _bounds(task: str, overrides: Mapping[str, float] | None) -> tuple[Bound, ...]:
@@ -183,12 +181,12 @@ def export_model(
     with _staging(destination) as staging:
         _write_model_files(reference, source, staging)
         saved = load_predictor(staging)  # the weights as saved: what the fingerprint covers
-        example = fixed_size_example(saved)
-        _write_graph(saved.model, staging, request, example, calibration)
+        spec = graph_of(saved)
+        _write_graph(spec, staging, request, calibration)
         config_hash, fingerprint = saved.fingerprint()
         info = ExportInfo(
             request.format, request.precision, OPSET, str(source), fingerprint, config_hash,
-            list(example.shape),
+            list(spec.example.shape), list(spec.output_names), spec.dynamic_hw,
         )  # fmt: skip
         write_export(staging, info)
         if validation:

@@ -9,7 +9,7 @@ load). int8 needs a calibrated export. A stale export is refused before anything
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -17,6 +17,7 @@ from torch import nn
 
 from swinkit.runtime.backends import Backend, TorchBackend, check_pair, graph_backend
 from swinkit.runtime.export import ExportInfo, check_fresh, export_onnx, read_export
+from swinkit.runtime.graph import GraphSpec
 
 
 def check_device(runtime: str | None, device: str) -> None:
@@ -50,40 +51,36 @@ def exported_backend(
     return graph_backend(folder / info.graph_file, runtime, precision, hint=hint)
 
 
-def traced_backend(
-    model: nn.Module,
-    example: torch.Tensor,
-    runtime: str,
-    precision: str,
-    output_names: Sequence[str],
-    hint: str,
-) -> Backend:
-    """``model`` traced to a temporary ONNX file and loaded on ``runtime``."""
+def traced_backend(spec: GraphSpec, runtime: str, precision: str, hint: str) -> Backend:
+    """The predictor's graph (``GraphSpec``) traced to a temporary ONNX file and loaded on ``runtime``."""
     if precision == "int8":
         raise ValueError(
             "int8 needs a calibrated export: swinkit export SRC DST --precision int8 --calibration-data DIR, "
             "then load DST"
         )
     with tempfile.TemporaryDirectory(prefix="swinkit-onnx-") as folder:
-        graph = export_onnx(model, Path(folder) / "model.onnx", example, output_names=output_names)
+        graph = export_onnx(
+            spec.module, Path(folder) / "model.onnx", spec.example, output_names=spec.output_names,
+            dynamic_hw=spec.dynamic_hw,
+        )  # fmt: skip
         return graph_backend(graph, runtime, precision, hint=hint)
 
 
 def backend_for(
     model: nn.Module,
     source: Path,
-    example: torch.Tensor,
     fingerprint: str,
+    graph: Callable[[], GraphSpec],
     *,
     runtime: str | None = None,
     precision: str | None = None,
     device: str = "cpu",
-    output_names: Sequence[str] = ("logits",),
     hint: str = "LATENCY",
 ) -> Backend:
     """The backend for ``model`` loaded from ``source`` (its ``model_fingerprint`` is ``fingerprint``).
 
-    ``example`` is one prepared input (1, 3, H, W) for tracing; ``hint`` is OpenVINO's performance hint.
+    ``graph`` is the predictor's ``export_graph`` (``swinkit.runtime.graph``), called only when the model is
+    traced on the fly; torch runs ``model`` itself. ``hint`` is OpenVINO's performance hint.
     """
     info = read_export(source) if source.is_dir() else None
     if info is not None:
@@ -98,4 +95,4 @@ def backend_for(
     check_device(runtime, device)
     if runtime == "torch":
         return TorchBackend(model, precision)
-    return traced_backend(model, example, runtime, precision, output_names, hint)
+    return traced_backend(graph(), runtime, precision, hint)

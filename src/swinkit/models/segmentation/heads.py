@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from swinkit.layers.pooling import AdaptiveAvgPool2d
+
 
 class ConvModule(nn.Module):
     """Conv (no bias) + BatchNorm + ReLU, as mmcv's ``ConvModule`` with ``norm_cfg=dict(type='BN')``."""
@@ -77,7 +79,7 @@ class UPerHead(_ClassifierHead):
         self.align_corners = align_corners
         last = in_channels[-1]
         self.psp_modules = nn.ModuleList(
-            nn.Sequential(nn.AdaptiveAvgPool2d(scale), ConvModule(last, channels, 1)) for scale in pool_scales
+            nn.Sequential(AdaptiveAvgPool2d(scale), ConvModule(last, channels, 1)) for scale in pool_scales
         )
         self.bottleneck = ConvModule(last + len(pool_scales) * channels, channels, 3, padding=1)
         self.lateral_convs = nn.ModuleList(ConvModule(c, channels, 1) for c in in_channels[:-1])
