@@ -103,6 +103,10 @@ def report(results: dict[str, dict[int, float]]) -> None:
             continue
         a, b = fit_linear(per_size)
         print(f"  fit: time = {a:.1f} ms + {b:.1f} ns x pixels; marginal cost (t - a) / pixels against b:")
+        if a < 0:
+            print(
+                "  (a < 0: the largest sizes cost more than linear, e.g. activations outgrowing the caches)"
+            )
         for size, value in per_size.items():
             marginal = value - 1e6 * a / size**2
             share = 1e6 * a / (value * size**2)
