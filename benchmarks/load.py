@@ -1,6 +1,7 @@
 """Load test of a running ``swinkit serve``: N concurrent clients post images for T seconds.
 
     python benchmarks/load.py --url http://127.0.0.1:8000 --clients 16 --duration 20 [--images a.jpg b.png]
+    python benchmarks/load.py --clients 16 --warmup 30 --duration 20    # after 30 s of uncounted load
 
 Each client sends one request after another (``--images-per-request`` base64 images each, cycling over
 ``--images`` or a synthetic photo-sized JPEG). Prints throughput (img/s), latency percentiles of the
@@ -131,10 +132,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--images", nargs="*", type=Path, default=[], help="image files to send")
     parser.add_argument("--images-per-request", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=60.0, help="per-request timeout, seconds")
+    parser.add_argument(
+        "--warmup", type=float, default=0.0, help="seconds of the same load run first and not counted"
+    )
     args = parser.parse_args(argv)
     images = [path.read_bytes() for path in args.images] or [synthetic_jpeg()]
     bodies = make_payloads(images, args.images_per_request)
     url = args.url.rstrip("/") + "/score"
+    if args.warmup > 0:  # e.g. an OpenVINO server compiles a graph per new batch shape on first use
+        print(f"warm-up: {args.clients} clients for {args.warmup:g} s")
+        asyncio.run(
+            run_load(
+                url,
+                bodies,
+                clients=args.clients,
+                duration_s=args.warmup,
+                images_per_request=args.images_per_request,
+                timeout_s=args.timeout,
+            )
+        )
     print(f"{args.clients} clients for {args.duration:g} s against {url}")
     report = asyncio.run(
         run_load(

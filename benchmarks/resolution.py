@@ -6,7 +6,8 @@ pooled last-stage features), batch 1, fp32, eval mode. At every size it runs on 
 ``swinkit.runtime.backends.OpenVINOBackend``, fp32 or ``--precision bf16``); the two take turns in each of
 ``--rounds`` rounds and the median is kept. Window attention makes the cost linear in the pixel count, so
 the time per pixel should stay flat: the check prints each size's ratio to the 224^2 figure against the
-15% bound. A PNG of time per pixel against size is written (``--plot``).
+15% bound, then fits time = a + b * pixels and prints how constant the marginal cost per pixel is (a is the
+fixed cost of one forward, whatever its size). A PNG of time per pixel against size is written (``--plot``).
 
     python benchmarks/resolution.py                       # 224 .. 1792, torch and OpenVINO
     python benchmarks/resolution.py --sizes 224 448 --rounds 3 --plot /tmp/res.png
@@ -21,6 +22,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from swinkit.models.factory import create_model
@@ -76,7 +78,19 @@ def measure(sizes: list[int], rounds: int, min_seconds: float, precision: str) -
     return results
 
 
+def fit_linear(per_size: dict[int, float]) -> tuple[float, float]:
+    """Least-squares ``time = a + b * pixels`` over the sizes (ns per pixel given): (a in ms, b in ns/px)."""
+    pixels = np.array([size**2 for size in per_size], dtype=float)
+    times = np.array([per_size[size] * size**2 for size in per_size])  # ns per run
+    b, a = np.polyfit(pixels, times, 1)
+    return a / 1e6, b
+
+
 def report(results: dict[str, dict[int, float]]) -> None:
+    """Per path: time per pixel against the smallest size (the 15% check), then the linear fit
+    ``a + b * pixels`` and each size's marginal cost ``(t - a) / pixels`` against ``b``. A fixed cost ``a``
+    per forward (the few hundred small ops and their thread barriers, paid at any size) is what makes the
+    smallest image dearer per pixel; a flat marginal cost is the linear-complexity claim."""
     for name, per_size in results.items():
         first = min(per_size)
         ratios = {size: value / per_size[first] for size, value in per_size.items()}
@@ -85,6 +99,20 @@ def report(results: dict[str, dict[int, float]]) -> None:
         print(f"\n{name}: time per pixel relative to {first}^2 ({verdict} {BOUND:.0%})")
         for size, ratio in ratios.items():
             print(f"  {size:>5}^2  {per_size[size]:8.1f} ns/px  x{ratio:.3f}")
+        if len(per_size) < 3:
+            continue
+        a, b = fit_linear(per_size)
+        print(f"  fit: time = {a:.1f} ms + {b:.1f} ns x pixels; marginal cost (t - a) / pixels against b:")
+        if a < 0:
+            print(
+                "  (a < 0: the largest sizes cost more than linear, e.g. activations outgrowing the caches)"
+            )
+        for size, value in per_size.items():
+            marginal = value - 1e6 * a / size**2
+            share = 1e6 * a / (value * size**2)
+            print(
+                f"  {size:>5}^2  {marginal:8.1f} ns/px  x{marginal / b:.3f}  (fixed cost {share:.0%} of the run)"
+            )
 
 
 def plot(results: dict[str, dict[int, float]], path: Path) -> None:

@@ -2,7 +2,7 @@
 
 Every path runs the same random-init Swin-T weights (``transformers.SwinForImageClassification(SwinConfig())``
 saved and loaded by ``swinkit.from_pretrained``, as ``throughput.py``): transformers eager fp32 (the
-baseline), swinkit eager fp32, bf16 autocast and bf16 weights, and the exported graphs through
+baseline), swinkit eager fp32 (plain, and with oneDNN-prepacked linear layers), bf16 autocast and bf16 weights, and the exported graphs through
 ``swinkit.runtime`` (``export_model``, ``graph_backend``): ONNX Runtime fp32 / int8 (static QDQ), OpenVINO
 fp32 / bf16 (``OpenVINOBackend`` on the exported ONNX file: the fp32 IR folder written by ``export_model``
 failed at batch 8 on this run, a reshape with the batch baked in) / int8 (NNCF IR), plus plain OpenVINO bf16 on the ONNX file (``compile_model`` with only the
@@ -104,6 +104,7 @@ def classification_paths(folder: Path, calibration: Path) -> dict[str, dict[str,
     common = {
         BASELINE: hf,
         REFERENCE: TorchBackend(ours, "fp32"),
+        "swinkit eager fp32, prepacked linear": TorchBackend(ours, "fp32", prepack=True),
         "swinkit eager, bf16 autocast": autocast_runner(ours),
         "swinkit eager, bf16 weights": TorchBackend(ours, "bf16"),
         "ONNX Runtime fp32": graph_backend(exports["onnx", "fp32"], "onnxruntime", "fp32"),

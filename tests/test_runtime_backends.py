@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 import torch
 from runtime_helpers import trained_classifier, write_images
 
 from swinkit.data.decode import decode_image
 from swinkit.inference import Predictor
-from swinkit.runtime.backends import check_pair
+from swinkit.runtime.backends import OpenVINOBackend, check_pair
 from swinkit.runtime.exporter import ExportRequest, export_model
 
 pytest.importorskip("onnxruntime")
@@ -88,6 +90,29 @@ def test_openvino_throughput_hint_splits_a_batch_over_requests(onnx_dir, referen
     with torch.inference_mode():
         expected = reference.model(held_out[:5])
     torch.testing.assert_close(predictor.backend(held_out[:5]), expected, atol=1e-4, rtol=0)
+
+
+def test_openvino_runs_each_batch_shape_on_a_static_graph_then_falls_back_to_the_dynamic(
+    onnx_dir, reference, held_out
+):
+    backend = OpenVINOBackend(onnx_dir / "model.onnx", "fp32", static_shapes=2)
+    with torch.inference_mode():
+        expected = reference.model(held_out)
+    for size in (1, 4, 1, 6):  # the third call reuses batch 1's graph; batch 6 is past the limit
+        torch.testing.assert_close(backend(held_out[:size]), expected[:size], atol=1e-4, rtol=0)
+    assert backend.compiled_shapes == [(1, 3, 32, 32), (4, 3, 32, 32)]
+
+
+def test_openvino_calls_from_several_threads_run_on_their_own_requests(onnx_dir, reference, held_out):
+    backend = OpenVINOBackend(onnx_dir / "model.onnx", "fp32", hint="THROUGHPUT")
+    with torch.inference_mode():
+        expected = reference.model(held_out)
+    slices = [slice(0, 4), slice(4, 9), slice(9, 10), slice(10, 30)] * 3
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        outputs = list(pool.map(lambda part: backend(held_out[part]), slices))
+    for part, got in zip(slices, outputs, strict=True):
+        torch.testing.assert_close(got, expected[part], atol=1e-4, rtol=0)
+    assert 1 < backend.idle.qsize() <= 3  # calls overlapped, each on a request set of its own
 
 
 @pytest.mark.parametrize(

@@ -25,6 +25,7 @@ _OPTIONS: tuple[tuple[str, type, str], ...] = (
     ("--openvino-hint", str, "OpenVINO performance hint, LATENCY or THROUGHPUT (default LATENCY)"),
     ("--torch-threads", int, "intra-op threads of torch (default: torch's, the core count)"),
     ("--max-batch-size", int, "images run through the model together at most (default 16)"),
+    ("--inference-workers", int, "batches run at once, each in its own thread (default 1)"),
     ("--score-threshold", float, "detection: lowest object score answered (default: the model's, 0.05)"),
     ("--max-detections", int, "detection: objects answered per image at most (default: the model's, 100)"),
     ("--mode", str, "semantic segmentation: whole or slide (sliding-window) inference (default whole)"),

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import queue
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +24,8 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 from torch import nn
+
+from swinkit.runtime.torch_speed import prepack_linears
 
 RUNTIMES = ("torch", "openvino", "onnxruntime")
 PRECISIONS = ("fp32", "bf16", "int8")
@@ -88,11 +91,19 @@ class TorchBackend:
 
     runtime = "torch"
 
-    def __init__(self, model: nn.Module, precision: str = "fp32") -> None:
+    def __init__(self, model: nn.Module, precision: str = "fp32", *, prepack: bool = False) -> None:
+        """``prepack``: at fp32, run a copy whose linear layers hold oneDNN-reordered weights
+        (``torch_speed.prepack_linears``: 1.17-1.29x at batch 1 for Swin-T 224, logits within 1e-6); the copy
+        does not follow later changes to ``model``'s weights."""
         check_pair("torch", precision)
+        if prepack and precision != "fp32":
+            raise ValueError(f"prepacked linear layers run fp32 weights; precision {precision} has its own")
         self.precision = precision
         self.dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-        self.model = model if precision == "fp32" else copy.deepcopy(model).to(self.dtype)
+        if precision == "bf16":
+            self.model = copy.deepcopy(model).to(self.dtype)
+        else:
+            self.model = prepack_linears(model) if prepack else model
 
     def __call__(self, pixels: torch.Tensor) -> Outputs:
         with torch.inference_mode():
@@ -125,8 +136,11 @@ class OnnxRuntimeBackend:
 
 
 def openvino_config(precision: str, hint: str, threads: int | None) -> dict[str, Any]:
-    """The CPU plugin properties: inference precision (bf16 / f32; int8 IRs run their own int8 ops with
-    f32 elsewhere), performance hint and thread count."""
+    """The CPU plugin properties: inference precision (bf16 / f32), performance hint and thread count.
+
+    An int8 IR runs its quantized ops in int8 and f32 elsewhere: bf16 elsewhere was slower (Swin-T 224,
+    batch 1: 0.92x of the bf16 graph's speed against 1.11x with f32, alternating in one process).
+    """
     import openvino as ov
     import openvino.properties as props
     import openvino.properties.hint as hints
@@ -142,11 +156,23 @@ def openvino_config(precision: str, hint: str, threads: int | None) -> dict[str,
     }
 
 
+STATIC_SHAPES = 8  # distinct input shapes an OpenVINOBackend compiles a static graph for
+STATIC_CONFIG = {"SNIPPETS_MODE": "DISABLE"}  # see OpenVINOBackend: static fused subgraphs lose accuracy
+
+
 class OpenVINOBackend:
     """An ONNX file or OpenVINO IR (.xml) compiled for the CPU plugin.
 
-    ``hint="THROUGHPUT"`` makes the plugin run several streams; a batch is then split over that many infer
-    requests running at once (OpenVINO's async API), which is what raises a server's throughput.
+    A batch is split over the infer requests (one with the LATENCY hint; with THROUGHPUT, one per stream,
+    running at once through OpenVINO's async API, which is what raises a server's throughput). Each chunk
+    runs on a graph compiled for its exact shape: the exported graph's batch axis is dynamic, and the CPU
+    plugin runs a dynamic graph with per-call shape inference and fewer fused kernels (Swin-T 224 bf16:
+    static 1.15x faster at batch 1, 1.1-1.25x at batch 8 over two requests, measured alternating in one
+    process, docs/design.md). The first call at a new shape compiles it (about 3 s for Swin-T); past
+    ``static_shapes`` distinct shapes the dynamic graph runs the rest. Static graphs are compiled without
+    the plugin's fused "snippets" subgraphs (``STATIC_CONFIG``): with them, OpenVINO 2026.4 gave swin_micro
+    at 32 px (stage windows 2 and 1) fp32 logits up to 8e-3 off the dynamic graph's and torch's; without
+    them Swin-T 224 bf16 keeps the static speed-up (1.09x against 1.14x, same run).
     """
 
     runtime = "openvino"
@@ -158,40 +184,93 @@ class OpenVINOBackend:
         *,
         hint: str = "LATENCY",
         threads: int | None = None,
+        static_shapes: int = STATIC_SHAPES,
     ) -> None:
         import openvino as ov
 
         check_pair("openvino", precision)
-        self.precision, self.threads = precision, threads
+        self.precision, self.threads, self.static_shapes = precision, threads, static_shapes
         self.core = ov.Core()
         self.model = self.core.read_model(str(graph))
         shape = self.model.input(0).get_partial_shape()
         self.size = _static_size([d.get_length() if d.is_static else None for d in shape])
-        self.lock = threading.Lock()  # an infer request runs one inference at a time
+        self.lock = threading.Lock()  # guards compiling and the table of compiled graphs
         self.set_hint(hint)
 
     def set_hint(self, hint: str) -> None:
         """Compile for the performance hint ``hint``: LATENCY (one request) or THROUGHPUT (several)."""
         config = openvino_config(self.precision, hint, self.threads)
         with self.lock:
-            self.hint = hint
+            self.hint, self.config = hint, config
             self.compiled = self.core.compile_model(self.model, "CPU", config)
             count = 1 if hint == "LATENCY" else self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")
-            self.requests = [self.compiled.create_infer_request() for _ in range(max(1, int(count)))]
+            self.request_count = max(1, int(count))
+            self.static: dict[tuple[int, ...], Any] = {}  # input shape -> the graph compiled for it
+            self.idle: queue.SimpleQueue[_RequestSet] = queue.SimpleQueue()
+
+    @property
+    def compiled_shapes(self) -> list[tuple[int, ...]]:
+        """The input shapes a static graph has been compiled for, in order of first use."""
+        return list(self.static)
+
+    def _graph_for(self, shape: tuple[int, ...]) -> Any:
+        """The graph compiled for ``shape`` (compiled now if new), or the dynamic one past the limit."""
+        with self.lock:
+            if shape not in self.static:
+                if len(self.static) >= self.static_shapes:
+                    return self.compiled
+                model = self.model.clone()
+                model.reshape(list(shape))
+                self.static[shape] = self.core.compile_model(model, "CPU", {**self.config, **STATIC_CONFIG})
+            return self.static[shape]
 
     def __call__(self, pixels: torch.Tensor) -> Outputs:
+        """Calls from several threads run at once, each on its own infer requests (the plugin's streams
+        take them in parallel under the THROUGHPUT hint)."""
         check_size(pixels, self.size)
-        array = pixels.detach().to("cpu", torch.float32).numpy()
-        size = math.ceil(array.shape[0] / len(self.requests))
+        array = np.ascontiguousarray(pixels.detach().to("cpu", torch.float32).numpy())
+        size = math.ceil(array.shape[0] / self.request_count)
         chunks = [array[i : i + size] for i in range(0, array.shape[0], size)]
-        with self.lock:
-            for request, chunk in zip(self.requests, chunks, strict=False):
-                request.start_async({0: chunk}, share_inputs=False)
+        idle = self.idle
+        try:
+            requests = idle.get_nowait()
+        except queue.Empty:
+            requests = _RequestSet(self.request_count)
+        try:
+            running = [requests.take(self._graph_for(chunk.shape)) for chunk in chunks]
+            for request, chunk in zip(running, chunks, strict=True):
+                request.start_async({0: chunk}, share_inputs=True)  # ``array`` outlives the wait below
             parts = []
-            for request, _ in zip(self.requests, chunks, strict=False):
+            for request in running:
                 request.wait()
                 parts.append([np.copy(t.data) for t in request.output_tensors])
+        finally:
+            requests.release()
+            idle.put(requests)
+        if len(parts) == 1:
+            return _as_outputs(parts[0])
         return _as_outputs([np.concatenate(arrays) for arrays in zip(*parts, strict=True)])
+
+
+class _RequestSet:
+    """One caller's infer requests: ``count`` per compiled graph, created on first use, handed out in turn."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.requests: dict[int, tuple[Any, list[Any]]] = {}  # id(graph) -> (graph, its requests)
+        self.used: dict[int, int] = {}
+
+    def take(self, graph: Any) -> Any:
+        """The next unused request of ``graph`` in this call (a call has at most ``count`` chunks)."""
+        key = id(graph)
+        if key not in self.requests:
+            self.requests[key] = (graph, [graph.create_infer_request() for _ in range(self.count)])
+        index = self.used.get(key, 0)
+        self.used[key] = index + 1
+        return self.requests[key][1][index]
+
+    def release(self) -> None:
+        self.used.clear()
 
 
 def graph_backend(graph: Path, runtime: str, precision: str, *, hint: str = "LATENCY") -> Backend:

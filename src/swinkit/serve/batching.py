@@ -1,8 +1,11 @@
 """Dynamic batching: items submitted by concurrent requests run through the model together.
 
 A single asyncio task collects queued items into a batch: it takes the first waiting item, then waits at
-most ``max_delay_s`` for more, up to ``max_batch_size``, and runs ``infer`` on the batch in one worker
-thread, off the event loop. While a batch runs, the next one queues up. At most ``max_queue_size`` items
+most ``max_delay_s`` for more, up to ``max_batch_size``, and runs ``infer`` on the batch in a worker
+thread, off the event loop. Up to ``workers`` batches run at once, each in its own thread (for a backend
+that runs calls in parallel, e.g. OpenVINO's infer requests on several streams); while they run, the next
+batch queues up. Each item's result goes to its own submission, so responses keep their order whatever
+order the batches finish in. At most ``max_queue_size`` items
 wait; a submission that would exceed it is refused at once with ``QueueFullError`` (the endpoint's 503).
 ``close()`` refuses new work and finishes everything already queued.
 """
@@ -48,9 +51,12 @@ class Batcher(Generic[T, R]):
         max_delay_s: float = 0.01,
         max_queue_size: int = 256,
         on_batch: Callable[[int], None] | None = None,
+        workers: int = 1,
     ) -> None:
-        if max_batch_size < 1 or max_queue_size < 1 or max_delay_s < 0:
-            raise ValueError("max_batch_size and max_queue_size must be positive, max_delay_s not negative")
+        if max_batch_size < 1 or max_queue_size < 1 or max_delay_s < 0 or workers < 1:
+            raise ValueError(
+                "max_batch_size, max_queue_size and workers must be positive, max_delay_s not negative"
+            )
         self._infer = infer
         self.max_batch_size = max_batch_size
         self.max_delay_s = max_delay_s
@@ -59,8 +65,11 @@ class Batcher(Generic[T, R]):
         self._jobs: deque[_Job[T]] = deque()
         self._wakeup: asyncio.Event | None = None
         self._closing = False
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="swinkit-infer")
+        self.workers = workers
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="swinkit-infer")
         self._worker: asyncio.Task[None] | None = None
+        self._slots: asyncio.Semaphore | None = None  # one per batch that may run at once
+        self._running: set[asyncio.Task[None]] = set()
 
     @property
     def pending(self) -> int:
@@ -71,6 +80,7 @@ class Batcher(Generic[T, R]):
         """Start the collecting task on the running event loop."""
         if self._worker is None:
             self._wakeup = asyncio.Event()
+            self._slots = asyncio.Semaphore(self.workers)
             self._worker = asyncio.get_running_loop().create_task(self._run(), name="swinkit-batcher")
 
     async def submit(self, items: Sequence[T]) -> list[R]:
@@ -96,9 +106,21 @@ class Batcher(Generic[T, R]):
         await asyncio.to_thread(self._executor.shutdown, wait=True)
 
     async def _run(self) -> None:
+        assert self._slots is not None
         while await self._wait_for_batch():
+            await self._slots.acquire()  # the batch is taken once a worker is free, so it can grow meanwhile
             size = min(len(self._jobs), self.max_batch_size)
-            await self._execute([self._jobs.popleft() for _ in range(size)])
+            task = asyncio.get_running_loop().create_task(
+                self._execute([self._jobs.popleft() for _ in range(size)])
+            )
+            self._running.add(task)
+            task.add_done_callback(self._finished)
+        await asyncio.gather(*self._running)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        assert self._slots is not None
+        self._running.discard(task)
+        self._slots.release()
 
     async def _wait_for_batch(self) -> bool:
         """Wait until a batch is due: full, or ``max_delay_s`` after its first item; False once closed and empty."""

@@ -196,5 +196,6 @@ class InfoResponse(BaseModel):
     )
     precision: str | None = Field(None, description="its inference precision: fp32, bf16 or int8")
     max_batch_size: int
+    inference_workers: int = Field(1, description="batches the model runs at once")
     max_images_per_request: int
     allow_urls: bool

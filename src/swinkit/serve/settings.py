@@ -77,6 +77,9 @@ class ServeSettings(BaseSettings):
     )
     torch_threads: int | None = Field(None, ge=1, description="intra-op threads of torch (default: torch's)")
     max_batch_size: int = Field(16, ge=1, description="images run through the model together at most")
+    inference_workers: int = Field(
+        1, ge=1, description="batches run at once, each in its own thread (OpenVINO THROUGHPUT: its streams)"
+    )
     score_threshold: float | None = Field(
         None,
         ge=0,

@@ -99,6 +99,7 @@ class ServeState:
             max_delay_s=settings.max_delay_ms / 1000,
             max_queue_size=settings.max_queue_size,
             on_batch=self._count_batch,
+            workers=settings.inference_workers,
         )
         self.batcher.start()
         if settings.warmup:
@@ -144,6 +145,7 @@ class ServeState:
             "labels": list(self.service.labels),
             **self.service.info(),
             "max_batch_size": self.settings.max_batch_size,
+            "inference_workers": self.settings.inference_workers,
             "max_images_per_request": self.settings.max_images_per_request,
             "allow_urls": self.settings.allow_urls,
         }
