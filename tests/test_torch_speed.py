@@ -37,3 +37,16 @@ def test_torch_backend_prepacks_at_fp32_only():
         TorchBackend(model, "bf16", prepack=True)
     with pytest.raises(ValueError, match="prepacked linear layers need an fp32 model on the CPU"):
         prepack_linears(model.to(torch.bfloat16))
+
+
+def test_a_bf16_backend_built_under_inference_mode_runs():
+    """Weights copied under inference_mode are inference tensors, which have no version counter: the
+    attention's bias cache must key them without one."""
+    model = _classifier()
+    pixels = torch.randn(1, 3, 64, 64)
+    with torch.inference_mode():
+        backend = TorchBackend(model, "bf16")
+        first = backend(pixels)
+        again = backend(pixels)
+    torch.testing.assert_close(again, first, atol=0, rtol=0)
+    torch.testing.assert_close(first, TorchBackend(model)(pixels), atol=0.2, rtol=0)

@@ -33,6 +33,12 @@ LOGIT_SCALE_MAX = math.log(1.0 / 0.01)
 BIAS_CACHE_SIZE = 8
 
 
+def _version(parameter: torch.Tensor) -> int:
+    """The tensor's in-place version counter; -1 for an inference tensor, which has none (weights made under
+    ``torch.inference_mode``, e.g. bf16 copies made for inference, and never trained in place)."""
+    return -1 if parameter.is_inference() else parameter._version
+
+
 class WindowAttention(nn.Module):
     """Multi-head self-attention inside non-overlapping windows of ``window_size`` x ``window_size`` tokens."""
 
@@ -105,7 +111,7 @@ class WindowAttention(nn.Module):
             return build()
         if torch.is_grad_enabled() and any(p.requires_grad for p in parameters):
             return build()
-        key = (*key, tuple((p.data_ptr(), p._version) for p in parameters))
+        key = (*key, tuple((p.data_ptr(), _version(p)) for p in parameters))
         cached = self._bias_cache.get(key)
         if cached is None:
             with torch.inference_mode(False), torch.no_grad():  # reusable later in any mode
