@@ -41,9 +41,7 @@ def test_a_detection_batch_resumes_only_with_its_score_threshold_and_max_detecti
     assert main([*command, "--score-threshold", "0.3", "--max-detections", "5"]) == 0  # same settings resume
     assert "0 rows written" in capsys.readouterr().err
     assert main([*command, "--score-threshold", "0.5", "--max-detections", "5"]) == 2
-    assert "written with other settings (info.score_threshold 0.3 -> 0.5); pass" in (
-        capsys.readouterr().err
-    )
+    assert "written with other settings (info.score_threshold 0.3 -> 0.5); pass" in (capsys.readouterr().err)
     assert main([*command, "--score-threshold", "0.3", "--max-detections", "7"]) == 2
     assert "info.max_detections 5 -> 7" in capsys.readouterr().err
     assert main([*command, "--score-threshold", "0.5", "--overwrite"]) == 0
