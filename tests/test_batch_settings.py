@@ -97,3 +97,27 @@ def test_an_output_recorded_before_settings_were_kept_still_resumes(tmp_path):
         ).skipped
         == 2
     )
+
+
+def test_a_segmentation_batch_resumes_whatever_its_top_k_and_threshold(tmp_path, capsys):
+    from swinkit.models.segmentation import create_upernet
+    from swinkit.models.segmentation.checkpoints import save_hf
+
+    folder = tmp_path / "m"
+    save_hf(create_upernet("upernet_swin_micro", labels=["sky", "road"]), folder)
+    out = tmp_path / "out.jsonl"
+    command = [
+        "batch",
+        "--model",
+        str(folder),
+        "--input",
+        str(_images(tmp_path / "in")),
+        "--output",
+        str(out),
+    ]
+    command += ["--workers", "0", "--no-progress"]
+    assert main([*command, "--top-k", "1"]) == 0
+    rows = out.read_text()
+    # top_k / threshold only cut the printed class lines: the rows are the same, so the output resumes
+    assert main([*command, "--threshold", "0.5"]) == 0
+    assert "0 rows written" in capsys.readouterr().err and out.read_text() == rows

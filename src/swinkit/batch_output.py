@@ -154,19 +154,15 @@ def model_fingerprint(model: torch.nn.Module, labels: Iterable[str]) -> tuple[st
     return config_hash, digest.hexdigest()[:16]
 
 
-# info() keys that already state the effective row rule (a detector's), so the raw flags add nothing
-_EFFECTIVE_RULE = ("score_threshold", "max_detections")
-
-
-def run_settings(info: dict[str, Any], top_k: int | None, threshold: float | None) -> dict[str, Any]:
-    """The settings recorded with a batch output, as JSON would read them back (tuples become lists).
-
-    When ``info`` states the effective score threshold and maximum detections, the raw ``top_k`` and
-    ``threshold`` are left out: a flag that restates the model's default (or a cap above it) gives the same rows.
-    """
-    settings: dict[str, Any] = {"info": info}
-    if not all(key in info for key in _EFFECTIVE_RULE):
-        settings.update(top_k=top_k, threshold=threshold)
+def run_settings(predictor: Any) -> dict[str, Any]:
+    """The settings recorded with a batch output, as JSON would read them back (tuples become lists): the
+    predictor's ``info()``, with its raw ``top_k`` and ``threshold`` unless it says (``flags_shape_rows =
+    False``) that its info already holds their effect on the rows or that they have none."""
+    settings: dict[str, Any] = {"info": predictor.info()}
+    if getattr(predictor, "flags_shape_rows", True):
+        settings.update(
+            top_k=getattr(predictor, "top_k", None), threshold=getattr(predictor, "threshold", None)
+        )
     return json.loads(json.dumps(settings, default=str))
 
 
