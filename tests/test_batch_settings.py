@@ -41,13 +41,25 @@ def test_a_detection_batch_resumes_only_with_its_score_threshold_and_max_detecti
     assert main([*command, "--score-threshold", "0.3", "--max-detections", "5"]) == 0  # same settings resume
     assert "0 rows written" in capsys.readouterr().err
     assert main([*command, "--score-threshold", "0.5", "--max-detections", "5"]) == 2
-    assert "written with other settings (info.score_threshold 0.3 -> 0.5; threshold 0.3 -> 0.5)" in (
-        capsys.readouterr().err
-    )
+    assert "written with other settings (info.score_threshold 0.3 -> 0.5); pass" in (capsys.readouterr().err)
     assert main([*command, "--score-threshold", "0.3", "--max-detections", "7"]) == 2
     assert "info.max_detections 5 -> 7" in capsys.readouterr().err
     assert main([*command, "--score-threshold", "0.5", "--overwrite"]) == 0
     assert len(out.read_text().splitlines()) == 2
+
+
+def test_a_detection_batch_resumes_when_the_flags_restate_the_models_own_rule(tmp_path, capsys):
+    model = save_detector(
+        create_mask_rcnn("faster_rcnn_swin_micro", labels=["a", "b"], **FAST), tmp_path / "m"
+    )
+    out = tmp_path / "out.jsonl"
+    command = ["batch", "--model", str(model), "--input", str(_images(tmp_path / "in")), "--output", str(out)]
+    command += ["--workers", "0", "--no-progress"]
+    assert main(command) == 0  # the model's own score threshold 0.05 and max_per_img 20
+    assert main([*command, "--score-threshold", "0.05", "--max-detections", "20"]) == 0
+    assert "0 rows written" in capsys.readouterr().err
+    assert main([*command, "--max-detections", "50"]) == 0  # capped at max_per_img: the same rows
+    assert "0 rows written" in capsys.readouterr().err
 
 
 def test_a_classification_batch_resumes_only_with_its_top_k_runtime_and_precision(tmp_path, monkeypatch):
@@ -85,3 +97,27 @@ def test_an_output_recorded_before_settings_were_kept_still_resumes(tmp_path):
         ).skipped
         == 2
     )
+
+
+def test_a_segmentation_batch_resumes_whatever_its_top_k_and_threshold(tmp_path, capsys):
+    from swinkit.models.segmentation import create_upernet
+    from swinkit.models.segmentation.checkpoints import save_hf
+
+    folder = tmp_path / "m"
+    save_hf(create_upernet("upernet_swin_micro", labels=["sky", "road"]), folder)
+    out = tmp_path / "out.jsonl"
+    command = [
+        "batch",
+        "--model",
+        str(folder),
+        "--input",
+        str(_images(tmp_path / "in")),
+        "--output",
+        str(out),
+    ]
+    command += ["--workers", "0", "--no-progress"]
+    assert main([*command, "--top-k", "1"]) == 0
+    rows = out.read_text()
+    # top_k / threshold only cut the printed class lines: the rows are the same, so the output resumes
+    assert main([*command, "--threshold", "0.5"]) == 0
+    assert "0 rows written" in capsys.readouterr().err and out.read_text() == rows

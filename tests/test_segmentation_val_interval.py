@@ -55,3 +55,25 @@ def test_an_epoch_based_run_refuses_a_validation_interval(tmp_path, capsys):
     args = [*_tiny_run_args(data, tmp_path / "run"), "--set", "schedule.iterations=null"]
     assert main([*args, "--set", "schedule.epochs=1", "--set", "seg.val_interval=3"]) == 2
     assert "a validation interval of 3 iterations needs an iteration-based run" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_run_killed_during_a_validation_repeats_it_on_resume(tmp_path, monkeypatch):
+    data = write_pairs(tmp_path / "data", 6, size=48)  # 2 steps per epoch; validation 1 at step 3
+    every_step = [*INTERVAL, "--set", "run.checkpoint_every=1"]
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    assert main([*_tiny_run_args(data, full), *every_step]) == 0
+    evaluate = Trainer._evaluate
+
+    def killed(self):
+        raise _Stop  # the process dies while the step-3 validation runs
+
+    monkeypatch.setattr(Trainer, "_evaluate", killed)
+    with pytest.raises(_Stop):
+        Trainer(
+            train_cli.resolve_config(build_parser().parse_args([*_tiny_run_args(data, cut), *every_step]))
+        ).fit()
+    monkeypatch.setattr(Trainer, "_evaluate", evaluate)
+    assert main(["train", "--output", str(cut), "--resume", "--no-progress"]) == 0
+    history = json.loads((full / "metrics.json").read_text())["history"]
+    assert json.loads((cut / "metrics.json").read_text())["history"] == history

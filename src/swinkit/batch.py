@@ -232,9 +232,7 @@ def _claim_output(
     refusal = None
     if context.is_main:
         config_hash, fingerprint = predictor.fingerprint()
-        settings = run_settings(
-            predictor.info(), getattr(predictor, "top_k", None), getattr(predictor, "threshold", None)
-        )
+        settings = run_settings(predictor)
         meta = {"model": model_name or "", "config_hash": config_hash, "fingerprint": fingerprint,
                 "settings": settings}  # fmt: skip
         try:

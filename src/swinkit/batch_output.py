@@ -154,9 +154,16 @@ def model_fingerprint(model: torch.nn.Module, labels: Iterable[str]) -> tuple[st
     return config_hash, digest.hexdigest()[:16]
 
 
-def run_settings(info: dict[str, Any], top_k: int | None, threshold: float | None) -> dict[str, Any]:
-    """The settings recorded with a batch output, as JSON would read them back (tuples become lists)."""
-    return json.loads(json.dumps({"info": info, "top_k": top_k, "threshold": threshold}, default=str))
+def run_settings(predictor: Any) -> dict[str, Any]:
+    """The settings recorded with a batch output, as JSON would read them back (tuples become lists): the
+    predictor's ``info()``, with its raw ``top_k`` and ``threshold`` unless it says (``flags_shape_rows =
+    False``) that its info already holds their effect on the rows or that they have none."""
+    settings: dict[str, Any] = {"info": predictor.info()}
+    if getattr(predictor, "flags_shape_rows", True):
+        settings.update(
+            top_k=getattr(predictor, "top_k", None), threshold=getattr(predictor, "threshold", None)
+        )
+    return json.loads(json.dumps(settings, default=str))
 
 
 def _changed_settings(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:

@@ -234,19 +234,26 @@ class Trainer:
                 loss=f"{p.loss_sum / p.seen:.4f}", lr=f"{lr:.2e}", img_s=f"{rate:.0f}", refresh=False
             )
             bar.update(1)
-            if (
-                cfg.run.checkpoint_every
-                and p.step % cfg.run.checkpoint_every == 0
-                and p.step < self.steps_per_epoch
-            ):
-                self._save_state()
-            if self.val_interval and (
-                p.global_step % self.val_interval == 0 or p.global_step == self.total_steps
-            ):
-                paused = time.perf_counter()
-                self._validate_and_save()
-                start += time.perf_counter() - paused  # throughput counts training time only
+            start += self._checkpoint_or_validate()  # throughput counts training time only
         bar.close()
+
+    def _checkpoint_or_validate(self) -> float:
+        """After a step: a validation when one is due (then a checkpoint), else the periodic mid-epoch
+        checkpoint; a checkpoint before a due validation would resume past it. Returns the validation's seconds."""
+        cfg, p = self.config, self.progress
+        if self.val_interval and (
+            p.global_step % self.val_interval == 0 or p.global_step == self.total_steps
+        ):
+            paused = time.perf_counter()
+            self._validate_and_save()
+            return time.perf_counter() - paused
+        if (
+            cfg.run.checkpoint_every
+            and p.step % cfg.run.checkpoint_every == 0
+            and p.step < self.steps_per_epoch
+        ):
+            self._save_state()
+        return 0.0
 
     def _step(self, micro: list[Any]) -> tuple[float, int, dict[str, float]]:
         """One optimizer step over the micro-batches; (summed loss, samples, summed loss per name)."""

@@ -104,6 +104,10 @@ def _to_prediction(
 class InstancePredictor:
     """A detector in eval mode with its preprocessing; batched, gradient-free inference."""
 
+    # the effective top_k / threshold are in info() (max_detections, score_threshold): a batch output records
+    # those, so a flag restating the model's default resumes it
+    flags_shape_rows = False
+
     def __init__(
         self,
         model: MaskRCNN,

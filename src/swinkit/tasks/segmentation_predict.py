@@ -130,6 +130,8 @@ class SegmentationPredictor:
     """An UperNet in eval mode with mmseg's test pipeline; batched, gradient-free inference."""
 
     azure_task = AZURE_TASK
+    # top_k / threshold only cut ``lines()``, never a batch row: a batch output does not record them
+    flags_shape_rows = False
 
     def __init__(
         self,
