@@ -236,20 +236,32 @@ class OpenVINOBackend:
             requests = idle.get_nowait()
         except queue.Empty:
             requests = _RequestSet(self.request_count)
+        started: list[Any] = []
         try:
             running = [requests.take(self._graph_for(chunk.shape)) for chunk in chunks]
             for request, chunk in zip(running, chunks, strict=True):
                 request.start_async({0: chunk}, share_inputs=True)  # ``array`` outlives the wait below
+                started.append(request)
             parts = []
             for request in running:
                 request.wait()
                 parts.append([np.copy(t.data) for t in request.output_tensors])
         finally:
+            _finish(started)  # after a failure the other chunks may still run: the next call reuses them
             requests.release()
             idle.put(requests)
         if len(parts) == 1:
             return _as_outputs(parts[0])
         return _as_outputs([np.concatenate(arrays) for arrays in zip(*parts, strict=True)])
+
+
+def _finish(requests: Sequence[Any]) -> None:
+    """Wait until none of ``requests`` runs any more, whatever their inference's outcome."""
+    for request in requests:
+        try:
+            request.wait()
+        except Exception:  # noqa: BLE001 - the call's own error is the one raised; this only drains
+            continue
 
 
 class _RequestSet:
