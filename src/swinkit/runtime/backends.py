@@ -169,7 +169,9 @@ class OpenVINOBackend:
     plugin runs a dynamic graph with per-call shape inference and fewer fused kernels (Swin-T 224 bf16:
     static 1.15x faster at batch 1, 1.1-1.25x at batch 8 over two requests, measured alternating in one
     process, docs/design.md). The first call at a new shape compiles it (about 3 s for Swin-T); past
-    ``static_shapes`` distinct shapes the dynamic graph runs the rest. Static graphs are compiled without
+    ``static_shapes`` distinct shapes the dynamic graph runs the rest. A graph with dynamic height and width
+    (detection, segmentation) always runs dynamic: nearly every image is a new size, and each compile (1.5-3 s
+    for Mask R-CNN Swin-T at 608x800) would stall its call and every other. Static graphs are compiled without
     the plugin's fused "snippets" subgraphs (``STATIC_CONFIG``): with them, OpenVINO 2026.4 gave swin_micro
     at 32 px (stage windows 2 and 1) fp32 logits up to 8e-3 off the dynamic graph's and torch's; without
     them Swin-T 224 bf16 keeps the static speed-up (1.09x against 1.14x, same run).
@@ -214,7 +216,10 @@ class OpenVINOBackend:
         return list(self.static)
 
     def _graph_for(self, shape: tuple[int, ...]) -> Any:
-        """The graph compiled for ``shape`` (compiled now if new), or the dynamic one past the limit."""
+        """The graph compiled for ``shape`` (compiled now if new), or the dynamic one past the limit or when
+        the graph's height and width are dynamic (a keep-ratio model's every image is a new size)."""
+        if self.size is None:
+            return self.compiled
         with self.lock:
             if shape not in self.static:
                 if len(self.static) >= self.static_shapes:
