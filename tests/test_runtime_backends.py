@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import queue
+import threading
 from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -136,3 +139,35 @@ def test_int8_and_gpu_requests_without_an_export_are_refused(model_dir):
         Predictor.from_pretrained(model_dir, runtime="onnxruntime", device="cuda")
     with pytest.raises(ValueError, match="runtime onnxruntime has no bf16"):
         Predictor.from_pretrained(model_dir, runtime="onnxruntime", precision="bf16")
+
+
+class _FakeRequest:
+    """An infer request as OpenVINO's behaves: starting one that still runs raises; ``wait`` may fail."""
+
+    def __init__(self, fail_wait: bool) -> None:
+        self.busy, self.fail_wait = False, fail_wait
+        self.output_tensors: list = []
+
+    def start_async(self, inputs: dict, share_inputs: bool) -> None:
+        if self.busy:
+            raise RuntimeError("Infer Request is busy")
+        self.busy, self.output_tensors = True, [SimpleNamespace(data=inputs[0][:, :1, 0, 0])]
+
+    def wait(self) -> None:
+        self.busy = False
+        if self.fail_wait:
+            self.fail_wait = False
+            raise RuntimeError("inference failed")
+
+
+def test_an_openvino_call_that_fails_leaves_no_request_running_for_the_next_call():
+    """A failed wait on one chunk must not hand the next call a request the other chunk still runs."""
+    requests = iter([_FakeRequest(fail_wait=True), _FakeRequest(fail_wait=False)])
+    backend = OpenVINOBackend.__new__(OpenVINOBackend)
+    backend.size, backend.request_count, backend.static_shapes = None, 2, 0
+    backend.lock, backend.static, backend.idle = threading.Lock(), {}, queue.SimpleQueue()
+    backend.compiled = SimpleNamespace(create_infer_request=lambda: next(requests))
+    pixels = torch.arange(4.0).view(4, 1, 1, 1).expand(4, 3, 2, 2)
+    with pytest.raises(RuntimeError, match="inference failed"):
+        backend(pixels)
+    torch.testing.assert_close(backend(pixels), torch.arange(4.0).view(4, 1))

@@ -91,3 +91,15 @@ def test_the_detector_backbone_fpn_and_rpn_convs_traced_at_one_size_run_at_any_s
     module = _DetectorTrunk(create_mask_rcnn("mask_rcnn_swin_micro").eval())
     names = tuple(f"{kind}{i}" for kind in ("fpn", "rpn_scores", "rpn_deltas") for i in range(5))
     _check(module, _runtimes(module, tmp_path / "m.onnx", names))
+
+
+def test_openvino_compiles_no_graph_per_image_size_for_a_dynamic_size_graph(tmp_path):
+    """A keep-ratio model (detection, whole-image segmentation) sees a new size with nearly every image: a
+    static graph per size would stall each first call on a compile of seconds (Mask R-CNN Swin-T: 1.5-3 s)
+    and hold every other call meanwhile, so the dynamic graph runs them all."""
+    torch.manual_seed(0)
+    module = TupleOutputs(swinkit.create_model("swin_micro", num_classes=5).eval())
+    graph = export_onnx(module, tmp_path / "m.onnx", torch.randn(1, 3, 64, 64), dynamic_hw=True)
+    backend = OpenVINOBackend(graph)
+    _check(module, [backend], sizes=[(64, 64), (65, 97), (64, 64)])
+    assert backend.compiled_shapes == []

@@ -5,7 +5,8 @@ DST then loads like any saved model (``swinkit predict --model DST``, ``swinkit 
 ``--precision int8`` quantizes on ``--calibration-data`` images and checks the result against fp32 (on
 ``--validation-data`` when given): the export is refused past the bounds (classification: top-1 agreement at
 least 0.98, probabilities within 0.1; semantic segmentation: pixel agreement of the label maps at least 0.98
-and their mIoU against the fp32 maps at least 0.95) unless ``--force``.
+and their mIoU against the fp32 maps at least 0.95; detection and instance segmentation: COCO box AP against the
+fp32 detections at least 0.8 and box AP50 at least 0.9, mask AP at least 0.8) unless ``--force``.
 """
 
 from __future__ import annotations
@@ -45,6 +46,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--min-miou", type=float, help="segmentation: lowest mIoU against the fp32 label maps (default 0.95)"
     )
+    parser.add_argument(
+        "--min-box-ap", type=float, help="detection: lowest box AP against the fp32 detections (default 0.8)"
+    )
+    parser.add_argument(
+        "--min-mask-ap", type=float, help="instance segmentation: lowest mask AP against fp32's (default 0.8)"
+    )
     parser.add_argument("--force", action="store_true", help="write an int8 graph past the agreement bounds")
 
 
@@ -56,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
         "max_prob_diff": args.max_prob_diff,
         "pixel_agreement": args.min_pixel_agreement,
         "miou_vs_fp32": args.min_miou,
+        "bbox_AP": args.min_box_ap,
+        "segm_AP": args.min_mask_ap,
     }
     request = ExportRequest(
         args.format,

@@ -11,6 +11,7 @@ Under ``torch.compile`` they are built inside the graph instead (the cache is Py
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import OrderedDict
 from collections.abc import Callable
@@ -37,6 +38,17 @@ def _version(parameter: torch.Tensor) -> int:
     """The tensor's in-place version counter; -1 for an inference tensor, which has none (weights made under
     ``torch.inference_mode``, e.g. bf16 copies made for inference, and never trained in place)."""
     return -1 if parameter.is_inference() else parameter._version
+
+
+def _evict_oldest(cache: OrderedDict, size: int) -> None:
+    """Drop ``cache``'s oldest entries past ``size``; calls running at once in other threads (a server's
+    inference workers) may drop some meanwhile, so this neither fails on an empty cache nor takes a lock
+    (the module stays deep-copyable, as bf16 copies need)."""
+    while len(cache) > size:
+        try:
+            cache.popitem(last=False)
+        except KeyError:
+            return
 
 
 class WindowAttention(nn.Module):
@@ -117,10 +129,10 @@ class WindowAttention(nn.Module):
             with torch.inference_mode(False), torch.no_grad():  # reusable later in any mode
                 cached = build()
             self._bias_cache[key] = cached
-            if len(self._bias_cache) > BIAS_CACHE_SIZE:
-                self._bias_cache.popitem(last=False)
+            _evict_oldest(self._bias_cache, BIAS_CACHE_SIZE)
         else:
-            self._bias_cache.move_to_end(key)
+            with contextlib.suppress(KeyError):  # another thread's call may have evicted it meanwhile
+                self._bias_cache.move_to_end(key)
         return cached
 
     def _bias_parameters(self) -> list[torch.Tensor]:

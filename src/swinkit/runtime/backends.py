@@ -169,7 +169,9 @@ class OpenVINOBackend:
     plugin runs a dynamic graph with per-call shape inference and fewer fused kernels (Swin-T 224 bf16:
     static 1.15x faster at batch 1, 1.1-1.25x at batch 8 over two requests, measured alternating in one
     process, docs/design.md). The first call at a new shape compiles it (about 3 s for Swin-T); past
-    ``static_shapes`` distinct shapes the dynamic graph runs the rest. Static graphs are compiled without
+    ``static_shapes`` distinct shapes the dynamic graph runs the rest. A graph with dynamic height and width
+    (detection, segmentation) always runs dynamic: nearly every image is a new size, and each compile (1.5-3 s
+    for Mask R-CNN Swin-T at 608x800) would stall its call and every other. Static graphs are compiled without
     the plugin's fused "snippets" subgraphs (``STATIC_CONFIG``): with them, OpenVINO 2026.4 gave swin_micro
     at 32 px (stage windows 2 and 1) fp32 logits up to 8e-3 off the dynamic graph's and torch's; without
     them Swin-T 224 bf16 keeps the static speed-up (1.09x against 1.14x, same run).
@@ -214,7 +216,10 @@ class OpenVINOBackend:
         return list(self.static)
 
     def _graph_for(self, shape: tuple[int, ...]) -> Any:
-        """The graph compiled for ``shape`` (compiled now if new), or the dynamic one past the limit."""
+        """The graph compiled for ``shape`` (compiled now if new), or the dynamic one past the limit or when
+        the graph's height and width are dynamic (a keep-ratio model's every image is a new size)."""
+        if self.size is None:
+            return self.compiled
         with self.lock:
             if shape not in self.static:
                 if len(self.static) >= self.static_shapes:
@@ -236,20 +241,32 @@ class OpenVINOBackend:
             requests = idle.get_nowait()
         except queue.Empty:
             requests = _RequestSet(self.request_count)
+        started: list[Any] = []
         try:
             running = [requests.take(self._graph_for(chunk.shape)) for chunk in chunks]
             for request, chunk in zip(running, chunks, strict=True):
                 request.start_async({0: chunk}, share_inputs=True)  # ``array`` outlives the wait below
+                started.append(request)
             parts = []
             for request in running:
                 request.wait()
                 parts.append([np.copy(t.data) for t in request.output_tensors])
         finally:
+            _finish(started)  # after a failure the other chunks may still run: the next call reuses them
             requests.release()
             idle.put(requests)
         if len(parts) == 1:
             return _as_outputs(parts[0])
         return _as_outputs([np.concatenate(arrays) for arrays in zip(*parts, strict=True)])
+
+
+def _finish(requests: Sequence[Any]) -> None:
+    """Wait until none of ``requests`` runs any more, whatever their inference's outcome."""
+    for request in requests:
+        try:
+            request.wait()
+        except Exception:  # noqa: BLE001 - the call's own error is the one raised; this only drains
+            continue
 
 
 class _RequestSet:

@@ -185,10 +185,9 @@ class SegmentationPredictor:
     def export_graph(self) -> GraphSpec:
         """The network as an exportable graph (``swinkit.runtime.graph``): ``DecodeLogits``, normalised view
         pixels (not ``prepare``'s uint8 originals: the view resize stays here) -> (raw logits,), traced at
-        the crop size. Height and width are dynamic, except for sliding windows without ``tta``, whose every
-        input is a crop (mmseg cuts a crop to a smaller image: such images then need a dynamic graph)."""
-        static = self.settings.mode == "slide" and not self.tta
-        return GraphSpec(DecodeLogits(self.model), ("logits",), self.example(), dynamic_hw=not static)
+        the crop size. Height and width are dynamic in every mode: sliding windows too, since mmseg cuts the
+        crop to an image smaller than it (a panorama's test-resize view is shorter than a 512 crop)."""
+        return GraphSpec(DecodeLogits(self.model), ("logits",), self.example(), dynamic_hw=True)
 
     def graph_input(self, pixels: torch.Tensor) -> torch.Tensor:
         """(3, h, w) graph input of one prepared (3, H, W) uint8 image: its test-resize view (what int8
