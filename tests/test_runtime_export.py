@@ -214,3 +214,15 @@ def test_serve_settings_take_runtime_and_precision_from_the_environment(monkeypa
     monkeypatch.setenv("SWINKIT_PRECISION", "fp16")
     with pytest.raises(ValueError, match="precision"):
         ServeSettings(model="m")
+
+
+def test_re_exporting_an_export_folder_copies_the_model_files_but_none_of_its_graphs(tmp_path):
+    from swinkit.runtime.exporter import _write_model_files
+
+    source, staging = tmp_path / "ov_export", tmp_path / "staging"
+    source.mkdir(), staging.mkdir()
+    names = ("config.json", "model.safetensors", "export.json", "model.xml", "model.bin", "model.onnx")
+    for name in names:
+        (source / name).write_text(name)
+    _write_model_files(object(), source, staging)  # not a classifier: the folder's files are copied
+    assert sorted(p.name for p in staging.iterdir()) == ["config.json", "model.safetensors"]

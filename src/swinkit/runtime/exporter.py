@@ -91,6 +91,10 @@ def _staging(destination: Path) -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+# an export's own files, never copied from a source that is itself an export (the IR's weights: model.bin)
+_EXPORT_FILES = (EXPORT_FILE, *GRAPH_FILES.values(), Path(GRAPH_FILES["openvino"]).with_suffix(".bin").name)
+
+
 def _write_model_files(predictor: Any, source: str | os.PathLike, folder: Path) -> None:
     """The saved model beside the graph: a classifier in the HF layout, another task's folder copied."""
     from swinkit.inference import Predictor
@@ -103,7 +107,7 @@ def _write_model_files(predictor: Any, source: str | os.PathLike, folder: Path) 
     if not path.is_dir():
         raise ValueError(f"exporting this model needs its saved model folder, not the file {path}")
     for file in path.iterdir():
-        if file.is_file() and file.name not in (EXPORT_FILE, *GRAPH_FILES.values()):
+        if file.is_file() and file.name not in _EXPORT_FILES:
             shutil.copy2(file, folder / file.name)
 
 
