@@ -15,23 +15,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from collections.abc import Callable
 
 import torch
+from runtimes import Runner, images_per_second  # benchmarks/runtimes.py: the same timing loop
 
 from swinkit.models.factory import create_model
 from swinkit.runtime.backends import TorchBackend
 from swinkit.runtime.torch_speed import compile_network
-
-Runner = Callable[[torch.Tensor], torch.Tensor]
-
-
-def images_per_second(run: Runner, pixels: torch.Tensor, seconds: float) -> float:
-    count, start = 0, time.perf_counter()
-    while count < 2 or time.perf_counter() - start < seconds:
-        run(pixels)
-        count += 1
-    return count * pixels.shape[0] / (time.perf_counter() - start)
 
 
 def compiled_runner(model: torch.nn.Module, batches: list[int], size: int) -> tuple[Runner, dict[int, float]]:
