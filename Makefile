@@ -23,9 +23,11 @@ demo: $(STAMP)
 demo-instances: $(STAMP)
 	$(BIN)/python -m swinkit.demo_instances
 
+# Two pytest-xdist workers, a test file each at a time (module fixtures are built once), one thread each
+# (tests/conftest.py): 2 cores spend less time idle while a test waits on a subprocess or a server.
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -38,6 +38,7 @@ from PIL import Image
 import swinkit
 from swinkit.runtime.backends import OpenVINOBackend, TorchBackend, graph_backend
 from swinkit.runtime.exporter import ExportRequest, export_model
+from swinkit.runtime.openvino_core import openvino_core
 
 Runner = Callable[[torch.Tensor], torch.Tensor]
 BASELINE = "transformers eager fp32"
@@ -70,7 +71,7 @@ def plain_openvino_bf16(onnx_file: Path, hint: str) -> Runner:
         hints.inference_precision: ov.Type.bf16,
         hints.performance_mode: getattr(hints.PerformanceMode, hint),
     }
-    compiled = ov.Core().compile_model(str(onnx_file), "CPU", config)
+    compiled = openvino_core().compile_model(str(onnx_file), "CPU", config)
     request = compiled.create_infer_request()
     return lambda pixels: torch.from_numpy(request.infer({0: pixels.numpy()})[0].copy())
 

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from swinkit.runtime.openvino_core import openvino_core
 from swinkit.runtime.torch_speed import prepack_linears
 
 RUNTIMES = ("torch", "openvino", "onnxruntime")
@@ -188,11 +189,9 @@ class OpenVINOBackend:
         threads: int | None = None,
         static_shapes: int = STATIC_SHAPES,
     ) -> None:
-        import openvino as ov
-
         check_pair("openvino", precision)
         self.precision, self.threads, self.static_shapes = precision, threads, static_shapes
-        self.core = ov.Core()
+        self.core = openvino_core()
         self.model = self.core.read_model(str(graph))
         shape = self.model.input(0).get_partial_shape()
         self.size = _static_size([d.get_length() if d.is_static else None for d in shape])

@@ -150,7 +150,9 @@ def onnx_to_openvino(onnx_path: Path, xml_path: Path, *, ov_model: Any = None) -
     """
     import openvino as ov
 
-    model = ov_model if ov_model is not None else ov.Core().read_model(str(onnx_path))
+    from swinkit.runtime.openvino_core import openvino_core
+
+    model = ov_model if ov_model is not None else openvino_core().read_model(str(onnx_path))
     ov.save_model(model, str(xml_path), compress_to_fp16=False)  # save_model halves weights by default
     return xml_path
 

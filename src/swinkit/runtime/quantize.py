@@ -100,14 +100,20 @@ def quantize_openvino(fp32: Path, pixels: Sequence[torch.Tensor]) -> Any:
     """The fp32 graph (ONNX or IR) quantized by NNCF (transformer scheme), calibrated on ``pixels``; the
     layers ``OPENVINO_FLOAT_PATTERNS`` names stay in float."""
     import nncf
-    import openvino as ov
 
-    model = ov.Core().read_model(str(fp32))
+    from swinkit.runtime.openvino_core import kept_signal_stack, openvino_core
+
+    model = openvino_core().read_model(str(fp32))
     dataset = nncf.Dataset(list(_batches(pixels, 1)))
     ignored = nncf.IgnoredScope(patterns=list(OPENVINO_FLOAT_PATTERNS), validate=False)
-    return nncf.quantize(
-        model, dataset, model_type=nncf.ModelType.TRANSFORMER, subset_size=len(pixels), ignored_scope=ignored
-    )
+    with kept_signal_stack():  # NNCF compiles on Cores of its own (runtime/openvino_core.py)
+        return nncf.quantize(
+            model,
+            dataset,
+            model_type=nncf.ModelType.TRANSFORMER,
+            subset_size=len(pixels),
+            ignored_scope=ignored,
+        )
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,59 @@
+"""OpenVINO's Core, one per process, and the thread signal stack its CPU plugin swaps.
+
+openvino 2026.4's CPU plugin, when a Core first uses it, maps a signal stack for the calling thread (room
+for the AMX state) and installs it, remembering the previous one; when the plugin is destroyed it puts the
+previous one back if its own is still installed, and unmaps its own. Two Cores destroyed in the order they
+were made therefore leave the thread on the first one's stack, already unmapped, and the next Python signal
+handler to run on that thread (Python installs its handlers with SA_ONSTACK: a SIGCHLD handler such as
+torch's DataLoader sets, Ctrl-C) kills the process with SIGSEGV. swinkit keeps one Core for the process, so
+the stack it installs is never unmapped, and runs code that makes Cores of its own (NNCF) inside
+``kept_signal_stack``, which puts back the stack that was installed before.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+_CORE: list[Any] = []  # the process's Core, created on first use and kept until exit
+_LOCK = threading.Lock()
+
+
+def openvino_core() -> Any:
+    """The process's one ``openvino.Core``, shared by every backend, export and quantization."""
+    import openvino as ov
+
+    with _LOCK:
+        if not _CORE:
+            _CORE.append(ov.Core())
+        return _CORE[0]
+
+
+class _SignalStack(ctypes.Structure):
+    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+
+def _signal_stack(libc: Any) -> _SignalStack:
+    stack = _SignalStack()
+    libc.sigaltstack(None, ctypes.byref(stack))
+    return stack
+
+
+@contextmanager
+def kept_signal_stack() -> Iterator[None]:
+    """Run the block, then give the calling thread back the signal stack it had before (Linux; elsewhere
+    a no-op): whatever Cores the block made and dropped, the thread is not left on an unmapped stack."""
+    if not sys.platform.startswith("linux"):
+        yield
+        return
+    libc = ctypes.CDLL(None)
+    saved = _signal_stack(libc)
+    try:
+        yield
+    finally:
+        if _signal_stack(libc).ss_sp != saved.ss_sp:
+            libc.sigaltstack(ctypes.byref(saved), None)
