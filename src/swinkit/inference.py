@@ -30,7 +30,7 @@ from swinkit.models.swin import SwinTransformer
 from swinkit.runtime.backends import Backend, TorchBackend
 from swinkit.runtime.export import is_export
 from swinkit.runtime.graph import GraphSpec, TupleOutputs, grey_example, varies_in_size
-from swinkit.runtime.selection import backend_for, check_device
+from swinkit.runtime.selection import backend_for, check_device, runs_own_module
 from swinkit.sources import read_description
 
 if TYPE_CHECKING:
@@ -122,11 +122,14 @@ class Predictor:
         threshold: float | None = None,
         runtime: str | None = None,
         precision: str | None = None,
+        prepack: bool = False,
     ) -> Predictor:
         """A predictor for a hub id, HF folder, checkpoint file in any layout, preset name or export folder.
 
         ``runtime`` (torch, openvino, onnxruntime) and ``precision`` (fp32, bf16, int8) choose the backend
-        (``swinkit.runtime.selection.backend_for``): an export folder runs its graph by default.
+        (``swinkit.runtime.selection.backend_for``): an export folder runs its graph by default. ``prepack``
+        runs torch fp32 on the CPU with oneDNN-prepacked linear layers (faster at small batches, logits within
+        1e-5; a copy of the network's weights).
         """
         check_device(runtime, device)
         checkpoint = load_checkpoint(source)
@@ -135,7 +138,7 @@ class Predictor:
         predictor = cls(
             model, processor, batch_size=batch_size, device=device, top_k=top_k, threshold=threshold
         )
-        if runtime in (None, "torch") and precision in (None, "fp32") and not is_export(checkpoint.path):
+        if runs_own_module(runtime, precision, checkpoint.path, prepack):
             return predictor
         backend = backend_for(
             predictor.model,
@@ -145,6 +148,7 @@ class Predictor:
             runtime=runtime,
             precision=precision,
             device=device,
+            prepack=prepack,
         )
         return predictor.with_backend(backend)
 
@@ -308,14 +312,18 @@ def load_predictor(
     threshold: float | None = None,
     runtime: str | None = None,
     precision: str | None = None,
+    prepack: bool = False,
     **options: Any,
 ) -> TaskPredictor:
     """The predictor of ``source``'s task (``task_of_source``), loaded from ``source``, its network run by
-    ``runtime`` at ``precision`` (defaults: an export folder's own, else torch fp32); ``options`` are the
-    task's own predictor settings (semantic segmentation: ``mode``, ``tta``)."""
+    ``runtime`` at ``precision`` (defaults: an export folder's own, else torch fp32; ``prepack``: torch fp32
+    with oneDNN-prepacked linear layers); ``options`` are the task's own predictor settings (semantic
+    segmentation: ``mode``, ``tta``)."""
     task = task_of_source(source)
     if runtime or precision or is_export(source):
         options = {**options, "runtime": runtime, "precision": precision}
+    if prepack:
+        options = {**options, "prepack": True}
     check_task_options(task.predictor, options, task, "a prediction")
     return task.predictor(
         source, device=device, batch_size=batch_size, top_k=top_k, threshold=threshold, **options

@@ -85,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
             **task_options(args),
             runtime=args.runtime,
             precision=args.precision,
+            prepack=args.torch_prepack,
         )
         summary = run_batch(
             predictor,

@@ -129,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
         **task_options(args),
         runtime=args.runtime,
         precision=args.precision,
+        prepack=args.torch_prepack,
     )
     if args.visualize is not None:
         args.visualize.mkdir(parents=True, exist_ok=True)

@@ -70,6 +70,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="semantic segmentation: multi-scale + flip testing (mmseg's ratios 0.5-1.75)",
     )
     parser.add_argument(
+        "--torch-prepack",
+        action="store_true",
+        default=None,
+        help="torch fp32 on the CPU: linear layers on weights oneDNN prepacked once (faster at small batches)",
+    )
+    parser.add_argument(
         "--no-warmup", dest="warmup", action="store_false", default=None, help="skip the warm-up batch"
     )
 
@@ -80,7 +86,7 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
 
     from swinkit.serve.settings import ServeSettings
 
-    names = ["config_file", "allow_urls", "url_allowed_networks", "warmup", "tta"]
+    names = ["config_file", "allow_urls", "url_allowed_networks", "warmup", "tta", "torch_prepack"]
     names += [flag[2:].replace("-", "_") for flag, _, _ in _OPTIONS]
     flags = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
     try:

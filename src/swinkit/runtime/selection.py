@@ -3,7 +3,9 @@
 An export folder (``export.json``) runs its graph, by default on its format's runtime at its precision;
 ``runtime="torch"`` runs the weights saved beside it instead. Any other source runs on torch by default;
 asked for openvino or onnxruntime it is traced to ONNX on the fly (``swinkit export`` once is faster to
-load). int8 needs a calibrated export. A stale export is refused before anything runs.
+load). int8 needs a calibrated export. A stale export is refused before anything runs. ``prepack`` (torch
+fp32 on the CPU only) runs a copy of the network with oneDNN-prepacked linear layers
+(``torch_speed.prepack_linears``).
 """
 
 from __future__ import annotations
@@ -16,8 +18,16 @@ import torch
 from torch import nn
 
 from swinkit.runtime.backends import Backend, TorchBackend, check_pair, graph_backend
-from swinkit.runtime.export import ExportInfo, check_fresh, export_onnx, read_export
+from swinkit.runtime.export import ExportInfo, check_fresh, export_onnx, is_export, read_export
 from swinkit.runtime.graph import GraphSpec
+
+
+def runs_own_module(runtime: str | None, precision: str | None, source: str | Path, prepack: bool) -> bool:
+    """Whether a predictor runs its own module as it is (torch fp32, no prepacking, not an export folder),
+    so it needs no ``backend_for``."""
+    return (
+        not prepack and runtime in (None, "torch") and precision in (None, "fp32") and not is_export(source)
+    )
 
 
 def check_device(runtime: str | None, device: str) -> None:
@@ -76,11 +86,13 @@ def backend_for(
     precision: str | None = None,
     device: str = "cpu",
     hint: str = "LATENCY",
+    prepack: bool = False,
 ) -> Backend:
     """The backend for ``model`` loaded from ``source`` (its ``model_fingerprint`` is ``fingerprint``).
 
     ``graph`` is the predictor's ``export_graph`` (``swinkit.runtime.graph``), called only when the model is
-    traced on the fly; torch runs ``model`` itself. ``hint`` is OpenVINO's performance hint.
+    traced on the fly; torch runs ``model`` itself (``prepack``: a copy with oneDNN-prepacked linear layers, fp32
+    on the CPU only). ``hint`` is OpenVINO's performance hint.
     """
     info = read_export(source) if source.is_dir() else None
     if info is not None:
@@ -88,11 +100,22 @@ def backend_for(
         backend = exported_backend(source, info, runtime, precision, hint)
         if backend is not None:
             check_device(backend.runtime, device)
+            _check_prepack(prepack, backend.runtime, device)
             return backend
         runtime = "torch"
     runtime, precision = runtime or "torch", precision or "fp32"
     check_pair(runtime, precision)
     check_device(runtime, device)
+    _check_prepack(prepack, runtime, device)
     if runtime == "torch":
-        return TorchBackend(model, precision)
+        return TorchBackend(model, precision, prepack=prepack)
     return traced_backend(graph(), runtime, precision, hint)
+
+
+def _check_prepack(prepack: bool, runtime: str, device: str) -> None:
+    if prepack and runtime != "torch":
+        raise ValueError(
+            f"prepacked linear layers (--torch-prepack) are a torch option, not one of {runtime}"
+        )
+    if prepack and torch.device(device).type != "cpu":
+        raise ValueError(f"prepacked linear layers (--torch-prepack) run on the CPU, not {device}")

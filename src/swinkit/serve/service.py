@@ -60,16 +60,18 @@ class TaskService:
         threshold: float | None = None,
         runtime: str | None = None,
         precision: str | None = None,
+        prepack: bool = False,
         openvino_hint: str | None = None,
         **options: Any,
     ) -> TaskService:
         """The service for any saved model swinkit reads, of the task its config names, its network on
-        ``runtime`` at ``precision`` (an OpenVINO backend compiled for ``openvino_hint``); ``top_k`` and
+        ``runtime`` at ``precision`` (an OpenVINO backend compiled for ``openvino_hint``; ``prepack``: torch fp32
+        with oneDNN-prepacked linear layers); ``top_k`` and
         ``threshold`` are its predictor's, e.g. a detector's maximum detections and score threshold;
         ``options`` are the task's own predictor settings (semantic segmentation: ``mode``, ``tta``)."""
         predictor = load_predictor(
             source, device=device, top_k=top_k, threshold=threshold, runtime=runtime, precision=precision,
-            **options,
+            prepack=prepack, **options,
         )  # fmt: skip
         backend = getattr(predictor, "backend", None)
         if openvino_hint is not None and hasattr(backend, "set_hint"):

@@ -76,6 +76,9 @@ class ServeSettings(BaseSettings):
         description="OpenVINO performance hint: THROUGHPUT splits batches over parallel requests (slower on 2 cores)",
     )
     torch_threads: int | None = Field(None, ge=1, description="intra-op threads of torch (default: torch's)")
+    torch_prepack: bool = Field(
+        False, description="torch fp32 on the CPU: linear layers on weights oneDNN prepacked once (faster)"
+    )
     max_batch_size: int = Field(16, ge=1, description="images run through the model together at most")
     inference_workers: int = Field(
         1, ge=1, description="batches run at once, each in its own thread (OpenVINO THROUGHPUT: its streams)"

@@ -42,6 +42,7 @@ def load_service(settings: ServeSettings) -> ScoringService:
         threshold=settings.score_threshold,
         runtime=settings.runtime,
         precision=settings.precision,
+        prepack=settings.torch_prepack,
         openvino_hint=settings.openvino_hint,
         **settings.task_options(),
     )

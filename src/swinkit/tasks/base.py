@@ -241,6 +241,7 @@ class Task(ABC):
         threshold: float | None = None,
         runtime: str | None = None,
         precision: str | None = None,
+        prepack: bool = False,
     ) -> TaskPredictor:
         """The predictor of a saved model of this task; results list at most ``top_k`` items (labels,
         objects) scoring at least ``threshold``, each defaulting to the task's own rule. Its network runs on

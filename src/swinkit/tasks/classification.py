@@ -280,6 +280,7 @@ class ClassificationTask(Task):
         threshold: float | None = None,
         runtime: str | None = None,
         precision: str | None = None,
+        prepack: bool = False,
     ) -> Predictor:
         """``swinkit.inference.Predictor`` of a saved classifier, on ``runtime`` at ``precision``."""
         from swinkit.inference import Predictor
@@ -292,6 +293,7 @@ class ClassificationTask(Task):
             threshold=threshold,
             runtime=runtime,
             precision=precision,
+            prepack=prepack,
         )
 
     @classmethod

@@ -139,22 +139,23 @@ class InstancePredictor:
         *,
         runtime: str | None = None,
         precision: str | None = None,
+        prepack: bool = False,
         **options: Any,
     ) -> InstancePredictor:
         """The predictor of a saved detector or its export folder (``read_detector``), its dense half run by
         ``runtime`` at ``precision`` (``swinkit.runtime.selection.backend_for``; default: an export folder's
-        own graph, else torch fp32); ``options`` as the constructor's."""
-        from swinkit.runtime.export import is_export
-        from swinkit.runtime.selection import backend_for, check_device
+        own graph, else torch fp32; ``prepack``: torch fp32 with oneDNN-prepacked linear layers); ``options``
+        as the constructor's."""
+        from swinkit.runtime.selection import backend_for, check_device, runs_own_module
 
         check_device(runtime, options.get("device", "cpu"))
         model, preprocessor, path = read_detector(source)
         predictor = cls(model, preprocessor, **options)
-        if runtime in (None, "torch") and precision in (None, "fp32") and not is_export(path):
+        if runs_own_module(runtime, precision, path, prepack):
             return predictor
         backend = backend_for(
             DenseGraph(predictor.model), path, predictor.fingerprint()[1], predictor.export_graph,
-            runtime=runtime, precision=precision, device=str(predictor.device),
+            runtime=runtime, precision=precision, device=str(predictor.device), prepack=prepack,
         )  # fmt: skip
         return predictor.with_backend(backend)
 

@@ -217,6 +217,7 @@ class InstanceSegmentationTask(Task):
         threshold: float | None = None,
         runtime: str | None = None,
         precision: str | None = None,
+        prepack: bool = False,
     ) -> Any:
         """``InstancePredictor`` of a saved detector: at most ``top_k`` objects per image (default: the model's
         ``max_per_img``, 100) scoring at least ``threshold`` (default: its ``score_threshold``, 0.05), its
@@ -225,7 +226,7 @@ class InstanceSegmentationTask(Task):
 
         return InstancePredictor.from_pretrained(
             source, device=device, batch_size=batch_size, top_k=top_k, threshold=threshold,
-            runtime=runtime, precision=precision,
+            runtime=runtime, precision=precision, prepack=prepack,
         )  # fmt: skip
 
     @classmethod

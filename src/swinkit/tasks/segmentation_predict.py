@@ -317,11 +317,13 @@ def segmentation_predictor(
     tta: bool = False,
     runtime: str | None = None,
     precision: str | None = None,
+    prepack: bool = False,
 ) -> SegmentationPredictor:
     """The predictor of a saved UperNet (transformers folder, mmseg file, training state, preset, hub id or
     export folder), with the preprocessing saved beside it (else mmseg's ADE20K test pipeline), its network
     on ``runtime`` at ``precision`` (``swinkit.runtime.selection.backend_for``: an export folder runs its
-    graph by default; a model is traced on the fly for openvino and onnxruntime)."""
+    graph by default; a model is traced on the fly for openvino and onnxruntime; ``prepack``: torch fp32 with
+    oneDNN-prepacked linear layers)."""
     from swinkit.loading import read_description
     from swinkit.runtime.selection import check_device
     from swinkit.tasks.segmentation_model import load_upernet
@@ -341,7 +343,7 @@ def segmentation_predictor(
         top_k=top_k,
         threshold=threshold,
     )
-    return _on_runtime(predictor, source, runtime, precision, device)
+    return _on_runtime(predictor, source, runtime, precision, device, prepack)
 
 
 def _on_runtime(
@@ -350,13 +352,14 @@ def _on_runtime(
     runtime: str | None,
     precision: str | None,
     device: str,
+    prepack: bool = False,
 ) -> SegmentationPredictor:
-    """``predictor`` with the backend ``runtime`` and ``precision`` ask for (itself for torch fp32)."""
+    """``predictor`` with the backend ``runtime``, ``precision`` and ``prepack`` ask for (itself for plain
+    torch fp32)."""
     from swinkit.loading import resolve_source
-    from swinkit.runtime.export import is_export
-    from swinkit.runtime.selection import backend_for
+    from swinkit.runtime.selection import backend_for, runs_own_module
 
-    if runtime in (None, "torch") and precision in (None, "fp32") and not is_export(source):
+    if runs_own_module(runtime, precision, source, prepack):
         return predictor
     backend = backend_for(
         DecodeLogits(predictor.model),
@@ -366,5 +369,6 @@ def _on_runtime(
         runtime=runtime,
         precision=precision,
         device=device,
+        prepack=prepack,
     )
     return predictor.with_backend(backend)

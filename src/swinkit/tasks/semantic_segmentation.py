@@ -421,6 +421,7 @@ class SemanticSegmentationTask(Task):
         tta: bool = False,
         runtime: str | None = None,
         precision: str | None = None,
+        prepack: bool = False,
     ) -> TaskPredictor:
         """The segmentation predictor of a saved UperNet (``swinkit.tasks.segmentation_predict``): ``mode``
         "whole" or "slide", ``tta`` mmseg's multi-scale + flip testing, the network on ``runtime`` at
@@ -437,6 +438,7 @@ class SemanticSegmentationTask(Task):
             tta=tta,
             runtime=runtime,
             precision=precision,
+            prepack=prepack,
         )
 
     @classmethod
