@@ -171,3 +171,25 @@ def test_an_openvino_call_that_fails_leaves_no_request_running_for_the_next_call
     with pytest.raises(RuntimeError, match="inference failed"):
         backend(pixels)
     torch.testing.assert_close(backend(pixels), torch.arange(4.0).view(4, 1))
+
+
+def test_openvino_background_compiles_run_the_dynamic_graph_until_the_static_one_is_ready(
+    onnx_dir, reference, held_out
+):
+    backend = OpenVINOBackend(onnx_dir / "model.onnx", "fp32", static_shapes=2)
+    backend.compile_in_background = True
+    with torch.inference_mode():
+        expected = reference.model(held_out)
+    for size in (3, 3, 5, 7):  # batch 7 is past the limit of two, counting the ones still compiling
+        torch.testing.assert_close(backend(held_out[:size]), expected[:size], atol=1e-4, rtol=0)
+    backend.wait_compiled()
+    assert sorted(backend.compiled_shapes) == [(3, 3, 32, 32), (5, 3, 32, 32)]
+    assert backend._graph_for((3, 3, 32, 32)) is not backend.compiled
+    torch.testing.assert_close(backend(held_out[:3]), expected[:3], atol=1e-4, rtol=0)
+
+
+def test_a_served_openvino_backend_compiles_new_batch_sizes_in_the_background(onnx_dir):
+    from swinkit.serve.service import TaskService
+
+    service = TaskService.load(str(onnx_dir), runtime="openvino", precision="fp32", openvino_hint="LATENCY")
+    assert service.predictor.backend.compile_in_background is True

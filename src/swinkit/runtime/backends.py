@@ -17,6 +17,7 @@ import math
 import os
 import queue
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -196,6 +197,9 @@ class OpenVINOBackend:
         shape = self.model.input(0).get_partial_shape()
         self.size = _static_size([d.get_length() if d.is_static else None for d in shape])
         self.lock = threading.Lock()  # guards compiling and the table of compiled graphs
+        # a new shape's static graph compiled in a thread while the dynamic graph runs its calls (serve sets it:
+        # no request waits seconds for a compile); by default the first call at a shape compiles it
+        self.compile_in_background = False
         self.set_hint(hint)
 
     def set_hint(self, hint: str) -> None:
@@ -207,6 +211,8 @@ class OpenVINOBackend:
             count = 1 if hint == "LATENCY" else self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")
             self.request_count = max(1, int(count))
             self.static: dict[tuple[int, ...], Any] = {}  # input shape -> the graph compiled for it
+            self.pending: set[tuple[int, ...]] = set()  # shapes compiling in the background
+            self.failed: set[tuple[int, ...]] = set()  # shapes whose background compile raised: dynamic
             self.idle: queue.SimpleQueue[_RequestSet] = queue.SimpleQueue()
 
     @property
@@ -215,18 +221,60 @@ class OpenVINOBackend:
         return list(self.static)
 
     def _graph_for(self, shape: tuple[int, ...]) -> Any:
-        """The graph compiled for ``shape`` (compiled now if new), or the dynamic one past the limit or when
-        the graph's height and width are dynamic (a keep-ratio model's every image is a new size)."""
+        """The graph compiled for ``shape`` (compiled now if new, or in the background with
+        ``compile_in_background``, the dynamic graph running the calls until it is ready), or the dynamic one
+        past the limit or when the graph's height and width are dynamic (a keep-ratio model's every image is a
+        new size)."""
         if self.size is None:
             return self.compiled
         with self.lock:
-            if shape not in self.static:
-                if len(self.static) >= self.static_shapes:
-                    return self.compiled
-                model = self.model.clone()
-                model.reshape(list(shape))
-                self.static[shape] = self.core.compile_model(model, "CPU", {**self.config, **STATIC_CONFIG})
+            if shape in self.static:
+                return self.static[shape]
+            if shape in self.pending or shape in self.failed:
+                return self.compiled
+            if len(self.static) + len(self.pending) >= self.static_shapes:
+                return self.compiled
+            if self.compile_in_background:
+                self.pending.add(shape)
+                threading.Thread(
+                    target=self._compile_later,
+                    args=(shape, self.static),
+                    name="swinkit-ov-compile",
+                    daemon=True,
+                ).start()
+                return self.compiled
+            self.static[shape] = self._compile_static(shape)
             return self.static[shape]
+
+    def _compile_static(self, shape: tuple[int, ...]) -> Any:
+        model = self.model.clone()
+        model.reshape(list(shape))
+        return self.core.compile_model(model, "CPU", {**self.config, **STATIC_CONFIG})
+
+    def _compile_later(self, shape: tuple[int, ...], table: dict[tuple[int, ...], Any]) -> None:
+        """Compile ``shape`` and add it to ``table`` unless ``set_hint`` replaced the table meanwhile."""
+        try:
+            graph = self._compile_static(shape)
+        except Exception:  # noqa: BLE001 - the dynamic graph keeps running that shape
+            graph = None
+        with self.lock:
+            if table is self.static:
+                self.pending.discard(shape)
+                if graph is None:
+                    self.failed.add(shape)
+                else:
+                    table[shape] = graph
+
+    def wait_compiled(self, timeout: float = 120.0) -> None:
+        """Wait until no background compile is running (TimeoutError after ``timeout`` seconds)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.lock:
+                if not self.pending:
+                    return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"OpenVINO still compiling {sorted(self.pending)} after {timeout} s")
+            time.sleep(0.02)
 
     def __call__(self, pixels: torch.Tensor) -> Outputs:
         """Calls from several threads run at once, each on its own infer requests (the plugin's streams

@@ -76,6 +76,8 @@ class TaskService:
         backend = getattr(predictor, "backend", None)
         if openvino_hint is not None and hasattr(backend, "set_hint"):
             backend.set_hint(openvino_hint)
+        if hasattr(backend, "compile_in_background"):  # OpenVINO: a new batch size never stalls a request
+            backend.compile_in_background = True
         return cls(predictor, task_of_source(source).name)
 
     def prepare(self, image: Image.Image) -> torch.Tensor:
