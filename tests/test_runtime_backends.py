@@ -193,3 +193,30 @@ def test_a_served_openvino_backend_compiles_new_batch_sizes_in_the_background(on
 
     service = TaskService.load(str(onnx_dir), runtime="openvino", precision="fp32", openvino_hint="LATENCY")
     assert service.predictor.backend.compile_in_background is True
+
+
+class _HintSwitchedMidCall(OpenVINOBackend):
+    """Runs ``set_hint("LATENCY")`` the first time a call reads the idle request sets once ``armed``: another
+    thread switching the hint in the middle of a call, at the worst moment."""
+
+    armed = False
+
+    @property
+    def idle(self) -> queue.SimpleQueue:
+        if self.armed:
+            self.armed = False
+            self.set_hint("LATENCY")
+        return self._idle
+
+    @idle.setter
+    def idle(self, value: queue.SimpleQueue) -> None:
+        self._idle = value
+
+
+def test_a_hint_switched_during_a_call_leaves_it_as_many_requests_as_chunks(onnx_dir, reference, held_out):
+    backend = _HintSwitchedMidCall(onnx_dir / "model.onnx", "fp32", static_shapes=0)
+    backend.request_count, backend.armed = 2, True  # as under THROUGHPUT with two requests
+    with torch.inference_mode():
+        expected = reference.model(held_out[:4])
+    torch.testing.assert_close(backend(held_out[:4]), expected, atol=1e-4, rtol=0)
+    assert backend.request_count == 1 and not backend.armed

@@ -281,13 +281,14 @@ class OpenVINOBackend:
         take them in parallel under the THROUGHPUT hint)."""
         check_size(pixels, self.size)
         array = np.ascontiguousarray(pixels.detach().to("cpu", torch.float32).numpy())
-        size = math.ceil(array.shape[0] / self.request_count)
-        chunks = [array[i : i + size] for i in range(0, array.shape[0], size)]
         idle = self.idle
         try:
             requests = idle.get_nowait()
         except queue.Empty:
             requests = _RequestSet(self.request_count)
+        # split by the set's own count: a set_hint meanwhile may have changed self.request_count
+        size = math.ceil(array.shape[0] / requests.count)
+        chunks = [array[i : i + size] for i in range(0, array.shape[0], size)]
         started: list[Any] = []
         try:
             running = [requests.take(self._graph_for(chunk.shape)) for chunk in chunks]
