@@ -220,3 +220,11 @@ def test_a_hint_switched_during_a_call_leaves_it_as_many_requests_as_chunks(onnx
         expected = reference.model(held_out[:4])
     torch.testing.assert_close(backend(held_out[:4]), expected, atol=1e-4, rtol=0)
     assert backend.request_count == 1 and not backend.armed
+
+
+def test_prepack_with_an_export_folder_asks_for_the_torch_runtime(onnx_dir):
+    with pytest.raises(
+        ValueError, match="is an export folder, which runs its onnx graph; .* add --runtime torch"
+    ):
+        Predictor.from_pretrained(onnx_dir, prepack=True)
+    assert Predictor.from_pretrained(onnx_dir, runtime="torch", prepack=True).backend.runtime == "torch"

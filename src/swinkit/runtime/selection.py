@@ -97,6 +97,11 @@ def backend_for(
     info = read_export(source) if source.is_dir() else None
     if info is not None:
         check_fresh(source, info, fingerprint)
+        if prepack and runtime is None:  # refused before its graph is compiled, naming the real cause
+            raise ValueError(
+                f"{source} is an export folder, which runs its {info.format} graph; prepacked linear layers "
+                "(--torch-prepack) run the torch weights saved beside it: add --runtime torch"
+            )
         backend = exported_backend(source, info, runtime, precision, hint)
         if backend is not None:
             check_device(backend.runtime, device)
