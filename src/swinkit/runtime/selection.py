@@ -102,10 +102,10 @@ def backend_for(
                 f"{source} is an export folder, which runs its {info.format} graph; prepacked linear layers "
                 "(--torch-prepack) run the torch weights saved beside it: add --runtime torch"
             )
+        _check_prepack(prepack, runtime or "torch", device)  # before a graph compiles
         backend = exported_backend(source, info, runtime, precision, hint)
         if backend is not None:
             check_device(backend.runtime, device)
-            _check_prepack(prepack, backend.runtime, device)
             return backend
         runtime = "torch"
     runtime, precision = runtime or "torch", precision or "fp32"
