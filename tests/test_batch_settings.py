@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from instance_scenes import FAST
 from PIL import Image
 
 import swinkit
@@ -17,8 +18,6 @@ from swinkit.loading import save_pretrained
 from swinkit.models.detection.checkpoints import save_pretrained as save_detector
 from swinkit.models.detection.mask_rcnn import create_mask_rcnn
 
-FAST = {"test_scale": (96, 64), "rpn_nms_pre": 200, "rpn_max_per_img": 100, "max_per_img": 20}
-
 
 def _images(folder, count=2):
     folder.mkdir()
@@ -28,13 +27,18 @@ def _images(folder, count=2):
     return folder
 
 
-def test_a_detection_batch_resumes_only_with_its_score_threshold_and_max_detections(tmp_path, capsys):
+def _detector_batch(tmp_path, out) -> list[str]:
+    """``swinkit batch`` of a saved micro Faster R-CNN over two images into ``out`` (no workers, no bar)."""
     model = save_detector(
         create_mask_rcnn("faster_rcnn_swin_micro", labels=["a", "b"], **FAST), tmp_path / "m"
     )
-    out = tmp_path / "out.jsonl"
     command = ["batch", "--model", str(model), "--input", str(_images(tmp_path / "in")), "--output", str(out)]
-    command += ["--workers", "0", "--no-progress"]
+    return [*command, "--workers", "0", "--no-progress"]
+
+
+def test_a_detection_batch_resumes_only_with_its_score_threshold_and_max_detections(tmp_path, capsys):
+    out = tmp_path / "out.jsonl"
+    command = _detector_batch(tmp_path, out)
     assert main([*command, "--score-threshold", "0.3", "--max-detections", "5"]) == 0
     settings = json.loads((tmp_path / "out.jsonl.meta.json").read_text())["settings"]
     assert settings["info"]["score_threshold"] == 0.3 and settings["info"]["max_detections"] == 5
@@ -49,12 +53,8 @@ def test_a_detection_batch_resumes_only_with_its_score_threshold_and_max_detecti
 
 
 def test_a_detection_batch_resumes_when_the_flags_restate_the_models_own_rule(tmp_path, capsys):
-    model = save_detector(
-        create_mask_rcnn("faster_rcnn_swin_micro", labels=["a", "b"], **FAST), tmp_path / "m"
-    )
     out = tmp_path / "out.jsonl"
-    command = ["batch", "--model", str(model), "--input", str(_images(tmp_path / "in")), "--output", str(out)]
-    command += ["--workers", "0", "--no-progress"]
+    command = _detector_batch(tmp_path, out)
     assert main(command) == 0  # the model's own score threshold 0.05 and max_per_img 20
     assert main([*command, "--score-threshold", "0.05", "--max-detections", "20"]) == 0
     assert "0 rows written" in capsys.readouterr().err

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from instance_scenes import FAST
 from PIL import Image
 from serve_helpers import b64, ready_client
 
@@ -25,7 +26,6 @@ from swinkit.serve import ServeSettings, create_app
 from swinkit.serve.schemas import SegmentationResult
 
 LABELS = ("can", "carton", "milk_bottle")
-FAST = {"test_scale": (96, 64), "rpn_nms_pre": 200, "rpn_max_per_img": 100, "max_per_img": 20}  # CPU-cheap
 WIDE, TALL = (80, 60), (60, 90)  # (width, height): padded to 64x96 and 96x64 by the test pipeline
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from instance_scenes import FAST
 from PIL import Image
 from serve_helpers import ready_client
 
@@ -28,7 +29,6 @@ from swinkit.tasks.instance_results import InstancePrediction
 
 LABELS = ("can", "carton", "milk_bottle")
 SIZES = ((72, 52), (60, 80), (64, 64))  # (width, height) of the test images
-FAST = {"test_scale": (96, 64), "rpn_nms_pre": 200, "rpn_max_per_img": 100, "max_per_img": 20}  # CPU-cheap
 
 
 @pytest.fixture(scope="module")

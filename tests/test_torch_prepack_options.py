@@ -8,6 +8,7 @@ import json
 
 import pytest
 import torch
+from instance_scenes import FAST
 from serve_helpers import make_images, make_model_dir
 
 from swinkit.cli import main
@@ -22,7 +23,6 @@ from swinkit.serve import ServeSettings
 from swinkit.serve.server import load_model
 
 pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs oneDNN")
-FAST = {"test_scale": (96, 64), "rpn_nms_pre": 200, "rpn_max_per_img": 100, "max_per_img": 20}
 
 
 def _packed(predictor) -> bool:
