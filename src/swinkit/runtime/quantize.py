@@ -3,7 +3,9 @@
 Calibration images are prepared by the model's own preprocessing (the predictor's ``prepare``).
 
 - OpenVINO: ``nncf.quantize`` of the fp32 graph with ``model_type=nncf.ModelType.TRANSFORMER`` (NNCF's
-  scheme for transformers: no quantizers on the ops that hurt accuracy, e.g. LayerNorm and Softmax inputs).
+  scheme for transformers: no quantizers on the ops that hurt accuracy, e.g. LayerNorm and Softmax inputs),
+  the PERFORMANCE preset (symmetric activations) and the window attention's two batched products left in
+  float (``OPENVINO_FLOAT_PATTERNS``); the CPU plugin runs the rest of the graph in bf16 (``backends``).
 - ONNX Runtime: ``onnxruntime.quantization.quantize_static`` in QDQ format after ``quant_pre_process``
   (shape inference and graph optimisation), uint8 activations / int8 per-channel weights (the U8S8 kernels
   of AVX-512 VNNI), on the MatMul / Gemm / Conv ops that carry the compute.
@@ -89,11 +91,15 @@ def quantize_onnx(fp32: Path, int8: Path, pixels: Sequence[torch.Tensor], input_
     return int8
 
 
-# Layers NNCF leaves in float, by node name: the detector's RPN head. Quantized, its convolutions (which read
-# the FPN maps that are also graph outputs) returned logits and deltas wrong by as much as their own size on
-# the OpenVINO CPU plugin (openvino 2026.4, NNCF transformer scheme, with or without bias correction), while
-# ONNX Runtime's QDQ int8 of the same graph kept them within a few percent. Names not in a graph are ignored.
-OPENVINO_FLOAT_PATTERNS = (r".*/rpn_head/.*",)
+# Layers NNCF leaves in float, by node name. Names not in a graph are ignored.
+# - The window attention's q @ k^T and attn @ v: in float the plugin fuses each block's attention into one
+#   bf16 kernel, and the graph ran faster than with them quantized (Swin-T 224 batch 1, alternating in one
+#   process: 1.11x with the PERFORMANCE preset; docs/design.md).
+# - The detector's RPN head. Quantized, its convolutions (which read the FPN maps that are also graph outputs)
+#   returned logits and deltas wrong by as much as their own size on the OpenVINO CPU plugin (openvino 2026.4,
+#   NNCF transformer scheme, with or without bias correction), while ONNX Runtime's QDQ int8 of the same
+#   graph kept them within a few percent.
+OPENVINO_FLOAT_PATTERNS = (r".*/attn/MatMul(_[0-9]+)?", r".*/rpn_head/.*")
 
 
 def quantize_openvino(fp32: Path, pixels: Sequence[torch.Tensor]) -> Any:
@@ -111,6 +117,7 @@ def quantize_openvino(fp32: Path, pixels: Sequence[torch.Tensor]) -> Any:
             model,
             dataset,
             model_type=nncf.ModelType.TRANSFORMER,
+            preset=nncf.QuantizationPreset.PERFORMANCE,  # symmetric: no zero-point subtraction per layer
             subset_size=len(pixels),
             ignored_scope=ignored,
         )
