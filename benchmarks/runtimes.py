@@ -18,6 +18,7 @@ images (random weights give small logit margins, so top-1 agreement here is a st
     python benchmarks/runtimes.py                  # Swin-T 224, batch 1 and 8
     python benchmarks/runtimes.py --quick          # smoke test
     python benchmarks/runtimes.py --tasks upernet  # adds UPerNet 512x512 (and mask_rcnn 800x1333 once it exists)
+    python benchmarks/runtimes.py --no-classification --tasks upernet  # only the UPerNet table
 """
 
 from __future__ import annotations
@@ -242,8 +243,8 @@ def upernet_paths(folder: Path, calibration: list[torch.Tensor]) -> dict[str, Ru
 def upernet_graph_paths(onnx_file: Path, folder: Path, calibration: list[torch.Tensor]) -> dict[str, Runner]:
     """The slide-mode graph (static, one 512x512 crop) on ONNX Runtime fp32 / int8 (static QDQ) and OpenVINO
     fp32 / bf16 / int8 (NNCF), int8 calibrated on ``calibration`` crops. A path that cannot be built is
-    reported and left out (NNCF's transformer scheme failed on this graph with nncf 2.x: "QConfigs for
-    unified scale group ... are not equal", the UPerHead concats)."""
+    reported and left out (NNCF's mixed preset failed on this graph: "QConfigs for unified scale group ...
+    are not equal", the UPerHead concats; ``quantize_openvino``'s symmetric preset builds it)."""
     from swinkit.runtime.export import onnx_to_openvino
     from swinkit.runtime.quantize import quantize_onnx, quantize_openvino
 
@@ -363,13 +364,17 @@ def main() -> None:
     )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--det-int8", action="store_true", help="mask_rcnn: add the int8 paths (slow)")
+    parser.add_argument(
+        "--no-classification", action="store_true", help="only the --tasks tables, not Swin-T 224's"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.quick:
         args.rounds, args.seconds, args.images, args.calibration = 2, 0.3, 16, 8
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    run_classification(args)
+    if not args.no_classification:
+        run_classification(args)
     for task in args.tasks:
         if task == "upernet":
             run_upernet(args)

@@ -78,3 +78,15 @@ def test_cores_made_inside_kept_signal_stack_leave_the_threads_stack_as_it_was()
     assert result.returncode == 0, (result.returncode, result.stderr[-2000:])
     assert result.stdout.strip() == "alive"
     assert run(OWN_CORES, "bare").returncode == -11  # the OpenVINO behaviour the guard is for
+
+
+def test_a_signal_stack_that_cannot_be_restored_gives_a_warning_not_an_error():
+    from swinkit.runtime import openvino_core
+
+    class FailingLibc:  # sigaltstack fails, as it does for a stack that is not mapped any more
+        def sigaltstack(self, new, old):
+            return -1
+
+    saved = openvino_core._SignalStack()
+    with pytest.warns(RuntimeWarning, match="could not restore this thread's signal stack after OpenVINO"):
+        openvino_core._restore(FailingLibc(), saved)

@@ -206,6 +206,26 @@ def test_openvino_background_compiles_run_the_dynamic_graph_until_the_static_one
     torch.testing.assert_close(backend(held_out[:3]), expected[:3], atol=1e-4, rtol=0)
 
 
+def test_a_failed_background_compile_is_logged_and_its_shape_stays_on_the_dynamic_graph(
+    onnx_dir, reference, held_out, monkeypatch, caplog
+):
+    backend = OpenVINOBackend(onnx_dir / "model.onnx", "fp32")
+    backend.compile_in_background = True
+
+    def refuse(shape):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(backend, "_compile_static", refuse)
+    with torch.inference_mode():
+        expected = reference.model(held_out[:4])
+    with caplog.at_level("WARNING", logger="swinkit.runtime.backends"):
+        torch.testing.assert_close(backend(held_out[:4]), expected, atol=1e-4, rtol=0)
+        backend.wait_compiled()
+    assert backend.failed == {(4, 3, 32, 32)} and backend.compiled_shapes == []
+    assert "could not compile a static graph for (4, 3, 32, 32) (out of memory)" in caplog.text
+    torch.testing.assert_close(backend(held_out[:4]), expected, atol=1e-4, rtol=0)  # dynamic, no retry
+
+
 def test_a_served_openvino_backend_compiles_new_batch_sizes_in_the_background(onnx_dir):
     from swinkit.serve.service import TaskService
 

@@ -49,6 +49,7 @@ def test_every_task_runs_its_network_prepacked_with_the_same_outputs(folders, ta
     plain, packed = load_predictor(folders[task]), load_predictor(folders[task], prepack=True)
     assert _packed(packed) and not any(isinstance(m, PrepackedLinear) for m in plain.model.modules())
     assert (packed.info()["runtime"], packed.info()["precision"]) == ("torch", "fp32")
+    assert (packed.info()["torch_prepack"], plain.info()["torch_prepack"]) == (True, False)  # GET /info
     torch.manual_seed(1)
     pixels = torch.randn(2, 3, 64, 96)
     expected, got = plain.backend(pixels), packed.backend(pixels)

@@ -27,7 +27,7 @@ from swinkit.data.decode import decode_image
 from swinkit.data.preprocess import ImageProcessor, preprocessing_for
 from swinkit.loading import load_checkpoint, model_from_checkpoint
 from swinkit.models.swin import SwinTransformer
-from swinkit.runtime.backends import Backend, TorchBackend
+from swinkit.runtime.backends import Backend, TorchBackend, backend_info
 from swinkit.runtime.export import is_export
 from swinkit.runtime.graph import GraphSpec, TupleOutputs, grey_example, varies_in_size
 from swinkit.runtime.selection import backend_for, check_device, runs_own_module
@@ -197,8 +197,7 @@ class Predictor:
         return {
             "problem_type": self.problem_type,
             "preprocessing": self.processor.to_preprocessor_config(),
-            "runtime": self.backend.runtime,
-            "precision": self.backend.precision,
+            **backend_info(self.backend),
         }
 
     def fingerprint(self) -> tuple[str, str]:

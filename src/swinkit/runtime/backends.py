@@ -13,6 +13,7 @@ Threads: ONNX Runtime and OpenVINO take ``torch.get_num_threads()`` intra-op thr
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import os
 import queue
@@ -29,6 +30,8 @@ from torch import nn
 from swinkit.runtime.openvino_core import openvino_core
 from swinkit.runtime.torch_speed import prepack_linears
 
+log = logging.getLogger(__name__)
+
 RUNTIMES = ("torch", "openvino", "onnxruntime")
 PRECISIONS = ("fp32", "bf16", "int8")
 SUPPORTED = {"torch": ("fp32", "bf16"), "openvino": ("fp32", "bf16", "int8"), "onnxruntime": ("fp32", "int8")}
@@ -44,6 +47,16 @@ class Backend(Protocol):
     precision: str
 
     def __call__(self, pixels: torch.Tensor) -> Outputs: ...
+
+
+def backend_info(backend: Backend) -> dict[str, Any]:
+    """What every predictor's ``info()`` (``GET /info``) says of its backend: runtime, precision and whether
+    the torch path runs prepacked linear layers (``--torch-prepack``)."""
+    return {
+        "runtime": backend.runtime,
+        "precision": backend.precision,
+        "torch_prepack": bool(getattr(backend, "prepacked", False)),
+    }
 
 
 def check_pair(runtime: str, precision: str) -> None:
@@ -100,7 +113,7 @@ class TorchBackend:
         check_pair("torch", precision)
         if prepack and precision != "fp32":
             raise ValueError(f"prepacked linear layers run fp32 weights; precision {precision} has its own")
-        self.precision = precision
+        self.precision, self.prepacked = precision, prepack
         self.dtype = torch.bfloat16 if precision == "bf16" else torch.float32
         if precision == "bf16":
             self.model = copy.deepcopy(model).to(self.dtype)
@@ -258,7 +271,12 @@ class OpenVINOBackend:
         """Compile ``shape`` and add it to ``table`` unless ``set_hint`` replaced the table meanwhile."""
         try:
             graph = self._compile_static(shape)
-        except Exception:  # noqa: BLE001 - the dynamic graph keeps running that shape
+        except Exception as error:  # noqa: BLE001 - the dynamic graph keeps running that shape
+            log.warning(
+                "OpenVINO could not compile a static graph for %s (%s); the dynamic graph runs it",
+                shape,
+                error,
+            )
             graph = None
         with self.lock:
             if table is self.static:

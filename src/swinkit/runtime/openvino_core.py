@@ -13,8 +13,10 @@ the stack it installs is never unmapped, and runs code that makes Cores of its o
 from __future__ import annotations
 
 import ctypes
+import os
 import sys
 import threading
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -37,9 +39,11 @@ class _SignalStack(ctypes.Structure):
     _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
 
 
-def _signal_stack(libc: Any) -> _SignalStack:
+def _signal_stack(libc: Any) -> _SignalStack | None:
+    """The calling thread's signal stack, or None when ``sigaltstack`` fails."""
     stack = _SignalStack()
-    libc.sigaltstack(None, ctypes.byref(stack))
+    if libc.sigaltstack(None, ctypes.byref(stack)) != 0:
+        return None
     return stack
 
 
@@ -50,10 +54,24 @@ def kept_signal_stack() -> Iterator[None]:
     if not sys.platform.startswith("linux"):
         yield
         return
-    libc = ctypes.CDLL(None)
+    libc = ctypes.CDLL(None, use_errno=True)
     saved = _signal_stack(libc)
     try:
         yield
     finally:
-        if _signal_stack(libc).ss_sp != saved.ss_sp:
-            libc.sigaltstack(ctypes.byref(saved), None)
+        if saved is not None:
+            _restore(libc, saved)
+
+
+def _restore(libc: Any, saved: _SignalStack) -> None:
+    now = _signal_stack(libc)
+    if now is not None and now.ss_sp == saved.ss_sp:
+        return
+    if libc.sigaltstack(ctypes.byref(saved), None) != 0:  # a warning: the block's own error must surface
+        error = ctypes.get_errno()
+        warnings.warn(
+            f"could not restore this thread's signal stack after OpenVINO ({os.strerror(error)}): "
+            "a later signal may crash the process",
+            RuntimeWarning,
+            stacklevel=3,
+        )

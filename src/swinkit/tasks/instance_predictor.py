@@ -29,7 +29,7 @@ from swinkit.models.detection.checkpoints import config_from_json, load_mmdet, m
 from swinkit.models.detection.mask_rcnn import DenseGraph, MaskRCNN, dense_output_names, split_dense
 from swinkit.models.detection.preprocess import DetectionPreprocessor
 from swinkit.models.detection.structures import Detections, ImageMeta
-from swinkit.runtime.backends import Backend, TorchBackend
+from swinkit.runtime.backends import Backend, TorchBackend, backend_info
 from swinkit.runtime.graph import GREY, GraphSpec
 from swinkit.tasks.instance_results import InstancePrediction
 
@@ -223,8 +223,7 @@ class InstancePredictor:
             "preprocessing": self.preprocessor.to_preprocessor_config(),
             "score_threshold": c.score_threshold if self.threshold is None else self.threshold,
             "max_detections": c.max_per_img if self.top_k is None else min(self.top_k, c.max_per_img),
-            "runtime": self.backend.runtime,
-            "precision": self.backend.precision,
+            **backend_info(self.backend),
         }
 
     def fingerprint(self) -> tuple[str, str]:

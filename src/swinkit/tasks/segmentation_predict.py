@@ -45,7 +45,7 @@ from swinkit.models.segmentation.inference import (
     view_logits,
 )
 from swinkit.models.segmentation.upernet import UperNet
-from swinkit.runtime.backends import Backend, TorchBackend
+from swinkit.runtime.backends import Backend, TorchBackend, backend_info
 from swinkit.runtime.graph import GREY, GraphSpec
 from swinkit.tasks.base import run_by_shape
 
@@ -274,8 +274,7 @@ class SegmentationPredictor:
         return {
             "preprocessing": self.processor.to_preprocessor_config(),
             "inference": {**asdict(self.settings), "tta": self.tta, "tta_ratios": list(self.tta_ratios)},
-            "runtime": self.backend.runtime,
-            "precision": self.backend.precision,
+            **backend_info(self.backend),
         }
 
     def fingerprint(self) -> tuple[str, str]:
