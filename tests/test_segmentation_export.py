@@ -103,36 +103,22 @@ def test_int8_past_the_default_bounds_is_refused_unless_forced(files, tmp_path, 
     assert recorded["bounds"] == {"pixel_agreement": {"min": 0.98}, "miou_vs_fp32": {"min": 0.95}}
 
 
-def test_int8_within_the_bounds_set_loads_and_runs_at_int8(files, reference, tmp_path):
+# OpenVINO: NNCF's default mixed preset failed on this graph ("QConfigs for unified scale group ... are not
+# equal", the UPerHead's concatenations); swinkit's symmetric PERFORMANCE preset quantizes it
+@pytest.mark.parametrize("fmt, runtime", [("onnx", "onnxruntime"), ("openvino", "openvino")])
+def test_int8_within_the_bounds_set_loads_and_runs_at_int8(files, reference, tmp_path, fmt, runtime):
     model_dir, calibration, held_out = files
     bounds = {"pixel_agreement": 0.9, "miou_vs_fp32": 0.8}
     request = ExportRequest(
-        "onnx", "int8", calibration_data=calibration, validation_data=held_out[0].parent, bounds=bounds
+        fmt, "int8", calibration_data=calibration, validation_data=held_out[0].parent, bounds=bounds
     )
     info = export_model(model_dir, tmp_path / "int8", request)
     assert info.agreement["passed"] and info.agreement["images"] == len(SIZES)
     candidate = segmentation_predictor(tmp_path / "int8")
-    assert (candidate.info()["runtime"], candidate.info()["precision"]) == ("onnxruntime", "int8")
+    assert (candidate.info()["runtime"], candidate.info()["precision"]) == (runtime, "int8")
     figures = segmentation_agreement(reference, candidate, prepared(reference, held_out))
     assert figures["pixel_agreement"] == pytest.approx(info.agreement["pixel_agreement"])
     assert 0.9 <= figures["pixel_agreement"] < 1.0 and figures["miou_vs_fp32"] >= 0.8
-
-
-def test_openvino_int8_of_the_upernet_graph_is_calibrated_checked_and_runs(files, reference, tmp_path):
-    # NNCF's default (mixed) preset failed on this graph ("QConfigs for unified scale group ... are not
-    # equal", the UPerHead's concatenations); the symmetric PERFORMANCE preset quantizes it
-    model_dir, calibration, held_out = files
-    bounds = {"pixel_agreement": 0.9, "miou_vs_fp32": 0.8}
-    request = ExportRequest(
-        "openvino", "int8", calibration_data=calibration, validation_data=held_out[0].parent, bounds=bounds
-    )
-    info = export_model(model_dir, tmp_path / "int8", request)
-    assert info.agreement["passed"] and info.agreement["images"] == len(SIZES)
-    candidate = segmentation_predictor(tmp_path / "int8")
-    assert (candidate.info()["runtime"], candidate.info()["precision"]) == ("openvino", "int8")
-    figures = segmentation_agreement(reference, candidate, prepared(reference, held_out))
-    assert figures["pixel_agreement"] == pytest.approx(info.agreement["pixel_agreement"])
-    assert 0.9 <= figures["pixel_agreement"] and figures["miou_vs_fp32"] >= 0.8
 
 
 def test_a_stale_export_is_refused(exports, tmp_path):
