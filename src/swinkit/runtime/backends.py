@@ -155,7 +155,8 @@ def openvino_config(precision: str, hint: str, threads: int | None) -> dict[str,
 
     An int8 IR runs its quantized ops in int8 and bf16 elsewhere (the window attention, LayerNorm, GELU):
     with ``quantize``'s recipe that was faster than f32 elsewhere (Swin-T 224 batch 1, alternating in one
-    process: 1.06x with the static graphs' snippets off, 1.23x on), and the int8 check measures the result.
+    process: 1.06x with the static graphs' snippets off, 1.10x with them on, two runs), and the int8 check
+    measures the result.
     """
     import openvino as ov
     import openvino.properties as props

@@ -93,8 +93,8 @@ def quantize_onnx(fp32: Path, int8: Path, pixels: Sequence[torch.Tensor], input_
 
 # Layers NNCF leaves in float, by node name. Names not in a graph are ignored.
 # - The window attention's q @ k^T and attn @ v: in float the plugin fuses each block's attention into one
-#   bf16 kernel, and the graph ran faster than with them quantized (Swin-T 224 batch 1, alternating in one
-#   process: 1.11x with the PERFORMANCE preset; docs/design.md).
+#   bf16 kernel, and the graph ran as fast or faster than with them quantized (Swin-T 224 batch 1, bf16
+#   elsewhere, snippets on, alternating in one process: 1.01x, 1.08x and 1.20x in three runs; docs/design.md).
 # - The detector's RPN head. Quantized, its convolutions (which read the FPN maps that are also graph outputs)
 #   returned logits and deltas wrong by as much as their own size on the OpenVINO CPU plugin (openvino 2026.4,
 #   NNCF transformer scheme, with or without bias correction), while ONNX Runtime's QDQ int8 of the same
