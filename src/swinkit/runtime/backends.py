@@ -192,7 +192,8 @@ class OpenVINOBackend:
     the plugin's fused "snippets" subgraphs at fp32 (``FP32_STATIC_CONFIG``): with them, OpenVINO 2026.4
     gave swin_micro at 32 px (stage windows 2 and 1) fp32 logits up to 8e-3 off the dynamic graph's and
     torch's, past fp32's 1e-4. bf16 and int8 keep them: that error is inside their own, and the fused
-    attention kernels were 1.07x (bf16) and 1.16x (int8) faster at Swin-T 224 batch 1 (docs/design.md).
+    attention kernels were 1.07x (bf16) and 1.16x (int8) faster at Swin-T 224 batch 1 (batch 8: 0.93x and
+    1.06x, within noise; docs/design.md).
     """
 
     runtime = "openvino"
