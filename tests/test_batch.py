@@ -224,7 +224,8 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.slow
 def test_ctrl_c_says_how_to_resume_exits_130_and_stops_the_decoders(tmp_path, model_dir):
-    _make_images(tmp_path / "in", 80, size=(160, 120))
+    # enough images that the run cannot finish between its 4th row and the signal (with 80, a fast run did)
+    _make_images(tmp_path / "in", 480, size=(160, 120))
     out = tmp_path / "out.jsonl"
     process = subprocess.Popen(
         _batch_command(model_dir, tmp_path / "in", out), start_new_session=True, stderr=subprocess.PIPE
