@@ -90,3 +90,25 @@ def test_a_signal_stack_that_cannot_be_restored_gives_a_warning_not_an_error():
     saved = openvino_core._SignalStack()
     with pytest.warns(RuntimeWarning, match="could not restore this thread's signal stack after OpenVINO"):
         openvino_core._restore(FailingLibc(), saved)
+
+
+def test_the_restore_warning_names_the_with_statement_not_contextlib(monkeypatch):
+    import ctypes
+
+    from swinkit.runtime import openvino_core
+
+    class MovedLibc:  # the block left another stack installed, and putting the old one back fails
+        queries = 0
+
+        def sigaltstack(self, new, old):
+            if new is not None:
+                return -1
+            MovedLibc.queries += 1
+            ctypes.cast(old, ctypes.POINTER(openvino_core._SignalStack)).contents.ss_sp = MovedLibc.queries
+            return 0
+
+    monkeypatch.setattr(openvino_core.ctypes, "CDLL", lambda *args, **kwargs: MovedLibc())
+    with pytest.warns(RuntimeWarning, match="could not restore") as record:
+        with openvino_core.kept_signal_stack():
+            pass
+    assert record[0].filename == __file__

@@ -98,3 +98,17 @@ def test_serve_takes_the_flag_and_the_environment(folders, monkeypatch):
     assert _packed(load_model(settings).predictor)
     monkeypatch.setenv("SWINKIT_TORCH_PREPACK", "1")
     assert ServeSettings(model="m").torch_prepack is True
+
+
+def test_get_info_says_whether_the_served_network_runs_prepacked(folders):
+    from serve_helpers import ready_client
+
+    from swinkit.serve import create_app
+
+    for prepack in (True, False):
+        app = create_app(
+            ServeSettings(model=str(folders["classification"]), torch_prepack=prepack, warmup=False)
+        )
+        with ready_client(app) as client:
+            info = client.get("/info").json()  # through the response model, not only the predictor's info()
+        assert (info["runtime"], info["torch_prepack"]) == ("torch", prepack)

@@ -73,5 +73,5 @@ def _restore(libc: Any, saved: _SignalStack) -> None:
             f"could not restore this thread's signal stack after OpenVINO ({os.strerror(error)}): "
             "a later signal may crash the process",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=4,  # _restore, kept_signal_stack, contextlib, the with statement
         )

@@ -195,6 +195,9 @@ class InfoResponse(BaseModel):
         None, description="the backend running the network: torch, openvino, onnxruntime"
     )
     precision: str | None = Field(None, description="its inference precision: fp32, bf16 or int8")
+    torch_prepack: bool | None = Field(
+        None, description="whether the torch path runs oneDNN-prepacked linear layers (--torch-prepack)"
+    )
     max_batch_size: int
     inference_workers: int = Field(1, description="batches the model runs at once")
     max_images_per_request: int
