@@ -368,6 +368,8 @@ def main() -> None:
         "--no-classification", action="store_true", help="only the --tasks tables, not Swin-T 224's"
     )
     args = parser.parse_args()
+    if args.no_classification and not args.tasks:
+        parser.error("--no-classification leaves nothing to run: add --tasks upernet or mask_rcnn")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.quick:

@@ -99,7 +99,8 @@ def quantize_onnx(fp32: Path, int8: Path, pixels: Sequence[torch.Tensor], input_
 #   returned logits and deltas wrong by as much as their own size on the OpenVINO CPU plugin (openvino 2026.4,
 #   NNCF transformer scheme, with or without bias correction), while ONNX Runtime's QDQ int8 of the same
 #   graph kept them within a few percent.
-OPENVINO_FLOAT_PATTERNS = (r".*/attn/MatMul(_[0-9]+)?", r".*/rpn_head/.*")
+# NNCF matches them with re.match (anchored at the start only): the "$" ends the name
+OPENVINO_FLOAT_PATTERNS = (r".*/attn/MatMul(_[0-9]+)?$", r".*/rpn_head/.*")
 
 
 def quantize_openvino(fp32: Path, pixels: Sequence[torch.Tensor]) -> Any:
