@@ -62,10 +62,7 @@ def test_killed_run_resumes_with_every_image_exactly_once(tmp_path, model_dir):
     bad = bad_files(tmp_path / "in")
     out = tmp_path / "out.jsonl"
     process = subprocess.Popen(
-        _batch_command(model_dir, tmp_path / "in", out),
-        start_new_session=True,
-        stderr=subprocess.PIPE,
-        preexec_fn=_interruptible,
+        _batch_command(model_dir, tmp_path / "in", out), start_new_session=True, stderr=subprocess.PIPE
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and (not out.exists() or out.read_text().count("\n") < 10):
